@@ -3,6 +3,10 @@
 UI-free on purpose (never imports streamlit) so the CLI, tests and benchmarks
 drive exactly what the app drives.
 """
+import os
+
+# Keep TensorFlow's C++ logs to real errors (see tf_quiet.py for the rest).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CLASSES = ("background", "clavicle", "lung", "heart")
 LETTERS = "bclh"  # course file names end in _<letter>.png; index = class id

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny learnable dataset made in code, and the real data's location."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xray_core.dataset import Dataset, Split
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def make_split(n: int, seed: int) -> Split:
+    """Patches whose class shows as a brightness level plus a class-specific stripe."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.random((n, 32, 32, 1)).astype("float32") * 0.3
+    x += (y * 0.15)[:, None, None, None]
+    for k in range(4):
+        x[y == k, 8 * k:8 * k + 8, :, 0] += 0.25
+    return Split(np.clip(x, 0, 1).astype("float32"), y.astype("int64"),
+                 np.array([f"R{i // 16:04d}" for i in range(n)]))
+
+
+@pytest.fixture(scope="session")
+def toy_dataset() -> Dataset:
+    return Dataset("toy", {"train": make_split(640, 1), "validation": make_split(128, 2),
+                           "test": make_split(128, 3)})
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "jsrt_patches").is_dir():
+        pytest.skip("../shared/data is not present on this machine")
+    return SHARED_DATA

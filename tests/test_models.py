@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from xray_core.config import RunConfig
+from xray_core.models import build_model, layer_table
+
+
+@pytest.mark.parametrize("cfg, total, trainable", [
+    (RunConfig(), 353_254, 353_254),
+    (RunConfig(batch_norm=True), 355_054, 354_154),
+    (RunConfig(activation="leaky_relu"), 353_254, 353_254),
+    (RunConfig(arch="cnn"), 3_271_492, 3_271_332),
+    (RunConfig(arch="cnn", filters=(32, 64, 64, 128, 128)), 1_392_772, 1_392_612),
+])
+def test_parameter_counts_match_the_assignment(cfg, total, trainable):
+    t = layer_table(cfg)
+    assert (t["total_params"], t["trainable_params"]) == (total, trainable)
+    assert sum(r["params"] for r in t["layers"]) == total
+
+
+def test_fc_layer_order_reads_like_the_assignment():
+    names = [r["name"] for r in layer_table(RunConfig(batch_norm=True, activation="leaky_relu"))["layers"]]
+    assert names == ["patch", "flatten", "dense1", "batchnorm1", "leaky_relu1",
+                     "dense2", "batchnorm2", "leaky_relu2", "output"]
+
+
+def test_seed_cnn_batchnorm_normalises_rows_not_channels():
+    rows = {r["name"]: r for r in layer_table(RunConfig(arch="cnn"))["layers"]}
+    # axis=1 on NHWC: 4 params per image row (32, 16, 16, 8, 8 rows) instead of per channel
+    assert [rows[f"batchnorm{i}"]["params"] for i in range(1, 6)] == [128, 64, 64, 32, 32]
+    fixed = {r["name"]: r for r in layer_table(RunConfig(arch="cnn", cnn_mode="corrected"))["layers"]}
+    assert [fixed[f"batchnorm{i}"]["params"] for i in range(1, 6)] == [256, 512, 512, 1024, 1024]
+    order = [r["name"] for r in layer_table(RunConfig(arch="cnn"))["layers"]][:5]
+    assert order == ["patch", "conv1", "dropout1", "batchnorm1", "maxpool1"]
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a = build_model(RunConfig(seed=3)).get_weights()[0]
+    b = build_model(RunConfig(seed=3)).get_weights()[0]
+    c = build_model(RunConfig(seed=4)).get_weights()[0]
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # He-normal: std ≈ sqrt(2 / fan_in) for the first dense layer (fan_in 1024)
+    assert abs(a.std() - np.sqrt(2 / 1024)) < 0.005
+
+
+def test_models_output_a_probability_per_class():
+    for cfg in (RunConfig(activation="tanh", dropout=0.2), RunConfig(arch="cnn", filters=(4, 4, 4, 4, 4)),
+                RunConfig(arch="cnn", cnn_mode="corrected", filters=(4, 4, 4, 4, 4), activation="elu")):
+        p = np.asarray(build_model(cfg)(np.zeros((3, 32, 32, 1), "float32")))
+        assert p.shape == (3, 4) and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_optimizer_and_learning_rate_follow_the_config():
+    m = build_model(RunConfig(optimizer="sgd", lr=0.01, momentum=0.8))
+    assert type(m.optimizer).__name__ == "SGD" and np.isclose(float(m.optimizer.learning_rate), 0.01)
+    assert type(build_model(RunConfig()).optimizer).__name__ == "Adam"

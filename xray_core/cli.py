@@ -1,0 +1,255 @@
+"""`python -m xray_core <command>`: train, evaluate, summary, presets, phantom, classify.
+
+Every command can write its result as JSON (`--json PATH`). Bad values and bad
+inputs exit non-zero with one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from . import CLASSES
+from .config import ACTIVATIONS, ARCHS, CNN_MODES, OPTIMIZERS, RunConfig, parse_filters
+from .errors import ConfigError, XrayLabError, one_line
+
+PROG = "python -m xray_core"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we promise one line
+        raise SystemExit(_fail(f"{self.prog}: {message}", code=2))
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}".splitlines()[0], file=sys.stderr)
+    return code
+
+
+def _filters_arg(text: str):
+    try:
+        return parse_filters(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_knobs(p: argparse.ArgumentParser) -> None:
+    """The model/training knobs; None = not given, so a preset's value stands."""
+    g = p.add_argument_group("model and training knobs (override --preset)")
+    g.add_argument("--preset", help="one of the course experiments, e.g. p1-task1 (see `presets`)")
+    g.add_argument("--arch", choices=ARCHS)
+    g.add_argument("--activation", choices=ACTIVATIONS)
+    g.add_argument("--alpha", type=float, help="LeakyReLU slope, in [0, 1)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--momentum", type=float, help="SGD momentum")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--l2", type=float)
+    g.add_argument("--filters", type=_filters_arg, help="five CNN filter counts, e.g. 64,128,128,256,256")
+    g.add_argument("--cnn-mode", choices=CNN_MODES)
+    g.add_argument("--seed", type=int)
+
+
+_KNOBS = ("arch", "activation", "alpha", "epochs", "batch_size", "lr", "optimizer", "momentum",
+          "batch_norm", "dropout", "l2", "filters", "cnn_mode", "seed")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    from .presets import get_preset
+    base = get_preset(args.preset).config if getattr(args, "preset", None) else RunConfig()
+    changes = {k: getattr(args, k) for k in _KNOBS if getattr(args, k, None) is not None}
+    if getattr(args, "data", None):
+        changes["data"] = args.data
+    if getattr(args, "limit_train", None) is not None:
+        changes["limit_train"] = args.limit_train
+    return base.replace(**changes).validate()
+
+
+def _write_json(path: str | None, obj) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2, allow_nan=False, default=_json_default))
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _check_data(source: str) -> None:
+    if source != "phantom" and not Path(source).exists():
+        raise XrayLabError(f"{source}: no such file or folder (use 'phantom', a folder or a .zip)")
+
+
+# ---- commands --------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    cfg = config_from_args(args).resolved()
+    _check_data(cfg.data)
+    from .training import TrainingJob, DONE, STOPPED
+    job = TrainingJob(cfg).start()
+    last_epoch = -1
+    try:
+        while True:
+            job.join(0.5)
+            snap = job.snapshot()
+            if snap.epoch != last_epoch and snap.history["loss"]:
+                last_epoch = snap.epoch
+                h = snap.history
+                val = (f" val_loss {h['val_loss'][-1]:.4f} val_acc {h['val_accuracy'][-1]:.3f}"
+                       if h["val_accuracy"] else "")
+                print(f"epoch {snap.epoch}/{snap.epochs} loss {h['loss'][-1]:.4f} "
+                      f"acc {h['accuracy'][-1]:.3f}{val} ({snap.elapsed:.1f}s)", flush=True)
+            if snap.finished:
+                break
+    except KeyboardInterrupt:
+        job.stop()
+        job.join()
+    snap = job.snapshot()
+    if snap.state not in (DONE, STOPPED):
+        return _fail(snap.error or f"training ended as {snap.state}")
+    record = job.record()
+    if args.out:
+        paths = job.save(args.out)
+        record["saved"] = paths
+    test = record.get("test")
+    if test:
+        print(f"test accuracy {test['accuracy']:.4f} test loss {test['loss']:.4f}")
+    _write_json(args.json, record)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import load_dataset
+    from .inference import load_model
+    from .training import evaluate_predictions
+    _check_data(args.data)
+    model = load_model(args.model)
+    ds = load_dataset(args.data, seed=args.seed)
+    split = ds.split(args.split)
+    probs = model.predict(split.x, batch_size=1024, verbose=0)
+    res = evaluate_predictions(split.y, probs)
+    res.update({"split": args.split, "model": args.model, "data": args.data, "classes": list(CLASSES)})
+    print(f"{args.split}: accuracy {res['accuracy']:.4f} loss {res['loss']:.4f} (n={res['n']})")
+    _write_json(args.json, res)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .models import layer_table
+    cfg = config_from_args(args)
+    table = layer_table(cfg)
+    print(f"{'layer':<16}{'type':<22}{'output shape':<22}{'params':>10}")
+    for r in table["layers"]:
+        print(f"{r['name']:<16}{r['type']:<22}{r['output_shape']:<22}{r['params']:>10,}")
+    print(f"total params: {table['total_params']:,} (trainable {table['trainable_params']:,})")
+    _write_json(args.json, {"config": cfg.resolved().to_dict(), **table})
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .presets import PRESETS
+    out = []
+    for p in PRESETS.values():
+        r = p.reported
+        figs = ", ".join(f"{k} {v}" for k, v in r.items())
+        print(f"{p.name:<10} {p.title:<40} course: {figs}")
+        out.append({"name": p.name, "title": p.title, "lesson": p.lesson,
+                    "config": p.config.resolved().to_dict(), "reported": r})
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from .phantom import write_phantom
+    if args.radiographs < 3:
+        raise ConfigError(f"--radiographs must be at least 3 (one per split), got {args.radiographs}")
+    t = time.perf_counter()
+    counts = write_phantom(args.out, n_radiographs=args.radiographs, seed=args.seed)
+    print(f"wrote the phantom to {args.out}: {counts} ({time.perf_counter() - t:.1f}s)")
+    _write_json(args.json, {"out": args.out, "counts": counts, "seed": args.seed})
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .inference import classify_files, load_model
+    if not 1 <= args.stride <= 32:
+        raise ConfigError(f"--stride must be from 1 to 32, got {args.stride}")
+    model = load_model(args.model)
+    results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride)
+    for r in results:
+        print(f"{r['file']}: {r['label']}" if r["ok"] else f"{r['file']}: error: {r['error']}")
+    _write_json(args.json, results)
+    return 0
+
+
+# ---- entry point -----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="X-ray Lab engine: train and use the course's chest X-ray models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (streams one line per epoch)")
+    _add_knobs(t)
+    t.add_argument("--data", default="phantom", help="phantom (default), a folder or a .zip")
+    t.add_argument("--limit-train", type=int, help="use only N training patches")
+    t.add_argument("--out", help="folder for model.keras and run.json")
+    t.add_argument("--json", help="write the run record here")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a saved .keras model on a dataset split")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", default="phantom")
+    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("summary", help="layer table and parameter counts for a config")
+    _add_knobs(s)
+    s.add_argument("--json")
+    s.set_defaults(func=cmd_summary)
+
+    pr = sub.add_parser("presets", help="the course's seven experiments and their reported figures")
+    pr.add_argument("--json")
+    pr.set_defaults(func=cmd_presets)
+
+    ph = sub.add_parser("phantom", help="write the built-in chest phantom in the course layout")
+    ph.add_argument("--out", required=True)
+    ph.add_argument("--radiographs", type=int, default=217)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--json")
+    ph.set_defaults(func=cmd_phantom)
+
+    c = sub.add_parser("classify", help="classify image files; map whole radiographs")
+    c.add_argument("--model", required=True)
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--map-dir", help="write a label-map PNG per radiograph here")
+    c.add_argument("--stride", type=int, default=4)
+    c.add_argument("--json")
+    c.set_defaults(func=cmd_classify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    except XrayLabError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted", code=130)
+    except Exception as e:  # the promise is one line, never a traceback
+        return _fail(one_line(e))

@@ -1,0 +1,408 @@
+"""Read what students upload, safely, and turn it into what the model sees.
+
+`read_image(bytes, name)` is the only door: it returns a float32 2-D grayscale
+array in [0, 1] at full resolution or raises `ImageError` with a one-line reason
+that names the file. The format is detected from the CONTENT (magic bytes), never
+from the extension, so a PNG called `scan.jpg` is read and an HTML page called
+`scan.png` is refused as text.
+
+Accepted: PNG, JPEG, TIFF, BMP, GIF (first frame) through Pillow, and DICOM
+(the 'DICM' magic at offset 128, or a headerless dataset named .dcm/.dicom)
+through pydicom. Everything is checked from the header before any pixel is
+decoded: file size, pixel count (decompression bombs), minimum side, aspect ratio.
+
+Intensity conventions (so uploads match the course's 8-bit training PNGs):
+- 8-bit grayscale / RGB / palette: value / 255 (RGB -> ITU-R 601 luminance).
+- 16-bit PNG / TIFF: value / 65535 (the bit depth's full scale, not min-max).
+- 32-bit integer or float TIFF: kept if already in [0, 1], else min-max.
+- DICOM: modality LUT (Rescale Slope/Intercept) -> the file's first Window
+  Center/Width (or its VOI LUT) -> [0, 1]; min-max when the file has no window;
+  MONOCHROME1 is inverted so that dense tissue is bright, as in MONOCHROME2.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from . import FILM, PATCH
+from .errors import ImageError
+
+MAX_BYTES = 50 * 1024 * 1024   # refuse files larger than this before parsing
+MAX_PIXELS = 40_000_000        # refuse images claiming more pixels (from the header)
+MIN_SIDE = 16                  # smaller than this on a side: nothing to classify
+MAX_ASPECT = 4.0               # longer/shorter side beyond this: not a film or patch
+RADIOGRAPH_SIDE = 128          # either side >= this: treated as a whole radiograph
+
+PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF")   # nothing else reaches a decoder
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic")
+
+_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+}
+
+__all__ = [
+    "read_image", "patch_input", "is_radiograph", "to_film", "is_dicom",
+    "MAX_BYTES", "MAX_PIXELS", "MIN_SIDE", "MAX_ASPECT", "RADIOGRAPH_SIDE",
+]
+
+
+# ---- public API -------------------------------------------------------------------
+def read_image(data: bytes, name: str = "upload") -> np.ndarray:
+    """Decode an uploaded file to float32 (H, W) grayscale in [0, 1].
+
+    Raises ImageError("<name>: <reason>") for anything that is not a usable image.
+    """
+    name = _one_line(str(name)) or "upload"
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise ImageError(f"{name}: expected the file's bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    if len(data) > MAX_BYTES:
+        raise ImageError(f"{name}: file is {len(data) / 2**20:.1f} MB, over the "
+                         f"{MAX_BYTES / 2**20:.0f} MB limit")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:   # someone flipped Pillow's global: refuse to guess
+        raise ImageError(f"{name}: cannot check for truncation (PIL LOAD_TRUNCATED_IMAGES is on)")
+
+    if is_dicom(data):
+        img = _read_dicom(data, name)
+    else:
+        im = _open_pillow(data, name)
+        if im is not None:
+            img = _read_pillow(im, name)
+        elif _looks_like_text(data):
+            raise ImageError(f"{name}: not an image: looks like text/HTML")
+        elif _maybe_headerless_dicom(data, name):
+            img = _read_dicom(data, name)
+        else:
+            kind = _magic_kind(data)
+            if kind:
+                raise ImageError(f"{name}: damaged {kind} file (its header cannot be read)")
+            raise ImageError(f"{name}: not a recognised image (expected PNG, JPEG, TIFF, "
+                             "BMP, GIF or DICOM)")
+
+    if not np.all(np.isfinite(img)):
+        img = np.nan_to_num(img, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(img, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def is_dicom(data: bytes) -> bool:
+    """True when the bytes carry the DICOM Part 10 preamble magic 'DICM' at offset 128."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def patch_input(img2d: np.ndarray) -> np.ndarray:
+    """Exactly the model's input for a whole image: float32 (32, 32) in [0, 1].
+
+    Like the course's preprocessing and the training patches (8-bit PNGs / 255):
+    quantise to 8-bit L, resize to 32x32 with Pillow's BICUBIC, divide by 255.
+    A 32x32 8-bit patch passes through unchanged.
+    """
+    u8 = _to_u8(_check_2d(img2d, "patch_input"))
+    im = Image.fromarray(u8)
+    if im.size != (PATCH, PATCH):
+        im = im.resize((PATCH, PATCH), Image.Resampling.BICUBIC)
+    return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+
+
+def is_radiograph(img2d: np.ndarray) -> bool:
+    """A whole film (gets an anatomy map) rather than a patch: either side >= 128 px."""
+    return max(np.shape(img2d)[:2]) >= RADIOGRAPH_SIDE
+
+
+def to_film(img2d: np.ndarray, window: bool = False, gamma: float = 2.0) -> np.ndarray:
+    """The image at training-film scale: float32, long side 256 px, values in [0, 1].
+
+    Shrinking uses Pillow's BOX filter as the training films did (JSRT 2048 -> 256);
+    enlarging a 128..255 px image uses BILINEAR (BOX would just replicate pixels).
+
+    window=False (default) keeps intensities as read. window=True re-applies the
+    training films' intensity recipe (data/README.md): stretch the 2nd..99.5th
+    percentiles to [0, 1], then gamma (v ** gamma, skimage's adjust_gamma
+    convention). Use it for raw films that look flat/washed out. The shared JSRT
+    films are ALREADY windowed, and re-windowing them darkens them and lowers map
+    quality (see scripts/measure_maps.py --window), hence the default.
+    """
+    a = _check_2d(img2d, "to_film").astype(np.float32, copy=False)
+    h, w = a.shape
+    long_side = max(h, w)
+    if long_side != FILM:
+        scale = FILM / long_side
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        resample = Image.Resampling.BOX if long_side > FILM else Image.Resampling.BILINEAR
+        a = np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize((nw, nh), resample),
+                       dtype=np.float32)
+    else:
+        a = a.copy()
+    if window:
+        lo, hi = np.percentile(a, [2.0, 99.5])
+        if hi > lo:
+            a = np.clip((a - lo) / (hi - lo), 0.0, 1.0) ** np.float32(gamma)
+    return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# ---- Pillow formats -----------------------------------------------------------------
+def _open_pillow(data: bytes, name: str) -> Image.Image | None:
+    """Open the header only (no pixel decoding); None when Pillow does not recognise it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image header claims too many pixels "
+                         "(decompression bomb), refused before decoding") from None
+    except UnidentifiedImageError:
+        return None
+    except Exception as e:  # malformed headers raise all sorts of things
+        raise ImageError(f"{name}: damaged {_magic_kind(data) or 'image'} header "
+                         f"({_one_line(e)})") from None
+    w, h = im.size
+    _check_dims(w, h, name)
+    return im
+
+
+def _read_pillow(im: Image.Image, name: str) -> np.ndarray:
+    fmt = im.format or "image"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im.seek(0)            # GIF / multi-page TIFF: the first frame
+            im.load()             # full decode: truncated files fail here
+            im = ImageOps.exif_transpose(im)   # phone photos of films
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: {fmt} is too large (decompression bomb), refused") from None
+    except Exception as e:
+        msg = _one_line(e)
+        if "truncat" in msg.lower() or isinstance(e, (EOFError, SyntaxError)):
+            raise ImageError(f"{name}: truncated or damaged {fmt} file ({msg})") from None
+        raise ImageError(f"{name}: cannot decode {fmt} ({msg})") from None
+    w, h = im.size
+    _check_dims(w, h, name)   # exif_transpose may swap; re-check for safety
+    try:
+        return _pil_to_float(im)
+    except Exception as e:
+        raise ImageError(f"{name}: cannot convert {fmt} mode {im.mode} to grayscale "
+                         f"({_one_line(e)})") from None
+
+
+def _pil_to_float(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode == "L":
+        return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.float32) / np.float32(65535.0)
+    if mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        if a.size and a.min() >= 0 and a.max() <= 65535:
+            return (a / 65535.0).astype(np.float32)
+        return _minmax(a)
+    if mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        if a.size and a.min() >= 0 and a.max() <= 1:
+            return a.astype(np.float32)
+        return _minmax(a)
+    if mode == "LA":
+        return np.asarray(im.getchannel(0), dtype=np.float32) / np.float32(255.0)
+    if mode == "1":
+        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+    rgb = im if mode == "RGB" else im.convert("RGB")   # P, PA, RGBA, CMYK, YCbCr, ...
+    return _luminance(np.asarray(rgb, dtype=np.float32)) / np.float32(255.0)
+
+
+# ---- DICOM ------------------------------------------------------------------------
+def _read_dicom(data: bytes, name: str) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+        ds.get("PixelData")  # force parsing up to the pixels (deferred errors surface here)
+    except Exception as e:
+        raise ImageError(f"{name}: not a readable DICOM file ({_one_line(e)})") from None
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ImageError(f"{name}: DICOM file has no pixel data (not an image)")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    except Exception as e:
+        raise ImageError(f"{name}: DICOM image header is incomplete ({_one_line(e)})") from None
+    _check_dims(cols, rows, name)
+    if spp not in (1, 3):
+        raise ImageError(f"{name}: DICOM with {spp} samples per pixel is not supported")
+    _ensure_transfer_syntax(ds)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # e.g. "pixel data longer than expected"
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            arr = pixel_array(ds, index=0 if frames > 1 else None)   # first frame only
+    except Exception as e:
+        raise ImageError(f"{name}: cannot decode the DICOM pixel data ({_one_line(e)})") from None
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+
+    try:
+        if photometric in ("MONOCHROME1", "MONOCHROME2") and arr.ndim == 2:
+            arr = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+            out = _dicom_voi(arr, ds)
+            if photometric == "MONOCHROME1":   # low values are white: flip so dense = bright
+                out = 1.0 - out
+        elif photometric == "PALETTE COLOR" and arr.ndim == 2:
+            rgb = np.asarray(apply_color_lut(arr, ds), dtype=np.float64)
+            out = _minmax(_luminance(rgb))
+        elif arr.ndim == 3 and arr.shape[-1] == 3:   # RGB / YBR (pydicom converts to RGB)
+            bits = int(ds.get("BitsStored", 8) or 8)
+            out = _luminance(arr.astype(np.float64)) / float(2 ** bits - 1)
+        elif arr.ndim == 2:
+            out = _minmax(arr.astype(np.float64))
+        else:
+            raise ValueError(f"unexpected pixel array shape {arr.shape}")
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(f"{name}: cannot map DICOM {photometric} values to grayscale "
+                         f"({_one_line(e)})") from None
+    return np.asarray(out, dtype=np.float32)
+
+
+def _dicom_voi(arr: np.ndarray, ds) -> np.ndarray:
+    """Modality values -> [0, 1] via the first Window Center/Width, else VOI LUT, else min-max."""
+    from pydicom.pixels import apply_voi_lut, apply_windowing
+
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            lo, hi = _window_output_range(ds)
+            out = apply_windowing(arr.copy(), ds, index=0)
+            if hi != lo:
+                return np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+        except Exception:
+            pass   # malformed window (width < 1, text...): fall back to the data range
+    if ds.get("VOILUTSequence"):
+        try:
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+            out = apply_voi_lut(arr.copy(), ds, index=0, prefer_lut=True)
+            return np.clip(out / float(2 ** bits - 1), 0.0, 1.0)
+        except Exception:
+            pass
+    return _minmax(arr)
+
+
+def _window_output_range(ds) -> tuple[float, float]:
+    """The (y_min, y_max) pydicom's apply_windowing maps the window onto (PS3.3 C.11.2)."""
+    bits = int(ds.BitsStored)
+    if ds.get("ModalityLUTSequence"):
+        y_min, y_max = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    elif int(ds.get("PixelRepresentation", 0)) == 0:
+        y_min, y_max = 0.0, float(2 ** bits - 1)
+    else:
+        y_min, y_max = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        y_min = y_min * float(slope) + float(intercept)
+        y_max = y_max * float(slope) + float(intercept)
+    return y_min, y_max
+
+
+def _ensure_transfer_syntax(ds) -> None:
+    """Headerless datasets (no file meta): assume the encoding they were read with."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit in (None, True):
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little in (None, True) else ExplicitVRBigEndian
+
+
+def _maybe_headerless_dicom(data: bytes, name: str) -> bool:
+    """Worth trying pydicom without the 'DICM' magic: DICOM-named, or starts with a
+    group 0002/0008 tag (little endian), as raw datasets do."""
+    return name.lower().endswith(DICOM_EXTENSIONS) or data[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+# ---- shared checks and helpers -------------------------------------------------------
+def _check_dims(w: int, h: int, name: str) -> None:
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{name}: image has no pixels ({w}x{h})")
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"{name}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels), over the "
+                         f"{MAX_PIXELS / 1e6:.0f} MP limit; refused before decoding")
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"{name}: image is {w}x{h} pixels; at least {MIN_SIDE} px on each "
+                         "side is needed")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise ImageError(f"{name}: image is {w}x{h}, an aspect ratio of "
+                         f"{max(w, h) / min(w, h):.1f}:1 (more than {MAX_ASPECT:.0f}:1 is not "
+                         "a radiograph or patch)")
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:4096]
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        if head.startswith(bom):
+            return True
+    if b"\x00" in head:
+        return False
+    if head.lstrip()[:1] == b"<":   # HTML, XML, SVG
+        return True
+    text = head.decode("utf-8", errors="replace")
+    if not text:
+        return False
+    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
+    return printable / len(text) > 0.95
+
+
+def _magic_kind(data: bytes) -> str | None:
+    for magic, kind in _MAGIC.items():
+        if data.startswith(magic):
+            return kind
+    return None
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma, as Pillow's convert('L'), but kept in float."""
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = float(np.min(a)), float(np.max(a))
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.float32)
+    return ((a - lo) / (hi - lo)).astype(np.float32)
+
+
+def _to_u8(img: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _check_2d(img: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2 or min(a.shape) < 1:
+        raise ImageError(f"{what}: expected a 2-D grayscale image, got shape {a.shape}")
+    return a
+
+
+def _one_line(e: object) -> str:
+    s = " ".join(str(e).split())
+    return s[:200] + ("..." if len(s) > 200 else "")

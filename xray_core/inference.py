@@ -1,0 +1,304 @@
+"""Classify patches and paint anatomy maps of whole radiographs.
+
+- `predict_patches(model, x)`: (N, 32, 32[, 1]) -> (N, 4) probabilities, batched.
+- `anatomy_map(model, film, stride)`: classify a 32x32 patch centred on every
+  `stride`-th pixel of the film at training scale (long side 256), upsample the
+  probability grid bilinearly, argmax -> a label per pixel at the 256 scale AND at
+  the input's original size.
+- `overlay(film, labels)`: the colour picture the Classify page shows.
+- `classify_files(model, paths, map_dir)`: the CLI's per-file records.
+- `evaluate_map(pred, true)`: pixel accuracy and per-class Dice.
+
+Works with any Keras model mapping (N, 32, 32, 1) float32 in [0, 1] to 4 softmax
+probabilities; this module imports neither keras nor tensorflow itself.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+
+from . import CLASSES, FILM, PATCH
+from .errors import ConfigError, ImageError, XrayLabError
+from .images import MAX_BYTES, _check_2d, _one_line, _to_u8, is_radiograph, patch_input, read_image, to_film
+
+# RGB per class index; background (0) is left transparent (the film shows through).
+CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (128, 128, 128),   # background (not painted)
+    (255, 215, 0),     # clavicle: yellow
+    (30, 120, 255),    # lung: blue
+    (230, 30, 30),     # heart: red
+)
+MAX_STRIDE = PATCH
+DEFAULT_BATCH = 4096
+
+__all__ = [
+    "AnatomyMap", "CLASS_COLOURS", "predict_patches", "anatomy_map", "overlay",
+    "classify_files", "evaluate_map",
+]
+
+
+@dataclass
+class AnatomyMap:
+    labels: np.ndarray            # uint8 (H, W) at the ORIGINAL input size, values 0..3
+    probs: np.ndarray             # float32 (h, w, 4) at film scale (long side 256)
+    shares: dict[str, float]      # class name -> fraction of the image's area
+    stride: int                   # pixels between patch centres (film scale)
+    seconds: float                # wall time of the whole map
+    labels_film: np.ndarray       # uint8 (h, w): argmax of probs, at film scale
+    film: np.ndarray              # float32 (h, w): the 8-bit film the patches came from
+    grid_shape: tuple[int, int]   # patches classified per column and row
+
+
+# ---- patch classification -----------------------------------------------------------
+_warm_lock = threading.Lock()
+_warm: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def _predict_batch(model, xb: np.ndarray) -> np.ndarray:
+    """One forward pass. The first call per model builds Keras's predict function under a
+    lock (two threads must not build it at once); later calls run concurrently."""
+    if model not in _warm:
+        with _warm_lock:
+            out = model.predict_on_batch(xb)
+            _warm.add(model)
+    else:
+        out = model.predict_on_batch(xb)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _model_input(model, x: np.ndarray) -> np.ndarray:
+    """(n, 32, 32, 1) float32, or reshaped to the model's own input shape if it differs."""
+    try:
+        want = tuple(int(d) for d in model.inputs[0].shape[1:])
+    except Exception:
+        return x
+    if want != x.shape[1:] and int(np.prod(want)) == PATCH * PATCH:
+        return x.reshape((x.shape[0],) + want)
+    return x
+
+
+def predict_patches(model, x: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndarray:
+    """Class probabilities (N, 4) float32 for patches (N, 32, 32) or (N, 32, 32, 1) in [0, 1]."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 2 and x.shape == (PATCH, PATCH):
+        x = x[None]
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[1:] != (PATCH, PATCH, 1):
+        raise ImageError(f"patches must be N x {PATCH} x {PATCH} (x 1), got shape {x.shape}")
+    batch = _check_batch(batch)
+    n = x.shape[0]
+    out = np.empty((n, len(CLASSES)), dtype=np.float32)
+    for i in range(0, n, batch):
+        xb = _model_input(model, np.ascontiguousarray(x[i:i + batch]))
+        p = _predict_batch(model, xb)
+        if p.shape != (xb.shape[0], len(CLASSES)):
+            raise ConfigError(f"the model returned shape {p.shape}; expected "
+                              f"({xb.shape[0]}, {len(CLASSES)}) class probabilities")
+        out[i:i + batch] = p
+    return out
+
+
+# ---- anatomy maps ---------------------------------------------------------------------
+def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_BATCH,
+                window: bool = False) -> AnatomyMap:
+    """Label every pixel of a radiograph with the class of the patch centred on it.
+
+    The image is brought to film scale (`to_film`: long side 256, `window` as there),
+    quantised to 8 bits like the training PNGs, reflection-padded by 16 px so that a
+    32x32 patch is centred on every pixel, and a patch every `stride` pixels is
+    classified. The (h/stride x w/stride x 4) probability grid is upsampled
+    bilinearly (to film scale for `probs`, directly to the input size for `labels`)
+    and argmax'ed, so maps keep smooth edges at coarse strides.
+    """
+    t0 = time.perf_counter()
+    stride = _check_stride(stride)
+    batch = _check_batch(batch)
+    img = _check_2d(film, "anatomy_map")
+    if not np.all(np.isfinite(img)):
+        raise ImageError("anatomy_map: the film contains NaN or infinite values")
+    H, W = img.shape
+
+    f8 = _to_u8(to_film(img, window=window))
+    h, w = f8.shape
+    half = PATCH // 2
+    padded = np.pad(f8, half, mode="reflect")
+    # window (i, j) of the padded film is the patch centred on film pixel (i, j)
+    windows = sliding_window_view(padded, (PATCH, PATCH))[:h:stride, :w:stride]
+    gh, gw = windows.shape[:2]
+
+    grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
+    rows = max(1, batch // gw)
+    for r0 in range(0, gh, rows):
+        chunk = windows[r0:r0 + rows]
+        xb = chunk.reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
+        p = _predict_batch(model, _model_input(model, xb))
+        if p.shape != (xb.shape[0], len(CLASSES)):
+            raise ConfigError(f"the model returned shape {p.shape}; expected "
+                              f"({xb.shape[0]}, {len(CLASSES)}) class probabilities")
+        grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+
+    # film scale: film pixel y sits at grid coordinate y / stride
+    probs = _upsample(grid, np.arange(h) / stride, np.arange(w) / stride)
+    labels_film = probs.argmax(axis=-1).astype(np.uint8)
+    if (H, W) == (h, w):
+        labels = labels_film.copy()
+    else:   # original size: pixel centres mapped onto film coordinates, then the grid
+        ys = ((np.arange(H) + 0.5) * (h / H) - 0.5) / stride
+        xs = ((np.arange(W) + 0.5) * (w / W) - 0.5) / stride
+        labels = np.empty((H, W), dtype=np.uint8)
+        step = max(1, (1 << 22) // max(1, W * len(CLASSES)))   # bound memory (~16 MB chunks)
+        for y0 in range(0, H, step):
+            labels[y0:y0 + step] = _upsample(grid, ys[y0:y0 + step], xs).argmax(axis=-1)
+
+    counts = np.bincount(labels.ravel(), minlength=len(CLASSES))[:len(CLASSES)]
+    shares = {c: float(n) / labels.size for c, n in zip(CLASSES, counts)}
+    return AnatomyMap(labels=labels, probs=probs, shares=shares, stride=stride,
+                      seconds=time.perf_counter() - t0, labels_film=labels_film,
+                      film=f8.astype(np.float32) / np.float32(255.0), grid_shape=(gh, gw))
+
+
+def _upsample(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Separable bilinear interpolation of grid (gh, gw, C) at fractional (ys, xs)."""
+    def axis(coords: np.ndarray, n: int):
+        c = np.clip(np.asarray(coords, dtype=np.float32), 0, n - 1)
+        i0 = np.floor(c).astype(np.intp)
+        i1 = np.minimum(i0 + 1, n - 1)
+        t = (c - i0).astype(np.float32)
+        return i0, i1, t
+
+    i0, i1, t = axis(ys, grid.shape[0])
+    rows = grid[i0] * (1 - t)[:, None, None] + grid[i1] * t[:, None, None]
+    j0, j1, u = axis(xs, grid.shape[1])
+    return (rows[:, j0] * (1 - u)[None, :, None] + rows[:, j1] * u[None, :, None]).astype(np.float32)
+
+
+def overlay(film: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """uint8 RGB (H, W, 3): the film in grey with clavicle/lung/heart tinted by
+    CLASS_COLOURS; background stays transparent. Labels of another size are resized
+    (nearest) to the film."""
+    f = _check_2d(film, "overlay")
+    if not (isinstance(opacity, (int, float)) and 0.0 <= float(opacity) <= 1.0):
+        raise ConfigError(f"overlay opacity must be in [0, 1], got {opacity!r}")
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ImageError(f"overlay: labels must be 2-D, got shape {lab.shape}")
+    if lab.shape != f.shape:
+        lab = np.asarray(Image.fromarray(lab.astype(np.uint8)).resize(
+            (f.shape[1], f.shape[0]), Image.Resampling.NEAREST))
+    rgb = np.repeat(_to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
+    op = np.float32(opacity)
+    for c in range(1, len(CLASSES)):
+        m = lab == c
+        if m.any():
+            rgb[m] = (1 - op) * rgb[m] + op * np.asarray(CLASS_COLOURS[c], dtype=np.float32)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+# ---- CLI batch ---------------------------------------------------------------------------
+def classify_files(model, paths: list[str], map_dir: str | None = None, stride: int = 4,
+                   window: bool = False) -> list[dict]:
+    """One JSON-ready record per path, in order; a bad file never stops the others.
+
+    ok:    {"file", "ok": True, "label", "probabilities": {class: p}} -- the model on
+           the whole image resized to 32x32 (exactly what the model sees, `patch_input`);
+           radiographs (either side >= 128 px) also get "shares" (class -> area
+           fraction of the anatomy map) and "map": the path of the label map, or None
+           without map_dir.
+    error: {"file", "ok": False, "error": "<one line>"}
+
+    Label maps are written as map_dir/<input stem>.png, 8-bit grayscale, the same
+    size as the input, pixel value = class index 0..3 (so they look nearly black;
+    they are data, like the shared *_labels.png). A name that would overwrite an
+    input file or a map written earlier in the same call gets a _2, _3... suffix.
+    """
+    stride = _check_stride(stride)
+    inputs = {os.path.abspath(p) for p in paths}
+    written: set[str] = set()
+    out: list[dict] = []
+    for path in paths:
+        rec: dict = {"file": path}
+        name = os.path.basename(path) or path
+        try:
+            size = os.path.getsize(path)
+            if size > MAX_BYTES:
+                raise ImageError(f"{name}: file is {size / 2**20:.1f} MB, over the "
+                                 f"{MAX_BYTES / 2**20:.0f} MB limit")
+            with open(path, "rb") as fh:
+                data = fh.read()
+            img = read_image(data, name)
+            p = predict_patches(model, patch_input(img)[None])[0]
+            rec.update(ok=True, label=CLASSES[int(np.argmax(p))],
+                       probabilities={c: float(v) for c, v in zip(CLASSES, p)})
+            if is_radiograph(img):
+                amap = anatomy_map(model, img, stride=stride, window=window)
+                rec["shares"] = amap.shares
+                rec["map"] = None
+                if map_dir is not None:
+                    target = _map_path(map_dir, path, inputs | written)
+                    os.makedirs(map_dir, exist_ok=True)
+                    Image.fromarray(amap.labels).save(target, format="PNG")
+                    written.add(os.path.abspath(target))
+                    rec["map"] = target
+        except XrayLabError as e:
+            rec = {"file": path, "ok": False, "error": _one_line(e)}
+        except OSError as e:
+            why = e.strerror or _one_line(e)
+            rec = {"file": path, "ok": False, "error": f"{name}: cannot read/write file ({why})"}
+        except Exception as e:   # never let one file stop the batch
+            rec = {"file": path, "ok": False,
+                   "error": f"{name}: unexpected {type(e).__name__}: {_one_line(e)}"}
+        out.append(rec)
+    return out
+
+
+def _map_path(map_dir: str, path: str, taken: set[str]) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0] or "image"
+    target = os.path.join(map_dir, f"{stem}.png")
+    n = 2
+    while os.path.abspath(target) in taken:
+        target = os.path.join(map_dir, f"{stem}_{n}.png")
+        n += 1
+    return target
+
+
+# ---- evaluation ------------------------------------------------------------------------
+def evaluate_map(pred_labels: np.ndarray, true_labels: np.ndarray) -> dict:
+    """{"pixel_accuracy", "dice": {class: Dice}, "mean_dice"}; a class absent from both
+    maps has no Dice (skipped, never NaN)."""
+    p, t = np.asarray(pred_labels), np.asarray(true_labels)
+    if p.shape != t.shape:
+        raise ImageError(f"label maps differ in size: predicted {p.shape}, true {t.shape}")
+    if p.size == 0:
+        raise ImageError("label maps are empty")
+    dice: dict[str, float] = {}
+    for c, name in enumerate(CLASSES):
+        pc, tc = p == c, t == c
+        denom = int(pc.sum()) + int(tc.sum())
+        if denom:
+            dice[name] = 2.0 * int(np.logical_and(pc, tc).sum()) / denom
+    return {
+        "pixel_accuracy": float(np.mean(p == t)),
+        "dice": dice,
+        "mean_dice": float(np.mean(list(dice.values()))) if dice else None,
+    }
+
+
+def _check_stride(stride) -> int:
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) \
+            or not 1 <= int(stride) <= MAX_STRIDE:
+        raise ConfigError(f"stride must be a whole number from 1 to {MAX_STRIDE}, got {stride!r}")
+    return int(stride)
+
+
+def _check_batch(batch) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or int(batch) < 1:
+        raise ConfigError(f"batch must be a whole number >= 1, got {batch!r}")
+    return int(batch)

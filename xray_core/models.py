@@ -1,0 +1,135 @@
+"""The course's models, built so that `model.summary()` reads like the assignment.
+
+- fc:  Flatten → Dense 300 → [BatchNorm] → activation → Dense 150 → [BatchNorm]
+       → activation → Dense 4 softmax, He-normal init (353,254 params; 355,054 with BN).
+- cnn/seed: the course's CNN as handed out, including its two mistakes:
+       BatchNormalization(axis=1) on NHWC tensors normalises image *rows*, and
+       lr 1e-5 under L2 1e-2 barely moves the weights (3,271,492 params).
+- cnn/corrected: the same five convs and dense head, with batch norm over channels
+       placed before the activation, light L2 and a learning rate that trains.
+
+Every layer gets a readable name and its own seed, so a run is reproducible from
+config + seed without touching Keras' global (thread-shared) random state.
+"""
+from __future__ import annotations
+
+import functools
+
+from .tf_quiet import keras
+from keras import layers, regularizers  # noqa: E402  (after the quiet import)
+
+from . import CLASSES, PATCH
+from .config import RunConfig
+
+INPUT_SHAPE = (PATCH, PATCH, 1)
+
+
+def build_model(config: RunConfig, compile: bool = True) -> keras.Model:
+    cfg = config.resolved()
+    seeds = iter(range(cfg.seed * 1000, cfg.seed * 1000 + 1000))
+    model = _build_fc(cfg, seeds) if cfg.arch == "fc" else _build_cnn(cfg, seeds)
+    if compile:
+        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+    return model
+
+
+def make_optimizer(cfg: RunConfig) -> keras.optimizers.Optimizer:
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum)
+    return keras.optimizers.Adam(learning_rate=cfg.lr)
+
+
+def _activation(cfg: RunConfig, name: str) -> layers.Layer:
+    if cfg.activation == "leaky_relu":
+        # Keras 3 calls the slope negative_slope; the course calls it alpha.
+        return layers.LeakyReLU(negative_slope=cfg.alpha, name=name)
+    return layers.Activation(cfg.activation, name=name)
+
+
+def _build_fc(cfg: RunConfig, seeds) -> keras.Model:
+    he = lambda: keras.initializers.HeNormal(seed=next(seeds))  # noqa: E731
+    reg = regularizers.L2(cfg.l2) if cfg.l2 else None
+    x = inp = keras.Input(INPUT_SHAPE, name="patch")
+    x = layers.Flatten(name="flatten")(x)
+    for i, units in enumerate((300, 150), start=1):
+        x = layers.Dense(units, kernel_initializer=he(), kernel_regularizer=reg, name=f"dense{i}")(x)
+        if cfg.batch_norm:
+            x = layers.BatchNormalization(name=f"batchnorm{i}")(x)
+        x = _activation(cfg, f"{cfg.activation}{i}")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, seed=next(seeds), name=f"dropout{i}")(x)
+    out = layers.Dense(len(CLASSES), activation="softmax", kernel_initializer=he(), name="output")(x)
+    return keras.Model(inp, out, name=f"fc_{cfg.activation}{'_bn' if cfg.batch_norm else ''}")
+
+
+def _build_cnn(cfg: RunConfig, seeds) -> keras.Model:
+    seed_mode = cfg.cnn_mode == "seed"
+    reg = regularizers.L2(cfg.l2) if cfg.l2 else None
+    x = inp = keras.Input(INPUT_SHAPE, name="patch")
+    for i, filters in enumerate(cfg.filters, start=1):
+        init = keras.initializers.GlorotUniform(seed=next(seeds))
+        if seed_mode:
+            # As in the course: conv+ReLU, Dropout, then BatchNormalization(axis=1).
+            # On NHWC tensors axis=1 is the image row, so BN learns one scale per row.
+            x = layers.Conv2D(filters, 3, padding="same", activation=cfg.activation if cfg.activation != "leaky_relu" else None,
+                              kernel_initializer=init, kernel_regularizer=reg, name=f"conv{i}")(x)
+            if cfg.activation == "leaky_relu":
+                x = _activation(cfg, f"{cfg.activation}{i}")(x)
+            x = layers.Dropout(cfg.dropout, seed=next(seeds), name=f"dropout{i}")(x)
+            x = layers.BatchNormalization(axis=1, name=f"batchnorm{i}")(x)
+        else:
+            # Fixed: BN over channels, before the non-linearity (Ioffe & Szegedy).
+            x = layers.Conv2D(filters, 3, padding="same", kernel_initializer=init,
+                              kernel_regularizer=reg, name=f"conv{i}")(x)
+            x = layers.BatchNormalization(axis=-1, name=f"batchnorm{i}")(x)
+            x = _activation(cfg, f"{cfg.activation}{i}")(x)
+        if i in (1, 3, 5):
+            x = layers.MaxPooling2D(2, name=f"maxpool{(i + 1) // 2}")(x)
+            if not seed_mode and cfg.dropout:
+                x = layers.Dropout(cfg.dropout, seed=next(seeds), name=f"dropout{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, activation="elu", kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+                     name="dense512")(x)
+    x = layers.Dropout(cfg.dropout if seed_mode else max(cfg.dropout, 0.3), seed=next(seeds),
+                       name="dropout_dense")(x)
+    x = layers.Dense(128, activation="elu", kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
+                     name="dense128")(x)
+    out = layers.Dense(len(CLASSES), activation="softmax",
+                       kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)), name="output")(x)
+    return keras.Model(inp, out, name=f"cnn_{cfg.cnn_mode}")
+
+
+# ---- teaching tables -------------------------------------------------------------
+
+def layer_table(config: RunConfig) -> dict:
+    """Layer name, type, output shape and params, plus totals — without training."""
+    return _layer_table_cached(config.resolved())
+
+
+@functools.lru_cache(maxsize=128)
+def _layer_table_cached(cfg: RunConfig) -> dict:
+    model = build_model(cfg, compile=False)
+    return model_table(model)
+
+
+def model_table(model: keras.Model) -> dict:
+    rows = []
+    for layer in model.layers:
+        shape = tuple(layer.output.shape)
+        rows.append({
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": "(None, " + ", ".join(str(d) for d in shape[1:]) + ")",
+            "params": int(layer.count_params()),
+        })
+    trainable = sum(int(w.numpy().size) for w in model.trainable_weights)
+    total = int(model.count_params())
+    return {"layers": rows, "total_params": total, "trainable_params": trainable,
+            "non_trainable_params": total - trainable}
+
+
+def activation_layer_names(model: keras.Model) -> list[str]:
+    """The hidden FC activation layers whose outputs the dead-unit monitor probes."""
+    return [l.name for l in model.layers
+            if isinstance(l, (layers.Activation, layers.LeakyReLU)) and l.name != "output"]

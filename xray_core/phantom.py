@@ -1,0 +1,523 @@
+"""The built-in procedural chest phantom: synthetic frontal chest films + label maps.
+
+Why: the app must work (and teach) without the real JSRT films, which cannot be
+redistributed. Each film is drawn in a "density" space (how much tissue the beam
+crossed: soft tissue, air in the lungs, heart, bone), turned into film brightness,
+blurred, made noisy, then windowed exactly like the shared real data (2nd/99.5th
+percentile, gamma 2, 8-bit). Where organs sit and how big they are comes from
+`phantom_stats` (measured on the real label maps), so patches cut from the phantom
+look, to a small network, enough like real ones to transfer
+(scripts/phantom_to_real.py measures that).
+
+Public API: render_radiograph, cut_patches, build_phantom, phantom_radiographs,
+write_phantom. Everything is deterministic from a seed.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from . import FILM, LETTERS, PATCH
+from . import phantom_stats as S
+from .dataset import SPLITS, Dataset, Split
+
+# Bump when the drawing changes so stale caches are not reused.
+GENERATOR_VERSION = 1
+DEFAULT_SIZES = (150, 30, 37)          # train / validation / test radiographs
+HALF = PATCH // 2
+
+# Pixel-centre coordinates as fractions of the film side (x to the right, y down).
+_Y, _X = (np.mgrid[0:FILM, 0:FILM].astype(np.float32) + 0.5) / FILM
+
+
+# ---------------------------------------------------------------------------------
+# Anatomy: a few random numbers per film, drawn around the measured real values.
+# ---------------------------------------------------------------------------------
+def _jitter(rng: np.random.Generator, stat: tuple, scale: float = 1.0) -> np.ndarray:
+    """Draw around a measured (mean, std) pair, clipped at 2 std so no film is absurd."""
+    mean, std = np.asarray(stat[0], float), np.asarray(stat[1], float)
+    return mean + scale * std * np.clip(rng.standard_normal(mean.shape), -2, 2)
+
+
+def _lung_edges(rng: np.random.Generator, box: tuple, profile: tuple) -> tuple:
+    """Apex/base heights and the two edge curves of one lung, each an x per height."""
+    x0, x1, y0, y1 = _jitter(rng, box, 0.8)
+    prof = np.asarray(profile[0], float)                      # 9 x (edge a, edge b)
+    shift = rng.normal(0, 0.012, 2)                           # whole-edge shifts
+    wobble = rng.normal(0, 0.006, prof.shape)                 # small shape changes
+    prof = prof + shift + wobble
+    # Scale the measured profile into this film's bounding box (keeps the shape).
+    mean_box = np.asarray(box[0], float)
+    prof = x0 + (prof - mean_box[0]) * (x1 - x0) / (mean_box[1] - mean_box[0])
+    return y0, y1, prof
+
+
+def _sample_anatomy(rng: np.random.Generator) -> dict:
+    a: dict = {}
+    a["lung_r"] = _lung_edges(rng, S.LUNG_R, S.LUNG_PROFILE_R)
+    a["lung_l"] = _lung_edges(rng, S.LUNG_L, S.LUNG_PROFILE_L)
+    hx0, hx1, hy0, hy1 = _jitter(rng, S.HEART, 0.8)
+    a["heart"] = (hx0, hx1, hy0, hy1, rng.normal(0.6, 0.1))   # box + tilt (rad)
+    a["clav_r"] = _jitter(rng, S.CLAV_R, 0.8)
+    a["clav_l"] = _jitter(rng, S.CLAV_L, 0.8)
+    a["mid"] = rng.normal(0.5, 0.008)                          # spine / midline x
+    a["body_w"] = rng.normal(0.45, 0.015)                      # half-width of the chest
+    a["waist"] = rng.uniform(0.02, 0.1)                        # narrowing at the bottom
+    a["arm_low"] = rng.uniform(0.45, 0.8, 2)                   # where the arms end
+    a["n_ribs"] = int(rng.integers(9, 12))
+    a["rib_phase"] = rng.uniform(0, 1)
+    a["bubble"] = rng.random() < 0.6                          # gastric air bubble
+    a["marker"] = rng.random() < 0.5                          # black ID marker, top corner
+    a["breast"] = rng.uniform(0, 0.15)                        # soft-tissue over lower lungs
+    return a
+
+
+# ---------------------------------------------------------------------------------
+# Masks: lungs, heart, clavicles -> the label map.
+# ---------------------------------------------------------------------------------
+def _lung_mask(y0: float, y1: float, prof: np.ndarray) -> np.ndarray:
+    """Fill between the two edge curves, rows from apex to base (rounded apex)."""
+    t = (_Y[:, 0] - y0) / (y1 - y0)                            # 0 at apex, 1 at base
+    knots = np.linspace(0.05, 0.95, 9)
+    a = np.interp(t, knots, prof[:, 0])
+    b = np.interp(t, knots, prof[:, 1])
+    # Round the apex: shrink the width towards its middle above the first knot.
+    mid = (a + b) / 2
+    taper = np.sqrt(np.clip(t / 0.05, 0, 1))
+    a, b = mid + (a - mid) * taper, mid + (b - mid) * taper
+    inside_rows = (t >= 0) & (t <= 1)
+    return inside_rows[:, None] & (_X >= a[:, None]) & (_X <= b[:, None])
+
+
+def _heart_mask(h: tuple) -> np.ndarray:
+    """A tilted ellipse (apex down and to the image right), its lower side cut flat by
+    the diaphragm, stretched to fill the sampled bounding box."""
+    x0, x1, y0, y1, tilt = h
+    c, s = np.cos(tilt), np.sin(tilt)
+    # Unit-frame shape on a local grid, then mapped onto the box.
+    g = np.linspace(-1.6, 1.6, 161)
+    v, u = np.meshgrid(g, g, indexing="ij")
+    r2 = ((c * u + s * v) / 1.0) ** 2 + ((-s * u + c * v) / 0.72) ** 2
+    shape = (r2 <= 1) & (v <= 0.5)
+    rows, cols = np.nonzero(shape)
+    gy0, gy1, gx0, gx1 = g[rows.min()], g[rows.max()], g[cols.min()], g[cols.max()]
+    # Film pixel -> local coordinates, then nearest-neighbour lookup in the shape.
+    lu = gx0 + (_X - x0) / (x1 - x0) * (gx1 - gx0)
+    lv = gy0 + (_Y - y0) / (y1 - y0) * (gy1 - gy0)
+    iu = np.clip(np.round((lu + 1.6) / 0.02).astype(int), 0, 160)
+    iv = np.clip(np.round((lv + 1.6) / 0.02).astype(int), 0, 160)
+    inside = (lu >= -1.6) & (lu <= 1.6) & (lv >= -1.6) & (lv <= 1.6)
+    return shape[iv, iu] & inside
+
+
+def _clavicle_centre(box: np.ndarray, right: bool):
+    """The clavicle's centre line y(x): medial end low, lateral end high, gently S-curved."""
+    x0, x1, y0, y1 = box
+    width = 0.035
+    # Medial end is the lower end; the bone continues laterally out to the shoulder.
+    med_x, lat_x = (x1, x0) if right else (x0, x1)
+    med_y, lat_y = y1 - width / 2, y0 + width / 2
+
+    def yc(x):
+        s = (x - med_x) / (lat_x - med_x)                      # 0 medial, 1 lateral end of label
+        return med_y + (lat_y - med_y) * (s + 0.15 * np.sin(np.pi * np.clip(s, 0, 1.4)))
+    return yc, med_x, lat_x, width
+
+
+def _clavicle_label(box: np.ndarray, right: bool) -> np.ndarray:
+    yc, med_x, lat_x, width = _clavicle_centre(box, right)
+    lo, hi = min(med_x, lat_x), max(med_x, lat_x)
+    taper = np.where(np.abs(_X - med_x) < 0.04, 1.15, 1.0)     # thicker medial head
+    return (np.abs(_Y - yc(_X)) <= width / 2 * taper) & (_X >= lo) & (_X <= hi)
+
+
+def _label_map(a: dict) -> tuple[np.ndarray, dict]:
+    lung_r = _lung_mask(*a["lung_r"])
+    lung_l = _lung_mask(*a["lung_l"])
+    heart = _heart_mask(a["heart"])
+    # Let the lungs run on behind the heart so heart and lung always touch.
+    rows = heart.any(1)
+    left_edge = np.where(rows, np.argmax(heart, 1), FILM)
+    right_edge = np.where(rows, FILM - 1 - np.argmax(heart[:, ::-1], 1), -1)
+    cols = np.arange(FILM)[None, :]
+    lung_r |= rows[:, None] & (cols <= left_edge[:, None] + 6) & (cols > (left_edge[:, None] - 30)) \
+        & _row_has(lung_r)[:, None]
+    lung_l |= rows[:, None] & (cols >= right_edge[:, None] - 6) & (cols < right_edge[:, None] + 30) \
+        & _row_has(lung_l)[:, None]
+    lung_r = ndimage.binary_fill_holes(lung_r)
+    lung_l = ndimage.binary_fill_holes(lung_l)
+    lungs = lung_r | lung_l
+    clav = _clavicle_label(a["clav_r"], True) | _clavicle_label(a["clav_l"], False)
+    labels = np.zeros((FILM, FILM), np.uint8)
+    labels[lungs] = 2
+    labels[clav & ndimage.binary_dilation(lungs, iterations=3)] = 1   # clavicle over lung
+    labels[heart] = 3                                                   # heart over lung
+    return labels, {"lung_r": lung_r, "lung_l": lung_l, "heart": heart}
+
+
+def _row_has(mask: np.ndarray) -> np.ndarray:
+    return mask.any(1)
+
+
+# ---------------------------------------------------------------------------------
+# Density: soft tissue, air, heart, bone, vessels. Larger = whiter on the film.
+# ---------------------------------------------------------------------------------
+def _smooth(mask: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(mask.astype(np.float32), sigma)
+
+
+def _body(a: dict, rng: np.random.Generator) -> np.ndarray:
+    """Soft-tissue thickness: the trunk (an elliptic cross-section per row, narrowing
+    to the neck at the top and the waist at the bottom) plus the arms beside the
+    upper chest, with air between arm and waist and outside the body."""
+    mid = a["mid"]
+    y = _Y[:, 0]
+    w = a["body_w"] - 0.28 * np.clip((0.07 - y) / 0.07, 0, 1) ** 0.7 \
+        - a["waist"] * np.clip((y - 0.6) / 0.4, 0, 1) ** 1.5
+    u = (_X - mid) / w[:, None]
+    trunk = np.clip(1 - u ** 2, 0, 1) ** 0.5
+    # Arms: from the film edge inwards, down to an armpit height that differs per side.
+    arms = np.zeros_like(trunk)
+    for side, low in ((-1, a["arm_low"][0]), (1, a["arm_low"][1])):
+        reach = np.clip(1 - ((y - 0.05) / (low - 0.05)) ** 4, 0, 1) * 0.12  # arm width
+        dist = (0.5 + side * (_X - 0.5)) - (1 - reach[:, None])            # >0 inside arm
+        arms += np.clip(dist / 0.03, 0, 1) * 0.6
+    return np.maximum(trunk, arms)
+
+
+def _air_in_lungs(m: dict, a: dict) -> np.ndarray:
+    """How much air the beam crosses: deep in the middle of each lung, thin at its
+    edges and in the apex (the lung narrows there, neck and shoulder tissue overlap)."""
+    air = np.zeros((FILM, FILM), np.float32)
+    for key in ("lung_r", "lung_l"):
+        y0, y1, _ = a[key]
+        d = ndimage.distance_transform_edt(m[key]) / FILM
+        apex = 0.75 + 0.25 * np.clip((_Y - y0) / (0.3 * (y1 - y0)), 0, 1)
+        air += (1 - np.exp(-d / 0.03)) * apex
+    return _smooth(air, 1.0)
+
+
+def _heart_density(m: dict) -> np.ndarray:
+    d = ndimage.distance_transform_edt(m["heart"]) / FILM
+    return _smooth(1 - np.exp(-d / 0.02), 0.8)
+
+
+def _mediastinum(a: dict, rng: np.random.Generator) -> np.ndarray:
+    """Spine with vertebrae, the mediastinal soft tissue around it, the dark trachea."""
+    mid = a["mid"]
+    y = _Y
+    spine = np.exp(-((_X - mid) / 0.055) ** 4)
+    period = rng.uniform(0.035, 0.045)
+    vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * (y / period + rng.uniform())) ** 2
+    pedicles = np.exp(-((np.abs(_X - mid) - 0.03) / 0.012) ** 2) * 0.3
+    trachea = np.exp(-((_X - mid) / 0.018) ** 2) * np.clip((0.36 - y) / 0.1, 0, 1) * (y > 0.02)
+    medi = np.exp(-((_X - mid - 0.01) / 0.09) ** 4)
+    return _smooth(0.5 * medi + 0.35 * spine * vertebrae + pedicles * spine - 0.35 * trachea, 1.5)
+
+
+def _rib_band(dist: np.ndarray, half: float) -> np.ndarray:
+    """Cross-section of a rib: a faint body with brighter cortical edges."""
+    r = np.abs(dist) / half
+    return np.where(r < 1, 0.55 + 0.45 * r ** 6, np.exp(-((r - 1) / 0.25) ** 2))
+
+
+def _rib_field(offset: np.ndarray, gap: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """All ribs of one kind at once: `offset` is the height above the first rib's
+    centre line; the distance to the nearest centre line is the fractional part."""
+    q = offset / gap
+    return _rib_band((q - np.round(q)) * gap, half)
+
+
+def _ribs(a: dict, rng: np.random.Generator) -> np.ndarray:
+    """Posterior ribs (arcs from the spine, up then down laterally) and fainter
+    anterior ribs (sloping down towards the middle), on both sides."""
+    top = min(a["lung_r"][0], a["lung_l"][0]) - 0.03
+    base = max(a["lung_r"][1], a["lung_l"][1])
+    gap = (base - top) / a["n_ribs"]
+    out = np.zeros((FILM, FILM), np.float32)
+    for side in (-1, 1):
+        s = np.clip((_X - a["mid"]) * side / 0.42, 0, 1.2)     # 0 at spine, 1 at chest wall
+        first = top + (a["rib_phase"] - 0.5) * gap + rng.normal(0, 0.005)
+        g = gap * (1 + 0.08 * s)                                # ribs fan out laterally
+        # Posterior: rises a little off the spine then arcs down towards the chest wall.
+        post = _Y - first - (-0.05 * s + 0.14 * s ** 2.2)
+        out += _rib_field(post, g, 0.011 + 0.004 * s) * (s > 0.06) * (post > -gap / 2)
+        # Anterior: starts high at the chest wall and runs down towards the middle.
+        ant = _Y - first - 0.09 - 0.16 * (1 - s)
+        out += 0.45 * _rib_field(ant, g, 0.016) * (s > 0.3) * (s < 1.05) * (ant > -gap / 2)
+    return out
+
+
+def _clavicle_bone(a: dict) -> np.ndarray:
+    out = np.zeros((FILM, FILM), np.float32)
+    for key, right in (("clav_r", True), ("clav_l", False)):
+        yc, med_x, lat_x, width = _clavicle_centre(a[key], right)
+        # The bone runs from just past the medial label end out to the shoulder.
+        ext = med_x + (lat_x - med_x) * np.array([-0.12, 2.0])
+        lo, hi = ext.min(), ext.max()
+        along = np.clip(np.minimum(_X - lo, hi - _X) / 0.02, 0, 1)
+        out += _rib_band(_Y - yc(_X), width / 2 * 1.05) * along
+    return out
+
+
+def _shoulders(a: dict) -> np.ndarray:
+    """Humeral heads and scapulae: dense, rounded, in the top corners."""
+    mid = a["mid"]
+    out = np.zeros((FILM, FILM), np.float32)
+    for side in (-1, 1):
+        cx = mid + side * (a["body_w"] + 0.02)
+        out += 0.9 * (((_X - cx) / 0.08) ** 2 + ((_Y - 0.1) / 0.09) ** 2 < 1)
+        # Scapula: a faint wedge over the upper lateral lung.
+        sx = mid + side * (a["body_w"] - 0.07)
+        out += 0.25 * np.exp(-((_X - sx - side * 0.03 * (0.4 - _Y)) / 0.05) ** 2) * (_Y > 0.1) * (_Y < 0.42)
+    return _smooth(out, 2.0)
+
+
+def _vessels(a: dict, m: dict, rng: np.random.Generator) -> np.ndarray:
+    """Lung markings: branching vessels fanning out from each hilum, thick near it."""
+    pts = np.zeros((FILM, FILM), np.float32)
+    thin = np.zeros((FILM, FILM), np.float32)
+    for key, side in (("lung_r", -1), ("lung_l", 1)):
+        y0, y1, _ = a[key]
+        hx = a["mid"] + side * rng.normal(0.1, 0.01)
+        hy = y0 + rng.normal(0.5, 0.03) * (y1 - y0)
+        n, steps = 60, 70
+        ang = rng.uniform(-np.pi * 0.85, np.pi * 0.85, n)     # 0 = straight out laterally
+        ang = np.where(side > 0, ang, np.pi - ang)
+        drift = rng.normal(0, 0.06, (n, steps)).cumsum(1)
+        step = 1.6 / FILM
+        theta = ang[:, None] + drift
+        px = hx * FILM + np.cumsum(np.cos(theta) * step * FILM, 1)
+        py = hy * FILM + np.cumsum(np.sin(theta) * step * FILM, 1)
+        w = np.exp(-np.arange(steps) / 30.0)[None, :] * rng.uniform(0.5, 1.0, (n, 1))
+        ok = (px >= 0) & (px < FILM) & (py >= 0) & (py < FILM)
+        ix, iy = px[ok].astype(int), py[ok].astype(int)
+        wk = np.broadcast_to(w, (n, steps))[ok]
+        near = np.broadcast_to(np.arange(steps) < 20, (n, steps))[ok]   # trunk vs branches
+        np.add.at(pts, (iy[near], ix[near]), wk[near])
+        np.add.at(thin, (iy[~near], ix[~near]), wk[~near])
+    v = ndimage.gaussian_filter(pts, 1.6) * 3.0 + ndimage.gaussian_filter(thin, 0.8)
+    return np.clip(v, 0, 1.5)
+
+
+def _texture(rng: np.random.Generator) -> np.ndarray:
+    """Band-pass noise: the mottled look of lung tissue and overlapping structures."""
+    n = rng.standard_normal((FILM, FILM)).astype(np.float32)
+    return ndimage.gaussian_filter(n, 1.5) - ndimage.gaussian_filter(n, 5.0)
+
+
+def _density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    body = _body(a, rng)
+    inside = _smooth(body > 0.02, 1.0)
+    lung = _smooth((labels == 2) | (labels == 1), 2)
+    d = 1.0 * body
+    d += 0.25 * _mediastinum(a, rng) * inside
+    # The heart displaces the lung air in front of and behind it: that, not its own
+    # density, is why it shows up white.
+    cover = 0.35 * _smooth(m["heart"], 1.0) + 0.3 * _heart_density(m)
+    d -= rng.uniform(0.7, 0.85) * _air_in_lungs(m, a) * (1 - cover)
+    d += a["breast"] * np.clip((_Y - 0.45) / 0.3, 0, 1) * inside
+    # Ribs show over the lungs; over soft tissue they are barely visible.
+    d += rng.uniform(0.08, 0.12) * _ribs(a, rng) * inside * (0.3 + 0.7 * lung)
+    d += rng.uniform(0.08, 0.14) * _clavicle_bone(a)
+    d += 0.5 * _shoulders(a)
+    d += rng.uniform(0.1, 0.16) * _vessels(a, m, rng) * lung
+    d += rng.uniform(0.02, 0.035) * _texture(rng) * (0.3 + lung)
+    if a["bubble"]:   # gastric air under the left hemidiaphragm (image right)
+        bx = a["lung_l"][2][-1].mean() - 0.08
+        by = a["lung_l"][1] + 0.05
+        bub = ((_X - bx) / 0.06) ** 2 + ((_Y - by) / 0.035) ** 2 < 1
+        d -= 0.3 * _smooth(bub & (labels == 0), 1.5)
+    return d
+
+
+# ---------------------------------------------------------------------------------
+# Film: exposure curve, blur, noise, then the same windowing as the real data.
+# ---------------------------------------------------------------------------------
+def _expose(d: np.ndarray, a: dict, rng: np.random.Generator) -> np.ndarray:
+    # Film response: a power curve whose steepness varies with exposure and film.
+    img = np.clip(d, 0, None) ** rng.uniform(1.2, 1.8)
+    img = ndimage.gaussian_filter(img, rng.uniform(0.5, 1.1))  # focal spot / scatter blur
+    img += rng.normal(0, rng.uniform(0.004, 0.012), img.shape)  # quantum noise
+    if a["marker"]:   # lead ID marker: a dark rectangle in a top corner
+        w, h = int(rng.uniform(0.08, 0.16) * FILM), int(rng.uniform(0.02, 0.05) * FILM)
+        x = int(rng.uniform(0.02, 0.1) * FILM)
+        x = x if rng.random() < 0.5 else FILM - x - w
+        img[:h, x:x + w] = img.min()
+    return img
+
+
+def window(img: np.ndarray) -> np.ndarray:
+    """2nd/99.5th percentile window, gamma 2 (v ** 0.5), 8-bit -- as the shared data."""
+    lo, hi = np.percentile(img, [2, 99.5])
+    v = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** 0.5
+    return np.round(v * 255).astype(np.uint8)
+
+
+def render_radiograph(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic chest film and its label map, both uint8 256x256."""
+    a = _sample_anatomy(rng)
+    labels, masks = _label_map(a)
+    d = _density(a, masks, labels, rng)
+    return window(_expose(d, a, rng)), labels
+
+
+# ---------------------------------------------------------------------------------
+# Patches, exactly like the shared data was cut.
+# ---------------------------------------------------------------------------------
+def patch_centres(labels: np.ndarray, rng: np.random.Generator, per_class: int = 16) -> np.ndarray:
+    """(N, 2) row/col centres: per class, `per_class` pixels drawn uniformly from the
+    class's region with centres at least 16 px from the border (with replacement only
+    when the region is smaller than that)."""
+    inner = np.zeros_like(labels, bool)
+    inner[HALF:FILM - HALF + 1, HALF:FILM - HALF + 1] = True
+    out = []
+    for c in range(len(LETTERS)):
+        rr, cc = np.nonzero((labels == c) & inner)
+        if len(rr) == 0:
+            continue
+        pick = rng.choice(len(rr), per_class, replace=len(rr) < per_class)
+        out.append(np.stack([rr[pick], cc[pick]], 1))
+    return np.concatenate(out) if out else np.zeros((0, 2), int)
+
+
+def cut_patches(film: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                per_class: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """32x32 uint8 patches centred on class pixels; label = class at the centre pixel
+    (patch[16, 16]). Ordered by class, like the shared data's file numbering."""
+    rc = patch_centres(labels, rng, per_class)
+    offs = np.arange(-HALF, HALF)
+    rows = rc[:, 0, None, None] + offs[None, :, None]
+    cols = rc[:, 1, None, None] + offs[None, None, :]
+    return film[rows, cols], labels[rc[:, 0], rc[:, 1]].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------
+# Datasets: seeds, splits, cache, course-layout export.
+# ---------------------------------------------------------------------------------
+def _film_rng(seed: int, split: str, i: int, stream: int) -> np.random.Generator:
+    """Film i of a split gets its own stream, so a split's films do not depend on the
+    sizes of the other splits (phantom_radiographs can render test films alone)."""
+    return np.random.default_rng([seed, SPLITS.index(split), i, stream])
+
+
+def _split_films(split: str, n: int, seed: int, first_id: int):
+    for i in range(n):
+        film, labels = render_radiograph(_film_rng(seed, split, i, 0))
+        yield f"PH{first_id + i:04d}", film, labels
+
+
+def _split_sizes(n: int) -> tuple[int, int, int]:
+    """Split n radiographs in proportion 150/30/37, each split >= 1 when n >= 3."""
+    total = sum(DEFAULT_SIZES)
+    val = max(round(n * DEFAULT_SIZES[1] / total), 1 if n >= 3 else 0)
+    test = max(round(n * DEFAULT_SIZES[2] / total), 1 if n >= 2 else 0)
+    return n - val - test, val, test
+
+
+def _first_ids(sizes) -> list[int]:
+    return [1 + sum(sizes[:k]) for k in range(len(SPLITS))]
+
+
+def _build_split(split: str, n: int, seed: int, first_id: int) -> tuple:
+    xs, ys, gs = [], [], []
+    for i, (rid, film, labels) in enumerate(_split_films(split, n, seed, first_id)):
+        x, y = cut_patches(film, labels, _film_rng(seed, split, i, 1))
+        xs.append(x), ys.append(y), gs.append(np.full(len(y), rid))
+    if not xs:
+        return np.zeros((0, PATCH, PATCH), np.uint8), np.zeros(0, np.int64), np.zeros(0, "<U6")
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+
+
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XRAY_LAB_CACHE") or Path.home() / ".cache" / "xray_lab")
+
+
+def _cache_path(sizes, seed: int) -> Path:
+    return cache_dir() / f"phantom_v{GENERATOR_VERSION}_s{seed}_{'_'.join(map(str, sizes))}.npz"
+
+
+def _save_atomic(path: Path, arrays: dict) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None   # missing or unreadable: rebuild
+
+
+def build_phantom(n_train: int = 150, n_val: int = 30, n_test: int = 37, seed: int = 0,
+                  cache: bool = True) -> Dataset:
+    """The phantom patch dataset: 64 patches per radiograph, split by radiograph,
+    ids PH0001.. numbered train first. Cached on disk (XRAY_LAB_CACHE or
+    ~/.cache/xray_lab) after the first build."""
+    sizes = (int(n_train), int(n_val), int(n_test))
+    path = _cache_path(sizes, seed)
+    with _LOCK:
+        arrays = _load(path) if cache else None
+        if arrays is None:
+            arrays = {}
+            for split, n, first in zip(SPLITS, sizes, _first_ids(sizes)):
+                x, y, g = _build_split(split, n, seed, first)
+                arrays.update({f"{split}_x": x, f"{split}_y": y, f"{split}_g": g})
+            if cache:
+                _save_atomic(path, arrays)
+    splits = {
+        s: Split((arrays[f"{s}_x"].astype(np.float32) / 255)[..., None],
+                 arrays[f"{s}_y"].astype(np.int64), arrays[f"{s}_g"].astype(str))
+        for s in SPLITS
+    }
+    return Dataset("phantom", splits)
+
+
+def phantom_radiographs(n: int, seed: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The first n films of a split as (id, film, labels): the same films (and ids)
+    as build_phantom(seed=seed) with the default split sizes."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    first = _first_ids(DEFAULT_SIZES)[SPLITS.index(split)]
+    return list(_split_films(split, n, seed, first))
+
+
+def write_phantom(out_dir, n_radiographs: int = 217, seed: int = 0) -> dict:
+    """Write the course's folder layout: {train,validation,test}/PH0001_000_b.png
+    plus radiographs/PH0001.png and PH0001_labels.png. Returns counts."""
+    from PIL import Image
+
+    out = Path(out_dir)
+    sizes = _split_sizes(int(n_radiographs))
+    counts: dict = {"radiographs": 0}
+    (out / "radiographs").mkdir(parents=True, exist_ok=True)
+    for split, n, first in zip(SPLITS, sizes, _first_ids(sizes)):
+        (out / split).mkdir(parents=True, exist_ok=True)
+        counts[split] = 0
+        for i, (rid, film, labels) in enumerate(_split_films(split, n, seed, first)):
+            Image.fromarray(film).save(out / "radiographs" / f"{rid}.png")
+            Image.fromarray(labels).save(out / "radiographs" / f"{rid}_labels.png")
+            x, y = cut_patches(film, labels, _film_rng(seed, split, i, 1))
+            for j, (patch, c) in enumerate(zip(x, y)):
+                Image.fromarray(patch).save(out / split / f"{rid}_{j:03d}_{LETTERS[c]}.png")
+            counts[split] += len(y)
+            counts["radiographs"] += 1
+    return counts
