@@ -247,7 +247,9 @@ class TrainingJob:
         self._set(state=LOADING)
         if self._dataset is None:
             from .data import load_dataset
-            self._dataset = load_dataset(cfg.data, seed=cfg.seed)
+            # The data (and any split made from it) is fixed, not tied to the run's seed:
+            # runs that differ only in seed must compare on the same patches.
+            self._dataset = load_dataset(cfg.data)
         ds = self._dataset
         self.dataset = ds
         train = ds.split("train")
