@@ -36,9 +36,9 @@ def fmt_time(s: float | None) -> str:
 def main() -> None:
     st.title("🩻 X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
+    cfg, cfg_error = sidebar()
     if msg := st.session_state.pop("_link_error", None):
         st.warning(msg)
-    cfg, cfg_error = sidebar()
     session = runs()
     left, right = st.columns([3, 2], gap="large")
 

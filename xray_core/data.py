@@ -223,7 +223,10 @@ class _Scanner:
         self.sig = hashlib.blake2b(digest_size=16)
 
     def _add(self, out: list[_Entry], e: os.DirEntry, shown: str, rel: str, label: int) -> None:
-        st = e.stat()
+        try:
+            st = e.stat()
+        except OSError as err:       # a broken link, a file removed while scanning
+            raise DataError(f"{shown}: cannot be read ({err.strerror or err})") from None
         self.sig.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         out.append(_Entry(e.path, shown, rel, label, _group_of(e.name)))
 

@@ -1,0 +1,132 @@
+"""AppTest drives the Train page by its stable widget keys."""
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def at():
+    st.cache_resource.clear()  # AppTest instances share one session id and cache_resource
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    yield app
+    job = _current_job(app)
+    if job is not None:
+        job.stop()
+        job.join(60)
+
+
+def _current_job(app):
+    try:
+        runs = app.session_state["xray_runs"]
+    except KeyError:
+        return None
+    return runs.current.job if runs.current else None
+
+
+def params(app) -> str:
+    return next(m.value for m in app.metric if m.label == "Parameters")
+
+
+def poll(app, pred, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        app.run()
+        if pred(app):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_page_starts_clean_and_counts_parameters_as_controls_change(at):
+    assert not at.exception and not at.error
+    assert params(at) == "353,254"
+    at.checkbox(key="batch_norm").check().run()
+    assert params(at) == "355,054"
+    at.radio(key="arch").set_value("cnn").run()
+    assert params(at) == "3,271,492"
+    assert at.session_state["lr"] == 1e-5 and at.session_state["l2"] == 1e-2  # the course CNN's own values
+    at.button(key="filters_halve").click().run()
+    assert at.text_input(key="filters").value == "32,64,64,128,128" and params(at) == "1,392,772"
+    at.radio(key="arch").set_value("fc").run()
+    assert params(at) == "355,054"  # batch norm survived the trip through the CNN controls
+
+
+def test_every_named_widget_key_exists(at):
+    at.radio(key="arch").set_value("cnn").run()
+    at.selectbox(key="activation").set_value("leaky_relu").run()
+    keys = {w.key for kind in ("selectbox", "radio", "number_input", "slider", "checkbox", "text_input", "button")
+            for w in getattr(at, kind)}
+    for k in ("data_source", "arch", "activation", "alpha", "epochs", "batch_size", "lr", "optimizer",
+              "dropout", "filters", "cnn_mode", "l2", "seed", "preset", "train", "stop"):
+        assert k in keys, k
+    at.radio(key="arch").set_value("fc").run()
+    assert "batch_norm" in {w.key for w in at.checkbox}
+
+
+@pytest.mark.parametrize("name, expect", [
+    ("p1-task1", dict(activation="relu", epochs=25, batch_size=64, batch_norm=False, arch="fc")),
+    ("p1-task4", dict(activation="leaky_relu", epochs=40, batch_size=32, batch_norm=False)),
+    ("p1-task5", dict(activation="leaky_relu", epochs=40, batch_size=32, batch_norm=True)),
+    ("p2-task2", dict(arch="cnn", cnn_mode="seed", filters="32,64,64,128,128")),
+])
+def test_presets_fill_every_control(at, name, expect):
+    at.selectbox(key="preset").set_value(name).run()
+    for k, v in expect.items():
+        assert at.session_state[k] == v, k
+    assert at.session_state["lr"] == pytest.approx(1e-5)
+    at.number_input(key="epochs").set_value(3).run()
+    assert at.session_state["preset"] == "(custom)"  # an edited preset is no longer the course's
+
+
+def test_settings_come_from_and_go_to_the_url():
+    st.cache_resource.clear()
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params["arch"] = "cnn"
+    app.query_params["filters"] = "32,64,64,128,128"
+    app.query_params["seed"] = "7"
+    app.run()
+    assert params(app) == "1,392,772" and app.session_state["seed"] == 7
+    app.number_input(key="epochs").set_value(5).run()
+    assert app.query_params["epochs"] == ["5"] or app.query_params["epochs"] == "5"
+    bad = AppTest.from_file(APP, default_timeout=120)
+    bad.query_params["epochs"] = "lots"
+    bad.run()
+    assert not bad.exception and any("ignored" in w.value for w in bad.warning)
+
+
+def test_short_training_reaches_results(at):
+    at.number_input(key="epochs").set_value(2).run()
+    at.number_input(key="limit_train").set_value(600).run()
+    at.button(key="train").click().run()
+    assert poll(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
+    assert not at.exception
+    labels = {m.label for m in at.metric}
+    assert {"Test accuracy", "Test loss", "Train accuracy"} <= labels
+    runs = at.session_state["xray_runs"]
+    snap = runs.current.job.snapshot()
+    assert snap.state == "done" and len(snap.history["loss"]) == 2
+    assert len(at.get("plotly_chart")) >= 4  # curves, dead units, confusion, precision/recall
+
+
+def test_stop_ends_the_run_and_keeps_results(at):
+    at.number_input(key="epochs").set_value(500).run()
+    at.button(key="train").click().run()
+    assert poll(at, lambda a: _current_job(a).snapshot().state == "training"
+                and len(_current_job(a).snapshot().batch_loss) > 0)
+    at.button(key="stop").click().run()
+    assert poll(at, lambda a: _current_job(a).snapshot().finished)
+    assert _current_job(at).snapshot().state == "stopped"
+    assert poll(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
+
+
+def test_bad_folder_is_a_one_line_error(at, tmp_path):
+    at.radio(key="data_source").set_value("folder").run()
+    at.text_input(key="data_path").input(str(tmp_path / "missing")).run()
+    assert not at.exception
+    assert any("no such file or folder" in e.value for e in at.error)
+    assert at.button(key="train").disabled
