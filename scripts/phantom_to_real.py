@@ -89,7 +89,7 @@ def main() -> None:
         "train_patches": len(tr), "epochs": args.epochs,
         "real_test_accuracy": real_acc, "real_test_n": int(len(real_y)),
         "real_test_per_class": real_per,
-        "real_test_confusion(rows=true b,c,l,h)": real_conf,
+        "real_test_confusion_rows_true_bclh": [" ".join(f"{v:4d}" for v in r) for r in real_conf],
         "phantom_test_accuracy": ph_acc, "phantom_test_per_class": ph_per,
         "build_seconds": round(t_build, 1), "train_seconds": round(t_train, 1),
     }, indent=1))

@@ -27,7 +27,7 @@ from . import phantom_stats as S
 from .dataset import SPLITS, Dataset, Split
 
 # Bump when the drawing changes so stale caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DEFAULT_SIZES = (150, 30, 37)          # train / validation / test radiographs
 HALF = PATCH // 2
 
@@ -118,7 +118,7 @@ def _heart_mask(h: tuple) -> np.ndarray:
 def _clavicle_centre(box: np.ndarray, right: bool):
     """The clavicle's centre line y(x): medial end low, lateral end high, gently S-curved."""
     x0, x1, y0, y1 = box
-    width = 0.035
+    width = 0.042
     # Medial end is the lower end; the bone continues laterally out to the shoulder.
     med_x, lat_x = (x1, x0) if right else (x0, x1)
     med_y, lat_y = y1 - width / 2, y0 + width / 2
@@ -197,8 +197,8 @@ def _air_in_lungs(m: dict, a: dict) -> np.ndarray:
     for key in ("lung_r", "lung_l"):
         y0, y1, _ = a[key]
         d = ndimage.distance_transform_edt(m[key]) / FILM
-        apex = 0.75 + 0.25 * np.clip((_Y - y0) / (0.3 * (y1 - y0)), 0, 1)
-        air += (1 - np.exp(-d / 0.03)) * apex
+        apex = 0.85 + 0.15 * np.clip((_Y - y0) / (0.3 * (y1 - y0)), 0, 1)
+        air += (1 - np.exp(-d / 0.022)) * apex
     return _smooth(air, 1.0)
 
 
@@ -208,22 +208,25 @@ def _heart_density(m: dict) -> np.ndarray:
 
 
 def _mediastinum(a: dict, rng: np.random.Generator) -> np.ndarray:
-    """Spine with vertebrae, the mediastinal soft tissue around it, the dark trachea."""
-    mid = a["mid"]
-    y = _Y
-    spine = np.exp(-((_X - mid) / 0.055) ** 4)
+    """Spine with vertebrae, the mediastinal soft tissue around it, the dark trachea.
+    Built from 1-D profiles (x and y separately) because that is all it needs."""
+    x, y = _X[0] - a["mid"], _Y[:, 0]
+    spine = np.exp(-(x / 0.055) ** 4)
     period = rng.uniform(0.035, 0.045)
     vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * (y / period + rng.uniform())) ** 2
-    pedicles = np.exp(-((np.abs(_X - mid) - 0.03) / 0.012) ** 2) * 0.3
-    trachea = np.exp(-((_X - mid) / 0.018) ** 2) * np.clip((0.36 - y) / 0.1, 0, 1) * (y > 0.02)
-    medi = np.exp(-((_X - mid - 0.01) / 0.09) ** 4)
-    return _smooth(0.5 * medi + 0.35 * spine * vertebrae + pedicles * spine - 0.35 * trachea, 1.5)
+    pedicles = np.exp(-((np.abs(x) - 0.03) / 0.012) ** 2) * 0.3 * spine
+    trachea = np.exp(-(x / 0.018) ** 2)[None, :] * (np.clip((0.36 - y) / 0.1, 0, 1) * (y > 0.02))[:, None]
+    medi = np.exp(-((x - 0.01) / 0.09) ** 4)
+    out = (0.5 * medi + pedicles)[None, :] + 0.35 * vertebrae[:, None] * spine[None, :] - 0.35 * trachea
+    return _smooth(out, 1.5)
 
 
 def _rib_band(dist: np.ndarray, half: float) -> np.ndarray:
     """Cross-section of a rib: a faint body with brighter cortical edges."""
     r = np.abs(dist) / half
-    return np.where(r < 1, 0.55 + 0.45 * r ** 6, np.exp(-((r - 1) / 0.25) ** 2))
+    r8 = (r * r) ** 4
+    fade = np.clip(1 - (r - 1) / 0.3, 0, 1) ** 2                # soft outer edge, cheaply
+    return np.where(r < 1, 0.35 + 0.65 * r8, fade)
 
 
 def _rib_field(offset: np.ndarray, gap: np.ndarray, half: np.ndarray) -> np.ndarray:
@@ -301,7 +304,7 @@ def _vessels(a: dict, m: dict, rng: np.random.Generator) -> np.ndarray:
         near = np.broadcast_to(np.arange(steps) < 20, (n, steps))[ok]   # trunk vs branches
         np.add.at(pts, (iy[near], ix[near]), wk[near])
         np.add.at(thin, (iy[~near], ix[~near]), wk[~near])
-    v = ndimage.gaussian_filter(pts, 1.6) * 3.0 + ndimage.gaussian_filter(thin, 0.8)
+    v = ndimage.gaussian_filter(pts, 1.3) * 3.0 + ndimage.gaussian_filter(thin, 0.6)
     return np.clip(v, 0, 1.5)
 
 
@@ -314,19 +317,19 @@ def _texture(rng: np.random.Generator) -> np.ndarray:
 def _density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     body = _body(a, rng)
     inside = _smooth(body > 0.02, 1.0)
-    lung = _smooth((labels == 2) | (labels == 1), 2)
+    lung = _smooth(m["lung_r"] | m["lung_l"], 2)          # includes lung behind the heart
     d = 1.0 * body
-    d += 0.25 * _mediastinum(a, rng) * inside
+    d += 0.25 * _mediastinum(a, rng) * inside * (1 - 0.6 * _smooth(m["heart"], 3))
     # The heart displaces the lung air in front of and behind it: that, not its own
     # density, is why it shows up white.
-    cover = 0.35 * _smooth(m["heart"], 1.0) + 0.3 * _heart_density(m)
+    cover = (0.25 * _smooth(m["heart"], 1.0) + 0.3 * _heart_density(m)) * rng.uniform(0.6, 1.2)
     d -= rng.uniform(0.7, 0.85) * _air_in_lungs(m, a) * (1 - cover)
     d += a["breast"] * np.clip((_Y - 0.45) / 0.3, 0, 1) * inside
     # Ribs show over the lungs; over soft tissue they are barely visible.
-    d += rng.uniform(0.08, 0.12) * _ribs(a, rng) * inside * (0.3 + 0.7 * lung)
-    d += rng.uniform(0.08, 0.14) * _clavicle_bone(a)
+    d += rng.uniform(0.12, 0.18) * _ribs(a, rng) * inside * (0.3 + 0.7 * lung)
+    d += rng.uniform(0.06, 0.1) * _clavicle_bone(a)
     d += 0.5 * _shoulders(a)
-    d += rng.uniform(0.1, 0.16) * _vessels(a, m, rng) * lung
+    d += rng.uniform(0.12, 0.2) * _vessels(a, m, rng) * lung
     d += rng.uniform(0.02, 0.035) * _texture(rng) * (0.3 + lung)
     if a["bubble"]:   # gastric air under the left hemidiaphragm (image right)
         bx = a["lung_l"][2][-1].mean() - 0.08
@@ -342,8 +345,9 @@ def _density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> 
 def _expose(d: np.ndarray, a: dict, rng: np.random.Generator) -> np.ndarray:
     # Film response: a power curve whose steepness varies with exposure and film.
     img = np.clip(d, 0, None) ** rng.uniform(1.2, 1.8)
-    img = ndimage.gaussian_filter(img, rng.uniform(0.5, 1.1))  # focal spot / scatter blur
-    img += rng.normal(0, rng.uniform(0.004, 0.012), img.shape)  # quantum noise
+    img = ndimage.gaussian_filter(img, rng.uniform(0.3, 0.8))  # focal spot / scatter blur
+    # Quantum noise grows with the signal: none where the beam hit the film unattenuated.
+    img += rng.normal(0, rng.uniform(0.002, 0.006), img.shape) * np.sqrt(np.clip(img, 0, None))
     if a["marker"]:   # lead ID marker: a dark rectangle in a top corner
         w, h = int(rng.uniform(0.08, 0.16) * FILM), int(rng.uniform(0.02, 0.05) * FILM)
         x = int(rng.uniform(0.02, 0.1) * FILM)
@@ -452,6 +456,7 @@ def _save_atomic(path: Path, arrays: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)   # mkstemp makes it private; a cache can be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

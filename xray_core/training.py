@@ -368,7 +368,7 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray) -> dict:
 # ---- callbacks -------------------------------------------------------------------
 
 def _keras_callback_base():
-    import keras
+    from .tf_quiet import keras
     return keras.callbacks.Callback
 
 

@@ -1,0 +1,171 @@
+"""The procedural chest phantom: determinism, labels, patch rule, splits, cache, export."""
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xray_core import FILM, LETTERS, PATCH
+from xray_core import phantom as P
+from xray_core.dataset import SPLITS
+
+SMALL = dict(n_train=3, n_val=2, n_test=2)
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def film_and_labels():
+    return P.render_radiograph(np.random.default_rng(7))
+
+
+def test_render_shapes_dtypes_and_window(film_and_labels):
+    film, labels = film_and_labels
+    assert film.shape == labels.shape == (FILM, FILM)
+    assert film.dtype == labels.dtype == np.uint8
+    # Windowed at the 2nd/99.5th percentiles: both ends of the 8-bit range are used.
+    assert film.min() == 0 and film.max() == 255
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+
+
+def test_same_seed_same_film_other_seed_differs():
+    a = P.render_radiograph(np.random.default_rng(3))
+    b = P.render_radiograph(np.random.default_rng(3))
+    c = P.render_radiograph(np.random.default_rng(4))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert not np.array_equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_class_present_with_room_for_patches(seed):
+    _, labels = P.render_radiograph(np.random.default_rng(seed))
+    inner = labels[16:241, 16:241]
+    for c in range(4):
+        assert (inner == c).sum() >= 16, f"class {c} has too few valid patch centres"
+
+
+def test_clavicle_drawn_over_lung(film_and_labels):
+    _, labels = film_and_labels
+    # Clavicle pixels sit inside the lung field: their neighbours are mostly lung,
+    # and the clavicle is on the upper part of the lungs.
+    clav = labels == 1
+    above, below = np.roll(clav, -3, 0), np.roll(clav, 3, 0)
+    touching = labels[(above | below) & ~clav]
+    assert (touching == 2).mean() > 0.5
+    ys_c = np.nonzero(clav)[0]
+    ys_l = np.nonzero(labels == 2)[0]
+    assert ys_c.mean() < np.percentile(ys_l, 25)
+    # The heart overlaps where the lungs are: heart pixels have lung on both sides.
+    rows = np.nonzero((labels == 3).any(1))[0]
+    mid = labels[rows[len(rows) // 2]]
+    assert (mid[: np.argmax(mid == 3)] == 2).any() and (mid[FILM - np.argmax(mid[::-1] == 3):] == 2).any()
+
+
+def test_patches_follow_the_centre_rule(film_and_labels):
+    film, labels = film_and_labels
+    x, y = P.cut_patches(film, labels, np.random.default_rng(1))
+    centres = P.patch_centres(labels, np.random.default_rng(1))
+    assert x.shape == (64, PATCH, PATCH) and x.dtype == np.uint8
+    assert y.shape == (64,) and np.issubdtype(y.dtype, np.integer)
+    assert np.bincount(y, minlength=4).tolist() == [16, 16, 16, 16]
+    assert centres.min() >= 16 and centres.max() <= FILM - 16
+    for k in (0, 17, 35, 50, 63):
+        r, c = centres[k]
+        assert np.array_equal(x[k], film[r - 16:r + 16, c - 16:c + 16])
+        assert y[k] == labels[r, c]
+
+
+def test_build_phantom_splits_by_radiograph():
+    ds = P.build_phantom(**SMALL, seed=1)
+    assert ds.name == "phantom" and set(ds.splits) == set(SPLITS)
+    seen = {}
+    for split, n in zip(SPLITS, SMALL.values()):
+        sp = ds.split(split)
+        assert sp.x.dtype == np.float32 and sp.x.shape == (64 * n, PATCH, PATCH, 1)
+        assert 0 <= sp.x.min() and sp.x.max() <= 1
+        assert np.allclose(sp.x * 255, np.round(sp.x * 255), atol=1e-3)  # = uint8 / 255
+        assert sp.class_counts() == [16 * n] * 4
+        seen[split] = set(sp.groups.tolist())
+        assert len(seen[split]) == n and all(g.startswith("PH") and len(g) == 6 for g in seen[split])
+    assert not (seen["train"] & seen["validation"]) and not (seen["train"] & seen["test"])
+    assert not (seen["validation"] & seen["test"])
+
+
+def test_build_is_deterministic_and_seed_matters():
+    a = P.build_phantom(**SMALL, seed=2, cache=False)
+    b = P.build_phantom(**SMALL, seed=2, cache=False)
+    c = P.build_phantom(**SMALL, seed=3, cache=False)
+    assert np.array_equal(a.split("train").x, b.split("train").x)
+    assert np.array_equal(a.split("test").y, b.split("test").y)
+    assert not np.array_equal(a.split("train").x, c.split("train").x)
+
+
+def test_cache_hit_returns_equal_data_and_is_faster(tmp_path):
+    t0 = time.perf_counter()
+    first = P.build_phantom(**SMALL, seed=4)
+    t1 = time.perf_counter()
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1 and not list((tmp_path / "cache").glob("*.tmp"))
+    second = P.build_phantom(**SMALL, seed=4)
+    t2 = time.perf_counter()
+    for s in SPLITS:
+        assert np.array_equal(first.split(s).x, second.split(s).x)
+        assert np.array_equal(first.split(s).y, second.split(s).y)
+        assert np.array_equal(first.split(s).groups, second.split(s).groups)
+    assert (t2 - t1) < (t1 - t0)   # relative, not a fixed time budget
+
+
+def test_cache_is_used_not_rebuilt(tmp_path, monkeypatch):
+    P.build_phantom(**SMALL, seed=5)
+
+    def boom(*a, **k):
+        raise AssertionError("rebuilt despite a cached copy")
+    monkeypatch.setattr(P, "render_radiograph", boom)
+    assert len(P.build_phantom(**SMALL, seed=5).split("train")) == 64 * 3
+
+
+def test_phantom_radiographs_are_the_test_films():
+    films = P.phantom_radiographs(2, seed=6)
+    # Ids as in build_phantom with the default 150/30/37 split: test starts at PH0181.
+    assert [f[0] for f in films] == ["PH0181", "PH0182"]
+    # A film depends only on (seed, split, index), so a small build's test split holds
+    # the patches of the same films (the full default build is too slow for a unit test).
+    test = P.build_phantom(n_train=1, n_val=1, n_test=2, seed=6, cache=False).split("test")
+    for i, (_, film, labels) in enumerate(films):
+        x, y = P.cut_patches(film, labels, P._film_rng(6, "test", i, 1))
+        assert np.array_equal(x.astype(np.float32)[..., None] / 255, test.x[64 * i:64 * (i + 1)])
+        assert np.array_equal(y, test.y[64 * i:64 * (i + 1)])
+
+
+def test_write_phantom_layout(tmp_path):
+    counts = P.write_phantom(tmp_path / "out", n_radiographs=4, seed=0)
+    assert counts["radiographs"] == 4
+    assert all(counts[s] >= 64 for s in SPLITS)
+    ids = {}
+    for s in SPLITS:
+        names = sorted(p.name for p in (tmp_path / "out" / s).glob("*.png"))
+        assert len(names) == counts[s]
+        assert {n[-5] for n in names} == set(LETTERS)
+        for n in names[:5]:
+            rid, idx, rest = n.split("_")
+            assert rid.startswith("PH") and len(idx) == 3 and rest in {f"{c}.png" for c in LETTERS}
+        first = Image.open(tmp_path / "out" / s / names[0])
+        assert first.size == (PATCH, PATCH) and first.mode == "L"
+        ids[s] = {n[:6] for n in names}
+    assert not (ids["train"] & ids["validation"]) and not (ids["train"] & ids["test"])
+    rad = tmp_path / "out" / "radiographs"
+    for rid in set().union(*ids.values()):
+        film = np.array(Image.open(rad / f"{rid}.png"))
+        labels = np.array(Image.open(rad / f"{rid}_labels.png"))
+        assert film.shape == labels.shape == (FILM, FILM) and labels.max() == 3
+
+
+def test_split_sizes_proportional():
+    assert P._split_sizes(217) == (150, 30, 37)
+    for n in (3, 4, 10, 50):
+        tr, va, te = P._split_sizes(n)
+        assert tr + va + te == n and min(tr, va, te) >= 1
