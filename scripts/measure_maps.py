@@ -81,15 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="only the first N films")
     a = p.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from xray_core.errors import XrayLabError
+    from xray_core.inference import load_model
     try:
-        import keras
-        model = keras.models.load_model(a.model, compile=False)
-    except Exception as e:
-        print(f"error: cannot load model {a.model}: {' '.join(str(e).split())[:200]}", file=sys.stderr)
-        return 2
-    try:
+        model = load_model(a.model)
         print(json.dumps(measure(model, a.films, a.stride, a.window, a.limit), indent=2))
     except XrayLabError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -24,8 +24,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from . import CLASSES, FILM, PATCH
-from .errors import ConfigError, ImageError, XrayLabError
+from . import CLASSES, PATCH
+from .errors import ConfigError, DataError, ImageError, XrayLabError
 from .images import MAX_BYTES, _check_2d, _one_line, _to_u8, is_radiograph, patch_input, read_image, to_film
 
 # RGB per class index; background (0) is left transparent (the film shows through).
@@ -40,7 +40,7 @@ DEFAULT_BATCH = 4096
 
 __all__ = [
     "AnatomyMap", "CLASS_COLOURS", "predict_patches", "anatomy_map", "overlay",
-    "classify_files", "evaluate_map",
+    "classify_files", "evaluate_map", "load_model",
 ]
 
 
@@ -54,6 +54,30 @@ class AnatomyMap:
     labels_film: np.ndarray       # uint8 (h, w): argmax of probs, at film scale
     film: np.ndarray              # float32 (h, w): the 8-bit film the patches came from
     grid_shape: tuple[int, int]   # patches classified per column and row
+
+
+# ---- loading ------------------------------------------------------------------------------
+def load_model(path: str):
+    """A saved .keras model, checked to map 32x32x1 patches to 4 classes.
+    DataError with a one-line reason otherwise (missing file, not a Keras archive,
+    wrong input/output shape)."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such model file")
+    from .tf_quiet import load_keras
+    keras = load_keras()
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as e:
+        raise DataError(f"{path}: cannot load the model ({_one_line(e)})") from None
+    try:
+        n_in = int(np.prod([int(d) for d in model.inputs[0].shape[1:]]))
+        n_out = int(model.outputs[0].shape[-1])
+    except Exception:
+        raise DataError(f"{path}: not a single-input, single-output Keras model") from None
+    if n_in != PATCH * PATCH or n_out != len(CLASSES):
+        raise DataError(f"{path}: model maps {tuple(model.inputs[0].shape[1:])} to {n_out} outputs; "
+                        f"expected ({PATCH}, {PATCH}, 1) patches to {len(CLASSES)} classes")
+    return model
 
 
 # ---- patch classification -----------------------------------------------------------
