@@ -22,7 +22,7 @@ from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.session import guard, model_bytes, runs, shared_dataset
 from xray_ui.texts import BN_AXIS_EXPLAINER
 
-st.set_page_config(page_title="X-ray Lab · Train", page_icon="🩻", layout="wide")
+st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
 REFRESH_S = 0.5
 
 
@@ -34,7 +34,7 @@ def fmt_time(s: float | None) -> str:
 
 
 def main() -> None:
-    st.title("🩻 X-ray Lab · Train")
+    st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
     cfg, cfg_error = sidebar()
     if msg := st.session_state.pop("_link_error", None):

@@ -130,3 +130,15 @@ def test_bad_folder_is_a_one_line_error(at, tmp_path):
     assert not at.exception
     assert any("no such file or folder" in e.value for e in at.error)
     assert at.button(key="train").disabled
+
+
+def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
+    """Streamlit calls keras.backend.clear_session() after every script run unless
+    xray_ui disables it; with live charts that stalls training ~100x."""
+    import keras
+    calls = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *a, **k: calls.append(1))
+    st.cache_resource.clear()
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.run()
+    assert not app.exception and calls == []
