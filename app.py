@@ -170,7 +170,9 @@ def results_panel(run) -> None:
                    "synthetic, so expect the same trends rather than the same numbers.")
     a, b = st.columns(2)
     with a:
-        st.plotly_chart(charts.confusion(test["confusion"]), width="stretch", key="confusion_chart")
+        event = st.plotly_chart(charts.confusion(test["confusion"]), width="stretch", key="confusion_chart",
+                                on_select="rerun", selection_mode="points")
+        _select_cell_from_chart(event)
     with b:
         st.plotly_chart(charts.precision_recall(test["precision"], test["recall"]), width="stretch",
                         key="pr_chart")
@@ -180,6 +182,18 @@ def results_panel(run) -> None:
                 "`BatchNormalization(axis=1)` does, and try **corrected** mode.")
 
 
+def _select_cell_from_chart(event) -> None:
+    """Clicking a confusion-matrix cell picks it in the patch viewer below (once per click)."""
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", []) or []
+    if not points:
+        return
+    cell = (points[0].get("y"), points[0].get("x"))
+    if cell != st.session_state.get("_last_cell") and all(c in CLASSES for c in cell):
+        st.session_state["_last_cell"] = cell
+        st.session_state["mis_true"], st.session_state["mis_pred"] = cell
+
+
 def misclassified_viewer(run) -> None:
     job = run.job
     if job.test_predictions is None or job.dataset is None or not job.dataset.has("test"):
@@ -187,8 +201,11 @@ def misclassified_viewer(run) -> None:
     test = job.dataset.split("test")
     pred = job.test_predictions.argmax(1)
     c1, c2 = st.columns(2)
-    true_c = c1.selectbox("True class", CLASSES, index=2, key="mis_true")
-    pred_c = c2.selectbox("Predicted as", CLASSES, index=3, key="mis_pred")
+    st.session_state.setdefault("mis_true", "lung")
+    st.session_state.setdefault("mis_pred", "heart")
+    st.caption("Click a cell of the confusion matrix, or pick the pair here, to see those test patches.")
+    true_c = c1.selectbox("True class", CLASSES, key="mis_true")
+    pred_c = c2.selectbox("Predicted as", CLASSES, key="mis_pred")
     ti, pi = CLASSES.index(true_c), CLASSES.index(pred_c)
     idx = np.flatnonzero((test.y == ti) & (pred == pi))
     kind = "correct" if ti == pi else "misclassified"
