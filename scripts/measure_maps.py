@@ -22,6 +22,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from xray_core.inference import DEFAULT_SMOOTH  # noqa: E402  (after the sys.path line)
+
 DEFAULT_FILMS = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "jsrt_radiographs"))
 
 
@@ -34,7 +36,7 @@ def pairs(films_dir: str) -> list[tuple[str, str]]:
     return out
 
 
-def measure(model, films_dir: str, stride: int = 4, window: bool = False,
+def measure(model, films_dir: str, stride: int = 4, window: bool = False, smooth: float = DEFAULT_SMOOTH,
             limit: int | None = None) -> dict:
     import numpy as np
     from PIL import Image
@@ -53,7 +55,7 @@ def measure(model, films_dir: str, stride: int = 4, window: bool = False,
             film = read_image(f.read(), os.path.basename(img_path))
         true = np.asarray(Image.open(lab_path))
         t0 = time.perf_counter()
-        amap = anatomy_map(model, film, stride=stride, window=window)
+        amap = anatomy_map(model, film, stride=stride, window=window, smooth=smooth)
         times.append(time.perf_counter() - t0)
         ev = evaluate_map(amap.labels, true)
         accs.append(ev["pixel_accuracy"])
@@ -64,6 +66,7 @@ def measure(model, films_dir: str, stride: int = 4, window: bool = False,
         "films": len(todo),
         "stride": stride,
         "window": window,
+        "smooth": smooth,
         "pixel_accuracy": round(float(np.mean(accs)), 4),
         "dice": {c: round(float(np.mean(v)), 4) for c, v in dice.items() if v},
         "mean_dice": round(float(np.mean([np.mean(v) for v in dice.values() if v])), 4),
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="a saved .keras model")
     p.add_argument("--films", default=DEFAULT_FILMS, help="NAME.png + NAME_labels.png folder")
     p.add_argument("--stride", type=int, default=4)
+    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH,
+                   help="Gaussian smoothing of the class probabilities, in film pixels (0 = off)")
     p.add_argument("--window", action="store_true",
                    help="re-apply the training window (percentiles + gamma) to each film")
     p.add_argument("--limit", type=int, help="only the first N films")
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from xray_core.inference import load_model
     try:
         model = load_model(a.model)
-        print(json.dumps(measure(model, a.films, a.stride, a.window, a.limit), indent=2))
+        print(json.dumps(measure(model, a.films, a.stride, a.window, a.smooth, a.limit), indent=2))
     except XrayLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -102,7 +102,7 @@ def test_predict_patches_thread_safe(keras_model):
 # ---- anatomy_map ------------------------------------------------------------------------------
 def test_map_stride1_patches_are_centred_on_each_pixel():
     f8 = blobs(256, 256)
-    amap = anatomy_map(CentreModel(), f8 / 255.0, stride=1)
+    amap = anatomy_map(CentreModel(), f8 / 255.0, stride=1, smooth=0)
     assert isinstance(amap, AnatomyMap)
     np.testing.assert_array_equal(amap.labels, quartile(f8))
     np.testing.assert_array_equal(amap.labels_film, quartile(f8))
@@ -298,7 +298,7 @@ def test_measure_maps_script(tmp_path):
         f8 = blobs(256, 256, seed=i)
         Image.fromarray(f8).save(tmp_path / f"F{i}.png")
         Image.fromarray(quartile(f8).astype(np.uint8)).save(tmp_path / f"F{i}_labels.png")
-    res = mm.measure(CentreModel(), str(tmp_path), stride=1)
+    res = mm.measure(CentreModel(), str(tmp_path), stride=1, smooth=0)
     assert res["films"] == 2 and res["pixel_accuracy"] == 1.0
     assert res["dice"] == {c: 1.0 for c in CLASSES} and res["ms_per_film"] > 0
 
@@ -322,3 +322,15 @@ def test_load_model(tmp_path, keras_model):
     keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(wrong)
     with pytest.raises(DataError, match="expected"):
         load_model(str(wrong))
+
+
+def test_smoothing_removes_isolated_patch_noise_but_keeps_regions():
+    f8 = np.full((256, 256), 220, np.uint8)   # "heart" everywhere (quartile 3)
+    f8[:, :128] = 150                           # left half "lung" (quartile 2)
+    f8[60:63, 180:183] = 10                     # a 3x3 speck of "background"
+    raw = anatomy_map(CentreModel(), f8 / 255.0, stride=1, smooth=0).labels
+    smooth = anatomy_map(CentreModel(), f8 / 255.0, stride=1, smooth=8).labels
+    assert raw[61, 181] == 0 and smooth[61, 181] == 3      # the speck is noise: gone
+    assert (smooth[:, :120] == 2).all() and (smooth[:, 136:] == 3).mean() > 0.99  # regions stay
+    with pytest.raises(ConfigError):
+        anatomy_map(CentreModel(), f8 / 255.0, smooth=-1)
