@@ -334,3 +334,11 @@ def test_smoothing_removes_isolated_patch_noise_but_keeps_regions():
     assert (smooth[:, :120] == 2).all() and (smooth[:, 136:] == 3).mean() > 0.99  # regions stay
     with pytest.raises(ConfigError):
         anatomy_map(CentreModel(), f8 / 255.0, smooth=-1)
+
+
+def test_integer_films_are_scaled_not_clipped():
+    f8 = np.full((256, 256), 220, np.uint8)
+    f8[:, :128] = 150
+    as_int = anatomy_map(CentreModel(), f8, stride=4, smooth=0).labels
+    as_float = anatomy_map(CentreModel(), f8 / 255.0, stride=4, smooth=0).labels
+    np.testing.assert_array_equal(as_int, as_float)

@@ -400,6 +400,10 @@ def _check_2d(img: np.ndarray, what: str) -> np.ndarray:
         a = a[..., 0]
     if a.ndim != 2 or min(a.shape) < 1:
         raise ImageError(f"{what}: expected a 2-D grayscale image, got shape {a.shape}")
+    if np.issubdtype(a.dtype, np.integer):
+        # uint8/uint16 films (e.g. phantom_radiographs) mean 0..dtype max, not 0..1:
+        # scale instead of letting a later clip turn the film white.
+        a = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
     return a
 
 

@@ -8,7 +8,10 @@ from plotly.subplots import make_subplots
 
 from xray_core import CLASSES
 
-CLASS_COLOURS = {"background": "#7f7f7f", "clavicle": "#e6b800", "lung": "#1f77b4", "heart": "#d62728"}
+from xray_core.inference import CLASS_COLOURS as _RGB
+
+# One colour per class everywhere: the bars use the anatomy overlay's colours.
+CLASS_COLOURS = {c: "#%02x%02x%02x" % rgb for c, rgb in zip(CLASSES, _RGB)}
 MAX_BATCH_POINTS = 2000  # the whole figure is resent on each refresh: cap the per-batch series
 
 

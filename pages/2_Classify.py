@@ -1,0 +1,280 @@
+"""X-ray Lab — Classify page: upload X-rays (PNG, JPEG, TIFF, BMP, GIF, DICOM), see the
+exact 32×32 input the model gets, its class probabilities, and an anatomy map of whole
+films. A thin view: the logic lives in xray_ui.classify_view and xray_core.inference.
+"""
+from __future__ import annotations
+
+import math
+
+import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
+
+import streamlit as st
+
+from xray_core import CLASSES
+from xray_core.errors import XrayLabError, one_line
+from xray_core.inference import evaluate_map, overlay, predict_patches
+from xray_core.models import estimate_seconds
+from xray_core.training import SCHEDULER
+from xray_ui import charts
+from xray_ui import classify_view as cv
+from xray_ui.session import runs, shared_dataset
+
+st.set_page_config(page_title="X-ray Lab · Classify", page_icon=":material/radiology:", layout="wide")
+REFRESH_S = 0.5
+
+
+def main() -> None:
+    st.title("X-ray Lab · Classify")
+    st.caption("Upload chest X-rays — PNG, JPEG, TIFF, BMP, GIF or DICOM — and see what a trained network "
+               "makes of them: a 32×32 patch gets one label, a whole film gets an anatomy map.")
+    choice = model_sidebar()
+    stride, opacity = map_sidebar()
+
+    if choice is None:
+        no_model_panel()
+
+    with st.expander("What the model sees, and what the anatomy map is", expanded=choice is None):
+        st.markdown(cv.MODEL_SEES)
+        st.markdown(cv.MAP_EXPLAINER)
+
+    files = st.file_uploader("X-ray images (one or many)", type=cv.UPLOAD_TYPES, accept_multiple_files=True,
+                             key="uploads",
+                             help="Patches (32×32 like the training data) or whole films. DICOM: MONOCHROME1/2, "
+                                  "8–16 bit, the file's window is used. GIF: the first frame.")
+    if files:
+        if choice is None:
+            st.info("Files are classified as soon as there is a model (see above).")
+            return
+        for i, f in enumerate(files):
+            file_result(i, f, choice, stride, opacity)
+    elif choice is not None:
+        demo_panel(choice, stride, opacity)
+
+
+# ---- sidebar ---------------------------------------------------------------------------
+
+def model_sidebar() -> cv.ModelChoice | None:
+    sb = st.sidebar
+    sb.header("Model")
+    picker = sb.container()   # filled below, once an uploaded model has been loaded
+    up = sb.file_uploader("Use a saved model (.keras)", type=["keras"], key="model_upload",
+                          help="A model downloaded from the Train page, or saved by "
+                               "`python -m xray_core train --out DIR`.")
+    if up is not None:
+        try:
+            with st.spinner(f"Loading {up.name}…"):
+                cv.use_uploaded_model(up.name, up.getvalue())
+        except XrayLabError as e:
+            sb.error(one_line(e))
+    choices = cv.session_models()
+    if not choices:
+        picker.caption("No model yet: train one here (one click) or on the Train page, or upload a .keras file.")
+        return None
+    keys = [c.key for c in choices]
+    seen = st.session_state.get("_cls_seen_models", [])
+    fresh = [k for k in keys if k not in seen]
+    if fresh or st.session_state.get("model_pick") not in keys:
+        st.session_state["model_pick"] = fresh[-1] if fresh else keys[-1]  # newest model by default
+    st.session_state["_cls_seen_models"] = keys
+    by_key = {c.key: c for c in choices}
+    pick = picker.selectbox("Classify with", keys, key="model_pick", format_func=lambda k: by_key[k].label)
+    return by_key[pick]
+
+
+def map_sidebar() -> tuple[int, float]:
+    sb = st.sidebar
+    sb.header("Anatomy map")
+    stride = sb.slider("Stride (px between patch centres)", 1, 16, 4, key="stride",
+                       help="At film scale (256 px). 4 classifies 64×64 = 4,096 patches; 1 classifies every "
+                            "pixel's patch (65,536): finer edges, 16× the work.")
+    opacity = sb.slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="opacity",
+                        help="Only re-blends the colours: the map itself is not recomputed.")
+    return int(stride), float(opacity)
+
+
+# ---- no model yet: the one-click quick train ------------------------------------------
+
+def no_model_panel() -> None:
+    run = cv.pending_run()
+    if run is not None:
+        training_panel(run)
+        return
+    cfg = cv.quick_config()
+    with st.container(border=True):
+        st.subheader("No model yet")
+        st.markdown(f"Train the course's **Task 5 network** (fully connected, LeakyReLU, batch normalisation) for "
+                    f"{cfg.epochs} epochs on the built-in chest phantom, right here. It also appears on the "
+                    "Train page. Or upload a saved `.keras` model in the sidebar.")
+        last = next(reversed(runs().runs), None)
+        if last is not None and last.job.snapshot().state == "failed":
+            st.error(f"The last training failed: {last.job.snapshot().error}")
+        if st.button("Train a quick model", key="quick_train", type="primary"):
+            try:
+                cv.start_quick_train()
+            except Exception as e:  # e.g. the phantom cannot be built on this server
+                st.error(f"Could not start training: {one_line(e)}")
+            else:
+                st.rerun()
+        try:
+            ds = shared_dataset("phantom")
+            n = len(ds.split("train"))
+            n_val = len(ds.splits["validation"]) if ds.has("validation") else 0
+            est = 5 * max(1, math.ceil(estimate_seconds(cfg, n, n_val) / 5))
+            st.caption(f"About {est} s on {n:,} phantom patches when the server is idle; longer while others train.")
+        except Exception:
+            pass
+
+
+def training_panel(run) -> None:
+    active = not run.job.snapshot().finished
+
+    @st.fragment(run_every=REFRESH_S if active else None)
+    def panel() -> None:
+        snap = run.job.snapshot()
+        with st.container(border=True):
+            st.subheader(f"Training {run.label}")
+            if snap.state == "queued":
+                st.info(f"Waiting for a free trainer: position **{snap.queue_position or '…'}** in the queue "
+                        f"({SCHEDULER.status()['running']} of {SCHEDULER.cap} training now).")
+            elif snap.state == "loading":
+                st.info("Loading data and building the model…")
+            elif snap.state == "failed":
+                st.error(f"Training failed: {snap.error}")
+            else:
+                acc = snap.history.get("val_accuracy") or []
+                acc_txt = f" · validation accuracy {100 * acc[-1]:.1f} %" if acc else ""
+                st.progress(snap.progress, text=f"{snap.state.capitalize()} · epoch "
+                            f"{min(snap.epoch + 1, snap.epochs)}/{snap.epochs}{acc_txt} · {snap.elapsed:.0f} s")
+            st.caption("The model becomes available here as soon as it finishes.")
+        if snap.finished and not run.announced:
+            run.announced = True
+            st.rerun()  # once: show the model picker and stop polling
+
+    panel()
+
+
+# ---- one uploaded file ------------------------------------------------------------------
+
+def file_result(i: int, f, choice: cv.ModelChoice, stride: int, opacity: float) -> None:
+    dec = cv.decode(f.name, f.getvalue())
+    if dec.error:
+        st.error(dec.error)
+        return
+    with st.container(border=True):
+        h, w = dec.shape
+        kind = "whole radiograph" if dec.is_film else "patch"
+        st.markdown(f"#### {f.name}")
+        try:
+            probs = cv.probabilities(choice, dec)
+        except Exception as e:
+            st.error(f"{f.name}: the model could not classify it ({one_line(e)})")
+            return
+        show_prediction(f"{i}_{dec.key}", dec, probs, f"{w}×{h} px · {kind}")
+        if dec.is_film:
+            show_map(f"{i}_{dec.key}", dec.key, dec.film, choice, stride, opacity)
+
+
+def show_prediction(key: str, dec: cv.Decoded, probs: dict, info: str) -> None:
+    a, b, c = st.columns([2, 1, 2], gap="medium")
+    a.image(dec.thumb, caption=f"Original · {info}", width="content" if dec.thumb.shape[1] < 360 else "stretch")
+    b.image(cv.model_input_picture(dec.patch), caption="What the model sees: 32×32 (shown 4×)",
+            width=128)
+    label = max(probs, key=probs.get)
+    with c:
+        st.plotly_chart(charts.probabilities(probs), width="stretch", key=f"probs_{key}")
+        st.markdown(f"Predicted: **{label}** ({100 * probs[label]:.0f} %)")
+        if dec.is_film:
+            st.caption("This is the whole film squeezed into one 32×32 input — not what the model was trained "
+                       "on, so this single label means little. The anatomy map below asks the model about every "
+                       "32×32 patch of the film instead.")
+
+
+def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int, opacity: float,
+             truth=None) -> None:
+    n = cv.patch_count(film.shape, stride)
+    try:
+        with st.spinner(f"Mapping: classifying {n:,} patches…"):
+            amap, cached = cv.film_map(choice, image_key, film, stride)
+    except XrayLabError as e:
+        st.error(one_line(e))
+        return
+    except Exception as e:
+        st.error(f"The anatomy map failed: {one_line(e)}")
+        return
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        if truth is None:
+            st.image(cv.blend(amap, opacity), width=cv.MAP_PX,
+                     caption=f"Anatomy map at stride {amap.stride} over the film as the model saw it "
+                             f"({amap.film.shape[1]}×{amap.film.shape[0]} px)")
+        else:
+            p, t = st.columns(2)
+            p.image(cv.blend(amap, opacity), width="stretch", caption="Predicted anatomy map")
+            t.image(overlay(amap.film, truth, opacity=opacity), width="stretch", caption="True label map")
+    with right:
+        st.markdown(cv.legend_html(), unsafe_allow_html=True)
+        st.plotly_chart(charts.class_shares(amap.shares), width="stretch", key=f"shares_{key}")
+        gh, gw = amap.grid_shape
+        st.caption(f"{gh * gw:,} patches ({gw}×{gh}) classified in {amap.seconds:.2f} s"
+                   + (" (kept from before: moving the opacity does not recompute the map)" if cached else ""))
+        if truth is not None:
+            ev = evaluate_map(amap.labels, truth)
+            m1, m2 = st.columns(2)
+            m1.metric("Pixel accuracy", f"{100 * ev['pixel_accuracy']:.1f} %")
+            m2.metric("Mean Dice", f"{ev['mean_dice']:.2f}" if ev["mean_dice"] is not None else "–")
+            st.caption("Dice per class (1 = perfect overlap with the true map): "
+                       + " · ".join(f"{c} {ev['dice'][c]:.2f}" for c in CLASSES if c in ev["dice"]))
+
+
+# ---- demos: nothing to upload ------------------------------------------------------------
+
+def demo_panel(choice: cv.ModelChoice, stride: int, opacity: float) -> None:
+    st.markdown("**Nothing to upload?** Try the model on data it has never seen:")
+    c1, c2, _ = st.columns([1, 1, 2])
+    if c1.button("Classify 12 test patches", key="demo_patches", width="stretch"):
+        st.session_state["_cls_demo"] = {"kind": "patches", "seed": cv.new_seed()}
+    if c2.button("Map a test radiograph", key="demo_film", width="stretch"):
+        st.session_state["_cls_demo"] = {"kind": "film", "index": cv.new_seed() % cv.DEMO_FILMS}
+    demo = st.session_state.get("_cls_demo")
+    if not demo:
+        return
+    if demo["kind"] == "patches":
+        demo_patches(choice, demo["seed"])
+    else:
+        demo_film(choice, demo["index"], stride, opacity)
+
+
+def demo_patches(choice: cv.ModelChoice, seed: int) -> None:
+    try:
+        ds = cv.demo_dataset(choice)
+        test = ds.split("test")
+        idx = cv.pick_patches(len(test), seed)
+        probs = predict_patches(choice.model, test.x[idx])
+    except Exception as e:
+        st.error(f"Could not classify test patches: {one_line(e)}")
+        return
+    pred = probs.argmax(1)
+    right = int((pred == test.y[idx]).sum())
+    st.subheader(f"{right} of {len(idx)} test patches right")
+    st.caption(f"Random 32×32 patches from the test split of **{ds.name}** (never used in training), shown 3×. "
+               "Each caption: true class → predicted class (probability).")
+    for j, (k, p) in enumerate(zip(idx, pred)):
+        if j % 6 == 0:
+            cols = st.columns(6)
+        true_c, pred_c = CLASSES[int(test.y[k])], CLASSES[int(p)]
+        mark = "✓" if true_c == pred_c else "✗"
+        cols[j % 6].image(cv.zoom((test.x[k, :, :, 0] * 255).astype("uint8"), 3), width=96,
+                          caption=f"{mark} {true_c} → {pred_c} ({probs[j, p]:.2f})")
+
+
+def demo_film(choice: cv.ModelChoice, index: int, stride: int, opacity: float) -> None:
+    films = cv.demo_films()
+    rid, film, labels = films[index % len(films)]
+    st.subheader(f"Phantom test film {rid}")
+    st.caption("A synthetic chest film from the built-in phantom's test split, with its true label map: the map's "
+               "pixel accuracy and Dice say how well the patch classifier, slid over the whole film, finds the "
+               "anatomy.")
+    show_map("demo", f"phantom:{rid}", film, choice, stride, opacity, truth=labels)
+
+
+main()
