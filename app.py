@@ -18,6 +18,7 @@ from xray_core.models import estimate_seconds, layer_table
 from xray_core.presets import PRESETS, matching_preset
 from xray_core.training import SCHEDULER, TrainingJob
 from xray_ui import charts
+from xray_ui.nav import page_links
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.session import guard, model_bytes, runs, shared_dataset
 from xray_ui.texts import BN_AXIS_EXPLAINER
@@ -34,6 +35,7 @@ def fmt_time(s: float | None) -> str:
 
 
 def main() -> None:
+    page_links()
     st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
     cfg, cfg_error = sidebar()

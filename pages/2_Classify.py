@@ -17,6 +17,7 @@ from xray_core.models import estimate_seconds
 from xray_core.training import SCHEDULER
 from xray_ui import charts
 from xray_ui import classify_view as cv
+from xray_ui.nav import page_links
 from xray_ui.session import runs, shared_dataset
 
 st.set_page_config(page_title="X-ray Lab · Classify", page_icon=":material/radiology:", layout="wide")
@@ -24,6 +25,7 @@ REFRESH_S = 0.5
 
 
 def main() -> None:
+    page_links()
     st.title("X-ray Lab · Classify")
     st.caption("Upload chest X-rays — PNG, JPEG, TIFF, BMP, GIF or DICOM — and see what a trained network "
                "makes of them: a 32×32 patch gets one label, a whole film gets an anatomy map.")

@@ -1,0 +1,8 @@
+"""The sidebar's page links, named for students rather than by file name."""
+import streamlit as st
+
+
+def page_links() -> None:
+    st.sidebar.page_link("app.py", label="Train", icon=":material/model_training:")
+    st.sidebar.page_link("pages/2_Classify.py", label="Classify", icon=":material/radiology:")
+    st.sidebar.divider()
