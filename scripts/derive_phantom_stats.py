@@ -9,8 +9,8 @@ Only summary numbers leave the data folder; the images are never committed.
   label maps of jsrt_radiographs/ -- the only full label maps shared, which are
   the 37 *test* radiographs. Only means and spreads over the 37 are kept.
 - Intensity and texture per class come from the *train* patches only (centre
-  pixel value, patch contrast, edge energy), so the test patches are not used
-  to tune the phantom's look.
+  pixel value, patch contrast, edge energy, band-pass texture, flat share), so the
+  test patches are not used to tune the phantom's look.
 """
 from __future__ import annotations
 
@@ -111,7 +111,31 @@ def intensity(x: np.ndarray, y: np.ndarray) -> dict:
     return out
 
 
-def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int) -> str:
+def band_stats(x: np.ndarray) -> dict:
+    """Texture of a stack of patches (N, 32, 32) in [0, 1], as medians over patches:
+    std in three spatial bands -- fine (pixel minus 1-px blur: noise, sharp edges),
+    mid (1-px minus 3-px blur: rib and vessel margins), coarse (the 3-px blur itself:
+    organ borders, gradients) -- mean |gradient| of the 1-px blur along x and y
+    (vertical vs horizontal edges), and the share of flat patches (std < 0.05).
+    The phantom's tests compare its own patches against these numbers."""
+    b1 = ndimage.gaussian_filter(x, (0, 1, 1))
+    b3 = ndimage.gaussian_filter(x, (0, 3, 3))
+    return {
+        "fine": round(float(np.median((x - b1).std((1, 2)))), 4),
+        "mid": round(float(np.median((b1 - b3).std((1, 2)))), 4),
+        "coarse": round(float(np.median(b3.std((1, 2)))), 4),
+        "grad_x": round(float(np.abs(np.diff(b1, axis=2)).mean()), 4),
+        "grad_y": round(float(np.abs(np.diff(b1, axis=1)).mean()), 4),
+        "flat_share": round(float((x.std((1, 2)) < 0.05).mean()), 3),
+        "mean_deciles": np.percentile(x.mean((1, 2)), [10, 50, 90]).round(3).tolist(),
+    }
+
+
+def texture(x: np.ndarray, y: np.ndarray) -> dict:
+    return {letter: band_stats(x[y == c]) for c, letter in enumerate(LETTERS)}
+
+
+def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int, tex: dict | None = None) -> str:
     lines = [
         '"""Numbers measured from the real JSRT data; the phantom is drawn to match them.',
         "",
@@ -124,6 +148,10 @@ def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int) -> str:
         "class (b, c, l, h).",
         f"INTENSITY: from the {n_patches} train patches only, per class letter: value at",
         "the centre pixel, mean in-patch std, and mean |neighbour difference| (in [0, 1]).",
+        "TEXTURE: from the same train patches, per class letter (medians over patches):",
+        "std in a fine / mid / coarse spatial band, |gradient| of the 1-px blur along x",
+        "and y, share of flat patches (std < 0.05), deciles 10/50/90 of the patch mean.",
+        "See band_stats() in the derive script; tests hold the phantom to these.",
         '"""',
         "",
     ]
@@ -138,6 +166,12 @@ def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int) -> str:
     for letter, d in inten.items():
         lines.append(f"    {letter!r}: {d!r},")
     lines.append("}")
+    if tex is not None:
+        lines.append("")
+        lines.append("TEXTURE = {")
+        for letter, d in tex.items():
+            lines.append(f"    {letter!r}: {d!r},")
+        lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +186,7 @@ def main() -> None:
     args = ap.parse_args()
     maps = load_label_maps(args.data)
     x, y = load_train_patches(args.data)
-    text = module_text(geometry(maps), intensity(x, y), len(maps), len(y))
+    text = module_text(geometry(maps), intensity(x, y), len(maps), len(y), texture(x, y))
     if args.write:
         path = os.path.join(HERE, "..", "xray_core", "phantom_stats.py")
         with open(path, "w") as f:

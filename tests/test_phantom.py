@@ -169,3 +169,76 @@ def test_split_sizes_proportional():
     for n in (3, 4, 10, 50):
         tr, va, te = P._split_sizes(n)
         assert tr + va + te == n and min(tr, va, te) >= 1
+
+
+# ---------------------------------------------------------------------------------
+# Realism: the phantom's patches measured against the numbers derived from real
+# train patches (phantom_stats.TEXTURE, made by scripts/derive_phantom_stats.py).
+# ---------------------------------------------------------------------------------
+def _band_stats():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "scripts" / "derive_phantom_stats.py"
+    spec = importlib.util.spec_from_file_location("derive_phantom_stats", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.band_stats
+
+
+@pytest.fixture(scope="module")
+def small_train():
+    ds = P.build_phantom(n_train=12, n_val=1, n_test=1, seed=11, cache=False)
+    tr = ds.split("train")
+    return tr.x[..., 0], tr.y
+
+
+def test_texture_per_class_is_near_the_real_numbers(small_train):
+    from xray_core import phantom_stats as S
+    band_stats = _band_stats()
+    x, y = small_train
+    for c, letter in enumerate(LETTERS):
+        got, want = band_stats(x[y == c]), S.TEXTURE[letter]
+        # Median brightness per class within 0.08, band energies within a factor 1.6.
+        assert abs(got["mean_deciles"][1] - want["mean_deciles"][1]) < 0.08, (letter, got, want)
+        for k in ("fine", "mid", "coarse"):
+            assert want[k] / 1.6 < got[k] < want[k] * 1.6, (letter, k, got[k], want[k])
+
+
+def test_texture_check_catches_a_flat_phantom(small_train):
+    # The check above must be able to fail: blurring away the ribs and vessels, or
+    # brightening the lungs, is caught.
+    from scipy import ndimage
+    from xray_core import phantom_stats as S
+    band_stats = _band_stats()
+    x, y = small_train
+    blurred = band_stats(ndimage.gaussian_filter(x[y == 2], (0, 2, 2)))
+    assert blurred["fine"] < S.TEXTURE["l"]["fine"] / 1.6
+    bright = band_stats(np.clip(x[y == 2] + 0.15, 0, 1))
+    assert abs(bright["mean_deciles"][1] - S.TEXTURE["l"]["mean_deciles"][1]) >= 0.08
+
+
+def test_heart_shadow_is_greyer_than_the_abdomen():
+    # Real films: the heart (lung wraps behind it) is darker than the solid abdomen
+    # under the diaphragm; a phantom heart as white as the abdomen is read as background.
+    diffs = []
+    for seed in range(4):
+        film, labels = P.render_radiograph(np.random.default_rng(seed))
+        rows = np.nonzero((labels == 2).any(1))[0]
+        base = rows.max()
+        heart = film[labels == 3].mean()
+        cols = np.nonzero((labels == 3).any(0))[0]
+        belly = film[base + 8:FILM - 8, cols.min():cols.max() + 1]
+        diffs.append(belly.mean() - heart)
+    assert np.mean(diffs) > 10, diffs
+
+
+def test_lung_base_is_a_dome():
+    # The diaphragm: with straight lung sides, the base is lowest at the lateral
+    # (costophrenic) angle and rises towards the middle -- a curve, not a line.
+    for lateral, medial in ((0.1, 0.4), (0.9, 0.6)):
+        prof = np.tile([min(lateral, medial), max(lateral, medial)], (9, 1))
+        mask = P._lung_mask(0.1, 0.8, prof)
+        low = lambda x: np.nonzero(mask[:, int(x * FILM)])[0].max()  # noqa: E731
+        near_lat = lateral + (medial - lateral) * 0.05
+        near_med = lateral + (medial - lateral) * 0.9
+        assert low(near_lat) - low(near_med) >= 8, (low(near_lat), low(near_med))

@@ -27,7 +27,7 @@ from . import phantom_stats as S
 from .dataset import SPLITS, Dataset, Split
 
 # Bump when the drawing changes so stale caches are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 14
 DEFAULT_SIZES = (150, 30, 37)          # train / validation / test radiographs
 HALF = PATCH // 2
 
@@ -91,7 +91,12 @@ def _lung_mask(y0: float, y1: float, prof: np.ndarray) -> np.ndarray:
     taper = np.sqrt(np.clip(t / 0.05, 0, 1))
     a, b = mid + (a - mid) * taper, mid + (b - mid) * taper
     inside_rows = (t >= 0) & (t <= 1)
-    return inside_rows[:, None] & (_X >= a[:, None]) & (_X <= b[:, None])
+    # Diaphragm dome: the base is lowest at the lateral (costophrenic) angle and
+    # rises towards the middle, so the lung-abdomen border is a curve, not a line.
+    lat, med = (prof[-1, 0], prof[-1, 1]) if prof[-1, 0] < 0.5 else (prof[-1, 1], prof[-1, 0])
+    u = np.clip((_X - lat) / (med - lat), 0, 1)
+    base = y1 - 0.07 * (y1 - y0) * np.sin(np.pi / 2 * np.clip(u / 0.6, 0, 1))
+    return inside_rows[:, None] & (_Y <= base) & (_X >= a[:, None]) & (_X <= b[:, None])
 
 
 def _heart_mask(h: tuple) -> np.ndarray:
@@ -133,7 +138,7 @@ def _clavicle_label(box: np.ndarray, right: bool) -> np.ndarray:
     yc, med_x, lat_x, width = _clavicle_centre(box, right)
     lo, hi = min(med_x, lat_x), max(med_x, lat_x)
     taper = np.where(np.abs(_X - med_x) < 0.04, 1.15, 1.0)     # thicker medial head
-    return (np.abs(_Y - yc(_X)) <= width / 2 * taper) & (_X >= lo) & (_X <= hi)
+    return (np.abs(_Y - yc(_X[:1])) <= width / 2 * taper) & (_X >= lo) & (_X <= hi)
 
 
 def _label_map(a: dict) -> tuple[np.ndarray, dict]:
@@ -187,6 +192,8 @@ def _body(a: dict, rng: np.random.Generator) -> np.ndarray:
         reach = np.clip(1 - ((y - 0.05) / (low - 0.05)) ** 4, 0, 1) * 0.12  # arm width
         dist = (0.5 + side * (_X - 0.5)) - (1 - reach[:, None])            # >0 inside arm
         arms += np.clip(dist / 0.03, 0, 1) * 0.6
+    # Thinner at the neck and upper chest than over the abdomen.
+    trunk = trunk * (0.72 + 0.28 * np.clip((y - 0.1) / 0.5, 0, 1))[:, None]
     return np.maximum(trunk, arms)
 
 
@@ -196,15 +203,26 @@ def _air_in_lungs(m: dict, a: dict) -> np.ndarray:
     air = np.zeros((FILM, FILM), np.float32)
     for key in ("lung_r", "lung_l"):
         y0, y1, _ = a[key]
-        d = ndimage.distance_transform_edt(m[key]) / FILM
-        apex = 0.85 + 0.15 * np.clip((_Y - y0) / (0.3 * (y1 - y0)), 0, 1)
-        air += (1 - np.exp(-d / 0.022)) * apex
+        # Distance transforms on the lung's bounding box only (1 px margin): cheap.
+        rows, cols = np.nonzero(m[key].any(1))[0], np.nonzero(m[key].any(0))[0]
+        box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+        mask, yy = m[key][box], _Y[box]
+        # The diaphragm meets the beam edge-on: the lung base is a sharp edge, the
+        # sides and the apex fade in. Lower half: vertical distances count more.
+        d_iso = ndimage.distance_transform_edt(mask)
+        d_base = ndimage.distance_transform_edt(mask, sampling=(3.0, 1.0))
+        d_apex = ndimage.distance_transform_edt(mask, sampling=(0.4, 1.0))
+        w = np.clip((yy - (y0 + y1) / 2) / ((y1 - y0) / 2), 0, 1)
+        w_top = np.clip(1 - 2 * (yy - y0) / (y1 - y0), 0, 1) ** 2
+        d = (d_base * w + d_apex * w_top + d_iso * (1 - w - w_top)) / FILM
+        apex = 0.85 + 0.15 * np.clip((yy - y0) / (0.3 * (y1 - y0)), 0, 1)
+        air[box] += (1 - np.exp(-d / 0.03)) * apex
     return _smooth(air, 1.0)
 
 
 def _heart_density(m: dict) -> np.ndarray:
     d = ndimage.distance_transform_edt(m["heart"]) / FILM
-    return _smooth(1 - np.exp(-d / 0.02), 0.8)
+    return _smooth(1 - np.exp(-d / 0.08), 0.8)
 
 
 def _mediastinum(a: dict, rng: np.random.Generator) -> np.ndarray:
@@ -216,17 +234,26 @@ def _mediastinum(a: dict, rng: np.random.Generator) -> np.ndarray:
     vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * (y / period + rng.uniform())) ** 2
     pedicles = np.exp(-((np.abs(x) - 0.03) / 0.012) ** 2) * 0.3 * spine
     trachea = np.exp(-(x / 0.018) ** 2)[None, :] * (np.clip((0.36 - y) / 0.1, 0, 1) * (y > 0.02))[:, None]
-    medi = np.exp(-((x - 0.01) / 0.09) ** 4)
-    out = (0.5 * medi + pedicles)[None, :] + 0.35 * vertebrae[:, None] * spine[None, :] - 0.35 * trachea
-    return _smooth(out, 1.5)
+    # Mediastinum: narrow at the top (between the lung apices), wide at the heart.
+    half = 0.05 + 0.04 * np.clip((y - 0.2) / 0.25, 0, 1)
+    q = ((x[None, :] - 0.01) / half[:, None]).astype(np.float32) ** 2
+    medi = np.exp(-q * q)
+    # Through this windowing the spine is a faint column, not a bright stripe (the
+    # bright vertical bands it used to make were read as "background" everywhere).
+    out = 0.5 * medi + (0.5 * pedicles)[None, :] + 0.15 * vertebrae[:, None] * spine[None, :] \
+        - 0.35 * trachea
+    return _smooth(out, 2.0)
 
 
 def _rib_band(dist: np.ndarray, half: float) -> np.ndarray:
-    """Cross-section of a rib: a faint body with brighter cortical edges."""
+    """Cross-section of a rib (or clavicle): a bright body, brighter cortical edges,
+    a soft margin -- real ribs read as bands, not as pairs of thin lines."""
     r = np.abs(dist) / half
-    r8 = (r * r) ** 4
-    fade = np.clip(1 - (r - 1) / 0.3, 0, 1) ** 2                # soft outer edge, cheaply
-    return np.where(r < 1, 0.35 + 0.65 * r8, fade)
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    fade = np.clip(1 - (r - 1) / 0.25, 0, 1) ** 2               # soft outer edge, cheaply
+    return np.where(r < 1, 0.7 + 0.3 * r8, fade)
 
 
 def _rib_field(offset: np.ndarray, gap: np.ndarray, half: np.ndarray) -> np.ndarray:
@@ -248,12 +275,12 @@ def _ribs(a: dict, rng: np.random.Generator) -> np.ndarray:
         first = top + (a["rib_phase"] - 0.5) * gap + rng.normal(0, 0.005)
         g = gap * (1 + 0.08 * s)                                # ribs fan out laterally
         # Posterior: rises a little off the spine then arcs down towards the chest wall.
-        post = _Y - first - (-0.05 * s + 0.14 * s ** 2.2)
-        out += _rib_field(post, g, 0.011 + 0.004 * s) * (s > 0.06) * (post > -gap / 2)
+        post = _Y - first - (-0.05 * s + 0.2 * s ** 2.2)
+        out += _rib_field(post, g, 0.014 + 0.004 * s) * (s > 0.06) * (post > -gap / 2)
         # Anterior: starts high at the chest wall and runs down towards the middle.
-        ant = _Y - first - 0.09 - 0.16 * (1 - s)
-        out += 0.45 * _rib_field(ant, g, 0.016) * (s > 0.3) * (s < 1.05) * (ant > -gap / 2)
-    return out
+        ant = _Y - first - 0.09 - 0.22 * (1 - s)
+        out += 0.45 * _rib_field(ant, g, 0.018) * (s > 0.3) * (s < 1.05) * (ant > -gap / 2)
+    return ndimage.gaussian_filter(out, 0.8)   # real rib margins are soft
 
 
 def _clavicle_bone(a: dict) -> np.ndarray:
@@ -264,7 +291,7 @@ def _clavicle_bone(a: dict) -> np.ndarray:
         ext = med_x + (lat_x - med_x) * np.array([-0.12, 2.0])
         lo, hi = ext.min(), ext.max()
         along = np.clip(np.minimum(_X - lo, hi - _X) / 0.02, 0, 1)
-        out += _rib_band(_Y - yc(_X), width / 2 * 1.05) * along
+        out += _rib_band(_Y - yc(_X[:1]), width / 2 * 1.05) * along
     return out
 
 
@@ -304,7 +331,7 @@ def _vessels(a: dict, m: dict, rng: np.random.Generator) -> np.ndarray:
         near = np.broadcast_to(np.arange(steps) < 20, (n, steps))[ok]   # trunk vs branches
         np.add.at(pts, (iy[near], ix[near]), wk[near])
         np.add.at(thin, (iy[~near], ix[~near]), wk[~near])
-    v = ndimage.gaussian_filter(pts, 1.3) * 3.0 + ndimage.gaussian_filter(thin, 0.6)
+    v = ndimage.gaussian_filter(pts, 1.3) * 1.2 + ndimage.gaussian_filter(thin, 0.6)
     return np.clip(v, 0, 1.5)
 
 
@@ -318,19 +345,31 @@ def _density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> 
     body = _body(a, rng)
     inside = _smooth(body > 0.02, 1.0)
     lung = _smooth(m["lung_r"] | m["lung_l"], 2)          # includes lung behind the heart
+    heart2 = _smooth(m["heart"], 2)
     d = 1.0 * body
-    d += 0.25 * _mediastinum(a, rng) * inside * (1 - 0.6 * _smooth(m["heart"], 3))
+    below = np.clip((_Y - max(a["lung_r"][1], a["lung_l"][1])) / 0.05, 0, 1)   # under the diaphragm
+    d += 0.25 * _mediastinum(a, rng) * inside * (1 - 0.5 * below)
     # The heart displaces the lung air in front of and behind it: that, not its own
     # density, is why it shows up white.
-    cover = (0.25 * _smooth(m["heart"], 1.0) + 0.3 * _heart_density(m)) * rng.uniform(0.6, 1.2)
-    d -= rng.uniform(0.7, 0.85) * _air_in_lungs(m, a) * (1 - cover)
+    hd = _heart_density(m)
+    cover = (0.1 * heart2 + 0.45 * hd) * rng.uniform(0.35, 0.8)
+    d -= rng.uniform(0.6, 0.78) * _air_in_lungs(m, a) * (1 - cover)
+    # Lung wraps behind the heart: the heart shadow is greyer than the abdomen below it.
+    # More of it near the heart's top (hila, great vessels), less over the diaphragm.
+    hy0, hy1 = a["heart"][2], a["heart"][3]
+    top = 0.4 + 1.2 * np.clip((hy1 - _Y) / (hy1 - hy0), 0, 1)
+    d -= rng.uniform(0.1, 0.3) * _smooth(m["heart"], 4.0) * (1 - 0.8 * hd) * top
     d += a["breast"] * np.clip((_Y - 0.45) / 0.3, 0, 1) * inside
     # Ribs show over the lungs; over soft tissue they are barely visible.
-    d += rng.uniform(0.12, 0.18) * _ribs(a, rng) * inside * (0.3 + 0.7 * lung)
-    d += rng.uniform(0.06, 0.1) * _clavicle_bone(a)
+    # Below the diaphragm the dense abdomen hides them.
+    d += rng.uniform(0.08, 0.13) * _ribs(a, rng) * inside * (0.3 + 0.7 * lung) * (1 - 0.8 * below) \
+        * (1 - 0.6 * heart2)
+    d += rng.uniform(0.16, 0.24) * _clavicle_bone(a)
     d += 0.5 * _shoulders(a)
-    d += rng.uniform(0.12, 0.2) * _vessels(a, m, rng) * lung
-    d += rng.uniform(0.02, 0.035) * _texture(rng) * (0.3 + lung)
+    # Vessels and lung texture show only faintly through the heart.
+    behind = lung * (1 - 0.7 * heart2)
+    d += rng.uniform(0.12, 0.2) * _vessels(a, m, rng) * behind
+    d += rng.uniform(0.02, 0.035) * _texture(rng) * (0.3 + behind)
     if a["bubble"]:   # gastric air under the left hemidiaphragm (image right)
         bx = a["lung_l"][2][-1].mean() - 0.08
         by = a["lung_l"][1] + 0.05
@@ -347,7 +386,7 @@ def _expose(d: np.ndarray, a: dict, rng: np.random.Generator) -> np.ndarray:
     img = np.clip(d, 0, None) ** rng.uniform(1.2, 1.8)
     img = ndimage.gaussian_filter(img, rng.uniform(0.3, 0.8))  # focal spot / scatter blur
     # Quantum noise grows with the signal: none where the beam hit the film unattenuated.
-    img += rng.normal(0, rng.uniform(0.002, 0.006), img.shape) * np.sqrt(np.clip(img, 0, None))
+    img += rng.normal(0, rng.uniform(0.006, 0.012), img.shape) * np.sqrt(np.clip(img, 0, None))
     if a["marker"]:   # lead ID marker: a dark rectangle in a top corner
         w, h = int(rng.uniform(0.08, 0.16) * FILM), int(rng.uniform(0.02, 0.05) * FILM)
         x = int(rng.uniform(0.02, 0.1) * FILM)

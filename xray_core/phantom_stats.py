@@ -9,6 +9,10 @@ edges at 9 heights from apex (5 %) to base (95 %) for the image-left lung, and
 class (b, c, l, h).
 INTENSITY: from the 9600 train patches only, per class letter: value at
 the centre pixel, mean in-patch std, and mean |neighbour difference| (in [0, 1]).
+TEXTURE: from the same train patches, per class letter (medians over patches):
+std in a fine / mid / coarse spatial band, |gradient| of the 1-px blur along x
+and y, share of flat patches (std < 0.05), deciles 10/50/90 of the patch mean.
+See band_stats() in the derive script; tests hold the phantom to these.
 """
 
 LUNG_R = ([0.1059, 0.4567, 0.0774, 0.8541],
@@ -35,4 +39,11 @@ INTENSITY = {
     'c': {'centre_mean': 0.465, 'centre_std': 0.1541, 'centre_deciles': [0.265, 0.325, 0.378, 0.423, 0.464, 0.503, 0.549, 0.602, 0.675], 'patch_std': 0.1123, 'grad_x': 0.0133, 'grad_y': 0.0164},
     'l': {'centre_mean': 0.3659, 'centre_std': 0.1807, 'centre_deciles': [0.147, 0.208, 0.253, 0.296, 0.343, 0.392, 0.449, 0.524, 0.63], 'patch_std': 0.1168, 'grad_x': 0.0153, 'grad_y': 0.0123},
     'h': {'centre_mean': 0.7665, 'centre_std': 0.1426, 'centre_deciles': [0.572, 0.657, 0.717, 0.761, 0.796, 0.827, 0.855, 0.882, 0.922], 'patch_std': 0.0965, 'grad_x': 0.0106, 'grad_y': 0.0071},
+}
+
+TEXTURE = {
+    'b': {'fine': 0.007, 'mid': 0.0151, 'coarse': 0.0804, 'grad_x': 0.0098, 'grad_y': 0.007, 'flat_share': 0.278, 'mean_deciles': [0.384, 0.688, 0.901]},
+    'c': {'fine': 0.0098, 'mid': 0.0182, 'coarse': 0.0964, 'grad_x': 0.0103, 'grad_y': 0.0117, 'flat_share': 0.005, 'mean_deciles': [0.267, 0.446, 0.599]},
+    'l': {'fine': 0.0092, 'mid': 0.0164, 'coarse': 0.104, 'grad_x': 0.0121, 'grad_y': 0.0079, 'flat_share': 0.092, 'mean_deciles': [0.195, 0.392, 0.617]},
+    'h': {'fine': 0.0057, 'mid': 0.0113, 'coarse': 0.0769, 'grad_x': 0.0091, 'grad_y': 0.0049, 'flat_share': 0.29, 'mean_deciles': [0.552, 0.771, 0.898]},
 }
