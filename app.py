@@ -16,11 +16,11 @@ from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
 from xray_core.models import estimate_seconds, layer_table
 from xray_core.presets import PRESETS, matching_preset
-from xray_core.training import SCHEDULER, TrainingJob
+from xray_core.training import SCHEDULER
 from xray_ui import charts
 from xray_ui.nav import page_links
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
-from xray_ui.session import guard, model_bytes, runs, shared_dataset
+from xray_ui.session import model_bytes, runs, shared_dataset, start_job, warm_workers
 from xray_ui.texts import BN_AXIS_EXPLAINER
 
 st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
@@ -102,9 +102,7 @@ def controls_row(cfg, dataset, session) -> None:
         st.toast("Stopping after the current batch…")
     if train and cfg is not None and dataset is not None:
         preset = matching_preset(cfg)
-        job = TrainingJob(cfg, dataset).start()
-        guard().watch(job)
-        session.add(job, preset.name if preset else None)
+        start_job(cfg, dataset, preset.name if preset else None)
         st.rerun()
 
 

@@ -140,8 +140,12 @@ class Snapshot:
 
 class TrainingJob:
     def __init__(self, config: RunConfig, dataset: Dataset | None = None,
-                 scheduler: Scheduler | None = None, probe: bool = True):
+                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False):
+        """`isolated`: train in a recycled worker process (see worker.py) instead of a
+        thread of this process — what a long-lived server wants."""
         self.config = config.resolved()
+        self.isolated = isolated
+        self._final_remote: str | None = None
         self.id = f"job{next(_ids)}-{os.getpid()}"
         self._dataset = dataset
         self._scheduler = scheduler or SCHEDULER
@@ -229,7 +233,7 @@ class TrainingJob:
             self._set(state=STOPPED, t_end=time.perf_counter())
             return
         try:
-            self._train()
+            self._train_isolated() if self.isolated else self._train()
         except XrayLabError as e:
             self._set(state=FAILED, error=str(e))
         except Exception as e:  # a job must never die silently: keep the reason
@@ -296,6 +300,43 @@ class TrainingJob:
             result["val_accuracy"] = hist["val_accuracy"][-1]
         result["params"] = int(model.count_params())
         self._set(result=result, state=STOPPED if stopped else DONE, t_end=time.perf_counter())
+
+    def _train_isolated(self) -> None:
+        from .worker import train_in_worker
+        self._set(state=LOADING)
+        if self._dataset is None:
+            from .data import load_dataset
+            self._dataset = load_dataset(self.config.data)
+        self.dataset = self._dataset
+        self._dataset.split("train")  # fail here, in one line, rather than in the worker
+        if self._stop.is_set():
+            self._set(state=STOPPED)
+            return
+        train_in_worker(self)
+        self._set(state=self._final_remote or FAILED, t_end=time.perf_counter())
+
+    def _apply_remote(self, d: dict) -> None:
+        """Mirror a worker's progress message into this job's state."""
+        with self._lock:
+            state = d["state"]
+            if state in (DONE, STOPPED):
+                # the model still has to come back from the worker: finish in _train_isolated
+                self._final_remote, state = state, EVALUATING
+            elif state == FAILED:
+                self._final_remote = FAILED
+            if state == TRAINING and self._t0 is None:
+                self._t0 = time.perf_counter()
+            self._state = state
+            self._epoch, self._step, self._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
+            self._batch_loss += d["batch_loss"]
+            self._batch_acc += d["batch_accuracy"]
+            self._batch_x += d["batch_epoch"]
+            self._history = d["history"]
+            self._unit_stats = d["unit_stats"]
+            self._error = d["error"]
+            self._result = d["result"]
+        if d["batch_loss"] and self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
 
     # -- results --
     def record(self) -> dict:

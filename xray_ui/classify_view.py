@@ -27,7 +27,7 @@ from xray_core.inference import CLASS_COLOURS, AnatomyMap, anatomy_map, load_mod
 from xray_core.presets import get_preset
 from xray_core.training import DONE, STOPPED, TrainingJob
 
-from .session import guard, runs, shared_dataset
+from .session import runs, shared_dataset, start_job
 
 # Accepted by extension only; read_image decides by content (a PNG called scan.jpg is fine).
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "dcm", "dicom"]
@@ -154,11 +154,7 @@ def quick_config() -> RunConfig:
 
 
 def start_quick_train() -> TrainingJob:
-    cfg = quick_config()
-    job = TrainingJob(cfg, shared_dataset("phantom")).start()
-    guard().watch(job)
-    runs().add(job, QUICK_PRESET)
-    return job
+    return start_job(quick_config(), shared_dataset("phantom"), QUICK_PRESET).job
 
 
 # ---- uploads ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
+import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +21,26 @@ from xray_core.dataset import Dataset
 from xray_core.training import TrainingJob
 
 MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the model
+# Train in recycled worker processes (xray_core/worker.py): bounds Keras' per-model
+# memory leak and keeps the server responsive. XRAY_LAB_ISOLATE=0 trains in threads.
+ISOLATE = os.environ.get("XRAY_LAB_ISOLATE", "1") != "0"
+
+
+def start_job(config, dataset: Dataset, preset: str | None) -> "Run":
+    """Start this session's new training job and record it as the session's current run."""
+    job = TrainingJob(config, dataset, isolated=ISOLATE).start()
+    guard().watch(job)
+    return runs().add(job, preset)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_workers() -> bool:
+    """Once per server: start idle training processes so the first Train is quick."""
+    if ISOLATE:
+        from xray_core.training import SCHEDULER
+        from xray_core.worker import POOL
+        POOL.prewarm(SCHEDULER.cap)
+    return True
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""Isolated jobs: the same streaming job, trained in a recycled worker process."""
+import time
+
+import numpy as np
+import pytest
+
+from xray_core.config import RunConfig
+from xray_core.dataset import Dataset
+from xray_core.training import DONE, FAILED, STOPPED, Scheduler, TrainingJob
+from xray_core.worker import POOL, WorkerPool
+
+from .conftest import make_split
+
+FAST = RunConfig(epochs=3, batch_size=32, lr=1e-3)
+
+
+def wait_for(pred, timeout=120.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_isolated_job_streams_and_returns_a_usable_model(toy_dataset):
+    job = TrainingJob(FAST.replace(epochs=30), toy_dataset, scheduler=Scheduler(2), isolated=True).start()
+    assert wait_for(lambda: len(job.snapshot().batch_loss) >= 3)
+    assert job.snapshot().state == "training"     # seen while the worker trains
+    job.stop()
+    job.join(120)
+    s = job.snapshot()
+    assert s.state == STOPPED and s.result["test"]["n"] == 128
+    probs = job.model.predict(toy_dataset.split("test").x[:5], verbose=0)
+    assert probs.shape == (5, 4) and job.test_predictions.shape == (128, 4)
+
+
+def test_isolated_run_matches_the_in_process_run(toy_dataset):
+    a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+    b = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1)).run().snapshot()
+    assert a.state == b.state == DONE
+    assert len(a.batch_loss) == len(b.batch_loss) == 60
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-4)
+    assert a.unit_stats and len(a.unit_stats) == len(b.unit_stats)
+    assert a.result["test"]["confusion"] == b.result["test"]["confusion"]
+
+
+def test_a_failure_in_the_worker_is_kept(toy_dataset):
+    bad = make_split(64, 9)
+    bad.y[:] = 7
+    s = TrainingJob(FAST, Dataset("bad", {"train": bad}), scheduler=Scheduler(1),
+                    isolated=True).start().join(120).snapshot()
+    assert s.state == FAILED and "7" in s.error and "\n" not in s.error
+
+
+def test_workers_are_recycled_after_max_runs(toy_dataset, monkeypatch):
+    pool = WorkerPool(max_runs=2)
+    monkeypatch.setattr("xray_core.worker.POOL", pool)
+    pids = []
+    for _ in range(3):
+        w = pool.acquire()
+        pids.append(w.pid)
+        pool.release(w)
+    assert pids[0] == pids[1] != pids[2]      # a worker serves two jobs, then a fresh one
+    assert wait_for(lambda: pool.idle_count() >= 1)
+    pool.shutdown()
+
+
+def test_a_worker_that_dies_fails_the_job_with_a_reason(toy_dataset, monkeypatch):
+    pool = WorkerPool(max_runs=5)
+    monkeypatch.setattr("xray_core.worker.POOL", pool)
+    job = TrainingJob(FAST.replace(epochs=500, batch_size=8), toy_dataset, scheduler=Scheduler(1),
+                      isolated=True).start()
+    assert wait_for(lambda: len(job.snapshot().batch_loss) > 0)
+    for w in list(pool.busy):
+        w.process.kill()
+    job.join(60)
+    s = job.snapshot()
+    assert s.state == FAILED and "training process" in s.error
+    pool.shutdown()
