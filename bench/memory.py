@@ -6,6 +6,8 @@ Each arm runs in a fresh Python process (so arms do not share heap history):
   app   the Train page's policy: xray_ui.session.SessionRuns keeps every run's record
         but only the newest MAX_RUNS_WITH_MODELS (8) models; at the end the whole
         session is dropped (tab closed) and what that frees is measured
+  isolated  like drop, but each job trains in a recycled worker process
+        (TrainingJob(isolated=True), what the app does): the server's own RSS
   trim  (optional, --arms) like drop plus glibc malloc_trim(0): separates freed-but-
         fragmented heap from memory that is really still held
   clear (optional, --arms) like drop plus keras.backend.clear_session() after each
@@ -73,11 +75,11 @@ def arm(kind: str, runs: int, epochs: int, data: str) -> dict:
     for i in range(runs + 1):
         cfg = RunConfig(arch="fc", epochs=epochs, batch_size=64, seed=i, data=ds.name)
         t = time.perf_counter()
-        job = TrainingJob(cfg, ds, scheduler=sched).run()
+        job = TrainingJob(cfg, ds, scheduler=sched, isolated=kind == "isolated").run()
         assert job.state == DONE, job.snapshot().error
         row = {"run": i, "seconds": time.perf_counter() - t, "rss_after_run": rss_mb()}
         ref, jid = weakref.ref(job), job.id
-        if kind in ("drop", "clear", "trim"):
+        if kind in ("drop", "clear", "trim", "isolated"):
             del job
             row["rss_dropped_no_gc"] = rss_mb()
             gc.collect()
@@ -159,7 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--arms", default="drop,app")
+    ap.add_argument("--arms", default="drop,app,isolated")
     ap.add_argument("--data", default="real", choices=("real", "phantom"))
     ap.add_argument("--arm", help=argparse.SUPPRESS)    # internal: run one arm in this process
     args = ap.parse_args()

@@ -150,3 +150,12 @@ def test_saved_model_and_record_reload(toy_dataset, tmp_path):
     x = toy_dataset.split("test").x[:8]
     again = keras.models.load_model(paths["model"])
     assert np.allclose(again.predict(x, verbose=0), job.model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_stop_skips_validating_the_partial_epoch(toy_dataset):
+    job = TrainingJob(FAST.replace(epochs=200, batch_size=8), toy_dataset, scheduler=Scheduler(1)).start()
+    assert wait_for(lambda: len(job.snapshot().history["val_loss"]) >= 1 and job.snapshot().step > 3)
+    job.stop()
+    job.join(60)
+    h = job.snapshot().history
+    assert len(h["val_loss"]) == len(h["loss"]) - 1  # the epoch cut short is not validated
