@@ -537,7 +537,8 @@ def build_phantom(n_train: int = 150, n_val: int = 30, n_test: int = 37, seed: i
 
 def phantom_radiographs(n: int, seed: int, split: str = "test") -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The first n films of a split as (id, film, labels): the same films (and ids)
-    as build_phantom(seed=seed) with the default split sizes."""
+    as build_phantom(seed=seed) with the default split sizes. Films and label maps
+    are uint8 256×256 (film 0..255, labels 0..3)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     first = _first_ids(DEFAULT_SIZES)[SPLITS.index(split)]
