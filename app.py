@@ -6,8 +6,6 @@ twice a second to redraw the live charts (see ../shared/notes/live-training.md).
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -16,9 +14,9 @@ from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
 from xray_core.models import estimate_seconds, layer_table
 from xray_core.presets import PRESETS, matching_preset
-from xray_core.training import SCHEDULER
 from xray_ui import charts
 from xray_ui.nav import page_links
+from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.session import model_bytes, runs, shared_dataset, start_job, warm_workers
 from xray_ui.texts import BN_AXIS_EXPLAINER
@@ -27,17 +25,11 @@ st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiolo
 REFRESH_S = 0.5
 
 
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "…"
-    s = int(round(s))
-    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
 def main() -> None:
     page_links()
     st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
+    warm_workers()  # idle training processes, so the first Train starts quickly
     cfg, cfg_error = sidebar()
     if msg := st.session_state.pop("_link_error", None):
         st.warning(msg)
@@ -112,19 +104,7 @@ def live_panel(run) -> None:
     @st.fragment(run_every=REFRESH_S if active else None)
     def live() -> None:
         snap = run.job.snapshot()
-        if snap.state == "queued":
-            st.info(f"Waiting for a free trainer: position **{snap.queue_position or '…'}** in the queue "
-                    f"({SCHEDULER.status()['running']} of {SCHEDULER.cap} training now).")
-        elif snap.state == "loading":
-            st.info("Loading data and building the model…")
-        elif snap.state == "failed":
-            st.error(f"Training failed: {snap.error}")
-        else:
-            label = {"training": "Training", "evaluating": "Evaluating on the test set", "done": "Done",
-                     "stopped": "Stopped"}.get(snap.state, snap.state)
-            st.progress(snap.progress, text=f"{label} · {run.label} · epoch {min(snap.epoch + 1, snap.epochs)}/"
-                        f"{snap.epochs} · step {snap.step}/{snap.steps_per_epoch} · "
-                        f"elapsed {fmt_time(snap.elapsed)} · ETA {fmt_time(snap.eta) if active else '0s'}")
+        job_status(snap, run.label)
         st.plotly_chart(charts.curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=_overlays(run)),
                         width="stretch", key="live_curves")
         if snap.unit_stats:

@@ -14,10 +14,10 @@ from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
 from xray_core.inference import evaluate_map, overlay, predict_patches
 from xray_core.models import estimate_seconds
-from xray_core.training import SCHEDULER
 from xray_ui import charts
 from xray_ui import classify_view as cv
 from xray_ui.nav import page_links
+from xray_ui.progress import job_status
 from xray_ui.session import runs, shared_dataset
 
 st.set_page_config(page_title="X-ray Lab · Classify", page_icon=":material/radiology:", layout="wide")
@@ -135,18 +135,7 @@ def training_panel(run) -> None:
         snap = run.job.snapshot()
         with st.container(border=True):
             st.subheader(f"Training {run.label}")
-            if snap.state == "queued":
-                st.info(f"Waiting for a free trainer: position **{snap.queue_position or '…'}** in the queue "
-                        f"({SCHEDULER.status()['running']} of {SCHEDULER.cap} training now).")
-            elif snap.state == "loading":
-                st.info("Loading data and building the model…")
-            elif snap.state == "failed":
-                st.error(f"Training failed: {snap.error}")
-            else:
-                acc = snap.history.get("val_accuracy") or []
-                acc_txt = f" · validation accuracy {100 * acc[-1]:.1f} %" if acc else ""
-                st.progress(snap.progress, text=f"{snap.state.capitalize()} · epoch "
-                            f"{min(snap.epoch + 1, snap.epochs)}/{snap.epochs}{acc_txt} · {snap.elapsed:.0f} s")
+            job_status(snap, run.label)
             st.caption("The model becomes available here as soon as it finishes.")
         if snap.finished and not run.announced:
             run.announced = True

@@ -2,12 +2,11 @@
 import time
 
 import numpy as np
-import pytest
 
 from xray_core.config import RunConfig
 from xray_core.dataset import Dataset
 from xray_core.training import DONE, FAILED, STOPPED, Scheduler, TrainingJob
-from xray_core.worker import POOL, WorkerPool
+from xray_core.worker import WorkerPool
 
 from .conftest import make_split
 

@@ -36,7 +36,7 @@ def _max_runs() -> int:
 # ---- the child -------------------------------------------------------------------
 
 def _worker_main(conn) -> None:
-    from . import models  # noqa: F401  (imports TensorFlow before saying ready)
+    from . import models  # noqa: F401  -- imports TensorFlow before saying ready
     from .config import RunConfig
     from .training import FINISHED, Scheduler, TrainingJob
     conn.send(("ready", os.getpid()))
