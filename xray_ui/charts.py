@@ -18,7 +18,7 @@ MAX_BATCH_POINTS = 2000  # the whole figure is resent on each refresh: cap the p
 def _layout(fig: go.Figure, title: str, height: int = 300) -> go.Figure:
     # uirevision keeps the student's zoom across the twice-a-second refreshes.
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      uirevision="keep", legend=dict(orientation="h", y=-0.2))
+                      uirevision="keep", legend=dict(orientation="h", y=-0.3))
     return fig
 
 

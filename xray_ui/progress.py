@@ -29,6 +29,7 @@ def job_status(snap: Snapshot, label: str) -> None:
         val = snap.history.get("val_accuracy") or []
         val_txt = f" · val acc {100 * val[-1]:.1f} %" if val else ""
         eta = "0s" if snap.finished else fmt_time(snap.eta)
-        st.progress(snap.progress, text=f"{STATE_LABELS.get(snap.state, snap.state)} · {label} · epoch "
-                    f"{min(snap.epoch + 1, snap.epochs)}/{snap.epochs} · step {snap.step}/{snap.steps_per_epoch}"
+        step = snap.steps_per_epoch if snap.state == "done" else snap.step
+        where = f"epoch {min(snap.epoch + 1, snap.epochs)}/{snap.epochs} · step {step}/{snap.steps_per_epoch}"
+        st.progress(snap.progress, text=f"{STATE_LABELS.get(snap.state, snap.state)} · {label} · {where}"
                     f"{val_txt} · elapsed {fmt_time(snap.elapsed)} · ETA {eta}")
