@@ -159,3 +159,13 @@ def test_stop_skips_validating_the_partial_epoch(toy_dataset):
     job.join(60)
     h = job.snapshot().history
     assert len(h["val_loss"]) == len(h["loss"]) - 1  # the epoch cut short is not validated
+
+
+def test_the_global_tensorflow_seed_does_not_change_a_run(toy_dataset):
+    import keras
+    cfg = FAST.replace(epochs=2)
+    keras.utils.set_random_seed(123)
+    a = TrainingJob(cfg, toy_dataset, scheduler=Scheduler(1)).run().snapshot().batch_loss
+    keras.utils.set_random_seed(456)
+    b = TrainingJob(cfg, toy_dataset, scheduler=Scheduler(1)).run().snapshot().batch_loss
+    assert a == b
