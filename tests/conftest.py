@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny learnable dataset made in code, and the real data's location."""
 from pathlib import Path
 
+import time
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "jsrt_patches").is_dir():
         pytest.skip("../shared/data is not present on this machine")
     return SHARED_DATA
+
+
+def wait_for(pred, timeout: float = 120.0) -> bool:
+    """Poll pred() until it is true or the time is up (every wait in the tests is bounded)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False

@@ -1,6 +1,5 @@
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -9,18 +8,9 @@ from xray_core.config import RunConfig
 from xray_core.dataset import Dataset
 from xray_core.training import DONE, FAILED, QUEUED, STOPPED, Scheduler, TrainingJob, unit_share
 
-from .conftest import make_split
+from .conftest import make_split, wait_for
 
 FAST = RunConfig(epochs=3, batch_size=32, lr=1e-3)
-
-
-def wait_for(pred, timeout=60.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_metrics_stream_while_training(toy_dataset):

@@ -1,5 +1,4 @@
 """Isolated jobs: the same streaming job, trained in a recycled worker process."""
-import time
 
 import numpy as np
 
@@ -8,18 +7,9 @@ from xray_core.dataset import Dataset
 from xray_core.training import DONE, FAILED, STOPPED, Scheduler, TrainingJob
 from xray_core.worker import WorkerPool
 
-from .conftest import make_split
+from .conftest import make_split, wait_for
 
 FAST = RunConfig(epochs=3, batch_size=32, lr=1e-3)
-
-
-def wait_for(pred, timeout=120.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_isolated_job_streams_and_returns_a_usable_model(toy_dataset):
