@@ -76,8 +76,8 @@ def controls_row(cfg, dataset, session) -> None:
     current = session.current
     busy = current is not None and not current.job.snapshot().finished
     c1, c2, c3 = st.columns([1, 1, 3])
-    train = c1.button("▶ Train", key="train", type="primary", disabled=busy or cfg is None or dataset is None,
-                      width="stretch")
+    can_train = cfg is not None and dataset is not None and dataset.has("train")
+    train = c1.button("▶ Train", key="train", type="primary", disabled=busy or not can_train, width="stretch")
     stop = c2.button("■ Stop", key="stop", disabled=not busy, width="stretch")
     if cfg is not None and dataset is not None and dataset.has("train"):
         n = len(dataset.split("train"))
@@ -92,7 +92,7 @@ def controls_row(cfg, dataset, session) -> None:
     if stop and busy:
         current.job.stop()  # this session's own job only
         st.toast("Stopping after the current batch…")
-    if train and cfg is not None and dataset is not None:
+    if train and can_train:
         preset = matching_preset(cfg)
         start_job(cfg, dataset, preset.name if preset else None)
         st.rerun()

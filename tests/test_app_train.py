@@ -142,3 +142,12 @@ def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
     app = AppTest.from_file(APP, default_timeout=120).run()
     app.run()
     assert not app.exception and calls == []
+
+
+def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path):
+    from .fixtures_data import course_layout, rids
+    course_layout(tmp_path / "only_test", {"test": rids(1, "T")}, per_class=2)
+    at.radio(key="data_source").set_value("folder").run()
+    at.text_input(key="data_path").input(str(tmp_path / "only_test")).run()
+    assert not at.exception and at.button(key="train").disabled
+    assert any("no training split" in w.value for w in at.warning)
