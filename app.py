@@ -275,7 +275,7 @@ def runs_panel(session) -> None:
     pick = next((r for r in session.runs if r.number == (chosen[-1] if chosen else session.runs[-1].number)), None)
     if pick is not None and pick.job.snapshot().finished:
         import json
-        c2.download_button(f"Run {pick.number} record (JSON)", json.dumps(pick.job.record(), indent=2),
+        c2.download_button(f"Run {pick.number} record (JSON)", lambda: json.dumps(pick.job.record(), indent=2),
                            f"xray_lab_run{pick.number}.json", "application/json", key="dl_json")
         if pick.job.model is not None:
             c3.download_button(f"Run {pick.number} model (.keras)", lambda: model_bytes(pick.job),

@@ -103,26 +103,18 @@ def patch_sizes(zip_path: Path, member: str, *, file_size: int | None = None,
     """Rewrite a member's declared sizes in both its local and central headers (a lying zip)."""
     data = bytearray(zip_path.read_bytes())
     name = member.encode()
-    # local file header: sig PK\3\4, compressed size @18, uncompressed size @22, name @30
-    i = data.find(b"PK\x03\x04")
-    while i != -1:
-        nlen = struct.unpack_from("<H", data, i + 26)[0]
-        if bytes(data[i + 30:i + 30 + nlen]) == name:
-            if compress_size is not None:
-                struct.pack_into("<I", data, i + 18, compress_size)
-            if file_size is not None:
-                struct.pack_into("<I", data, i + 22, file_size)
-        i = data.find(b"PK\x03\x04", i + 4)
-    # central directory header: sig PK\1\2, compressed size @20, uncompressed @24, name @46
-    i = data.find(b"PK\x01\x02")
-    while i != -1:
-        nlen = struct.unpack_from("<H", data, i + 28)[0]
-        if bytes(data[i + 46:i + 46 + nlen]) == name:
-            if compress_size is not None:
-                struct.pack_into("<I", data, i + 20, compress_size)
-            if file_size is not None:
-                struct.pack_into("<I", data, i + 24, file_size)
-        i = data.find(b"PK\x01\x02", i + 4)
+    # (signature, offset of the name length, of the compressed size, of the name) for the
+    # local file headers and the central directory; the uncompressed size follows at +4
+    for sig, nlen_at, csize_at, name_at in ((b"PK\x03\x04", 26, 18, 30), (b"PK\x01\x02", 28, 20, 46)):
+        i = data.find(sig)
+        while i != -1:
+            nlen = struct.unpack_from("<H", data, i + nlen_at)[0]
+            if bytes(data[i + name_at:i + name_at + nlen]) == name:
+                if compress_size is not None:
+                    struct.pack_into("<I", data, i + csize_at, compress_size)
+                if file_size is not None:
+                    struct.pack_into("<I", data, i + csize_at + 4, file_size)
+            i = data.find(sig, i + 4)
     zip_path.write_bytes(bytes(data))
 
 
