@@ -96,7 +96,7 @@ def cmd_train(args) -> int:
     cfg = config_from_args(args).resolved()
     _check_data(cfg.data)
     from .training import TrainingJob, DONE, STOPPED
-    job = TrainingJob(cfg).start()
+    job = TrainingJob(cfg, backend=args.backend).start()
     last_epoch = -1
     try:
         while True:
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-train", type=int, help="use only N training patches")
     t.add_argument("--out", help="folder for model.keras and run.json")
     t.add_argument("--json", help="write the run record here")
+    t.add_argument("--backend", choices=("local", "ray"), default=None,
+                   help="where the job runs: this process (local, default) or a Ray cluster (RAY_ADDRESS, "
+                        "else a local Ray started now); default XRAY_LAB_BACKEND")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a saved .keras model on a dataset split")

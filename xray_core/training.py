@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import socket
 import threading
 import time
 import traceback
@@ -36,6 +37,7 @@ from .errors import XrayLabError, one_line
 QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
 FINISHED = (DONE, STOPPED, FAILED)
+BACKENDS = ("local", "ray")
 PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
 
 
@@ -140,11 +142,18 @@ class Snapshot:
 
 class TrainingJob:
     def __init__(self, config: RunConfig, dataset: Dataset | None = None,
-                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False):
-        """`isolated`: train in a recycled worker process (see worker.py) instead of a
+                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False,
+                 backend: str | None = None):
+        """`backend`: "local" (this machine) or "ray" (an actor on the Ray cluster, see
+        ray_backend.py); default XRAY_LAB_BACKEND, else local.
+        `isolated`: on the local backend, train in a recycled worker process (see worker.py) instead of a
         thread of this process — what a long-lived server wants."""
         self.config = config.resolved()
-        self.isolated = isolated
+        self.backend = backend or os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
+        if self.backend not in BACKENDS:
+            raise XrayLabError(f"unknown backend {self.backend!r}: choose local or ray")
+        self.isolated = isolated or self.backend == "ray"
+        self.where = {"backend": self.backend, "node": socket.gethostname()}   # set by the remote side
         self._final_remote: str | None = None
         self.id = f"job{next(_ids)}-{os.getpid()}"
         self._dataset = dataset
@@ -311,7 +320,11 @@ class TrainingJob:
         if self._stop.is_set():
             self._set(state=STOPPED)
             return
-        train_in_worker(self)
+        if self.backend == "ray":
+            from .ray_backend import train_in_ray
+            train_in_ray(self)
+        else:
+            train_in_worker(self)
         self._set(state=self._final_remote or FAILED, t_end=time.perf_counter())
 
     def _apply_remote(self, d: dict) -> None:
@@ -355,7 +368,9 @@ class TrainingJob:
             "val_accuracy": res.get("val_accuracy"),
             "test": res.get("test"),
             "classes": list(CLASSES),
-            "timing": res.get("timing"),
+            "timing": {**(res.get("timing") or {}), "backend": self.where.get("backend"),
+                       "node": self.where.get("host") or self.where.get("node"),
+                       **({"node_id": self.where["node_id"]} if "node_id" in self.where else {})},
             "dataset": self.dataset.summary() if self.dataset else None,
             "unit_stats": snap.unit_stats,
         }
