@@ -113,7 +113,11 @@ def _trainer_class():
         class Trainer:
             """One job inside an actor: the same TrainingJob the worker processes run."""
 
-            def __init__(self, cfg_dict: dict, dataset, probe: bool):
+            def __init__(self):
+                from . import models  # noqa: F401  -- TensorFlow imported once per actor, not per job
+                self.job = None
+
+            def begin(self, cfg_dict: dict, dataset, probe: bool) -> None:
                 from .config import RunConfig
                 from .training import Scheduler, TrainingJob
                 self.job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1),
@@ -140,10 +144,37 @@ def _trainer_class():
                         path = Path(d) / "model.keras"
                         self.job.model.save(path)
                         model = path.read_bytes()
-                return {"model": model, "test_predictions": self.job.test_predictions}
+                out = {"model": model, "test_predictions": self.job.test_predictions}
+                self.job = None      # the actor is reused for the next job: keep nothing of this one
+                return out
 
         _Trainer = Trainer
     return _Trainer
+
+
+_idle: dict = {}          # options key -> idle actors (TensorFlow already imported), reused like local workers
+MAX_IDLE = 4
+
+
+def _acquire(opts: dict):
+    key = repr(sorted(opts.items()))
+    with _lock:
+        if _idle.get(key):
+            return key, _idle[key].pop()
+    return key, _trainer_class().options(**opts).remote()
+
+
+def _release(key: str, actor, healthy: bool) -> None:
+    import ray
+    with _lock:
+        pool = _idle.setdefault(key, [])
+        if healthy and len(pool) < MAX_IDLE:
+            pool.append(actor)
+            return
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass
 
 
 def _options(cfg) -> dict:
@@ -165,10 +196,10 @@ def train_in_ray(job) -> None:
 
     from .tf_quiet import keras
     connect()
-    actor = None
+    actor, key, healthy = None, None, False
     try:
-        actor = _trainer_class().options(**_options(job.config)).remote(
-            job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled)
+        key, actor = _acquire(_options(job.config))
+        actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled)
         job.where = {"backend": "ray", **ray.get(actor.where.remote(), timeout=300)}
         sent, stop_sent = 0, False
         while True:
@@ -190,16 +221,14 @@ def train_in_ray(job) -> None:
                 path.write_bytes(final["model"])
                 job.model = keras.models.load_model(path)
         job.test_predictions = final["test_predictions"]
+        healthy = True
     except RayActorError as e:
         raise XrayLabError(f"the Ray worker running this job died ({_reason(e)}); the job was not retried") from None
     except RayError as e:
         raise XrayLabError(f"Ray failed this job: {one_line(e)}") from None
     finally:
         if actor is not None:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:
-                pass
+            _release(key, actor, healthy)
 
 
 def _reason(e: Exception) -> str:
