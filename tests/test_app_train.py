@@ -1,10 +1,11 @@
 """AppTest drives the Train page by its stable widget keys."""
-import time
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+
+from .conftest import wait_for
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -33,13 +34,8 @@ def params(app) -> str:
 
 
 def poll(app, pred, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        app.run()
-        if pred(app):
-            return True
-        time.sleep(0.3)
-    return False
+    """Rerun the page until pred(page) holds (run_every does not fire in AppTest)."""
+    return wait_for(lambda: pred(app.run()), timeout, every=0.3)
 
 
 def test_page_starts_clean_and_counts_parameters_as_controls_change(at):
