@@ -23,6 +23,23 @@ def make_split(n: int, seed: int) -> Split:
                  np.array([f"R{i // 16:04d}" for i in range(n)]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_lab_home(tmp_path_factory):
+    """No test (nor a module-scoped fixture, set up before function ones) writes runs
+    into the real XRAY_LAB_HOME."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRAY_LAB_HOME", str(tmp_path_factory.mktemp("lab-home-session")))
+        mp.delenv("XRAY_LAB_DB", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _lab_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own empty run store."""
+    monkeypatch.setenv("XRAY_LAB_HOME", str(tmp_path_factory.mktemp("lab-home")))
+    monkeypatch.delenv("XRAY_LAB_DB", raising=False)
+
+
 @pytest.fixture(scope="session")
 def toy_dataset() -> Dataset:
     return Dataset("toy", {"train": make_split(640, 1), "validation": make_split(128, 2),
