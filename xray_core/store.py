@@ -231,9 +231,11 @@ class RunStore:
 
     def __init__(self, url: str | None = None, home: str | Path | None = None):
         self.home = Path(home).expanduser() if home is not None else default_home()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.models_dir = self.home / "models"
-        self.models_dir.mkdir(exist_ok=True)
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"XRAY_LAB_HOME: cannot create {self.models_dir}: {e.strerror or e}") from None
         url = url or os.environ.get("XRAY_LAB_DB") or f"sqlite:///{self.home / 'runs.sqlite3'}"
         self.url = url
         try:
@@ -244,12 +246,20 @@ class RunStore:
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(parsed)
         elif self.dialect == "postgresql":
+            if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2
+                parsed = parsed.set(drivername="postgresql+psycopg2")
             self.engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
         else:
             raise StoreError(f"XRAY_LAB_DB: only sqlite:/// and postgresql:// URLs are supported, got {self.dialect}")
         self._writer = self.engine.execution_options(xray_write=True)
         self._local_owner = owner_id()
-        self._create_schema()
+        try:
+            self._create_schema()
+        except sa.exc.OperationalError as e:  # no server, refused, bad file: say where, in one line
+            self.engine.dispose()
+            reason = str(e.orig or e).strip().splitlines()[0] if str(e.orig or e).strip() else type(e).__name__
+            raise StoreError(f"cannot open the run store {parsed.render_as_string(hide_password=True)}: "
+                             f"{reason}") from None
 
     @property
     def db_path(self) -> Path | None:
@@ -260,7 +270,10 @@ class RunStore:
     def _sqlite_engine(self, parsed) -> sa.Engine:
         if not parsed.database or parsed.database == ":memory:":
             raise StoreError("the SQLite store needs a file (several threads and processes share it)")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of {parsed.database}: {e.strerror or e}") from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False},
                                   pool_size=8, max_overflow=16)
 
