@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,21 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "xray_core", "runs", "list", "--json"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and json.loads(res.stdout) == [] and (tmp_path / "runs.sqlite3").is_file()
+
+
+def test_list_and_show_report_a_dead_process_run_as_interrupted(capsys, tmp_path):
+    import sqlalchemy as sa
+    from xray_core.config import RunConfig
+    from xray_core.store import runs as runs_table
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store = get_store()
+    r = store.create_run("ws", RunConfig(epochs=5))
+    store.update_progress(r.id, state="training", epochs_done=3)
+    with store.engine.begin() as conn:   # as if another server process on this host wrote it, then died
+        conn.execute(sa.update(runs_table).where(runs_table.c.id == r.id)
+                     .values(owner=f"{socket.gethostname()}:{gone.stdout.strip()}"))
+    rc, out, _ = run_cli(capsys, "runs", "list", "--workspace", "ws", "--json")
+    assert rc == 0
+    [row] = json.loads(out)
+    assert (row["state"], row["epochs_done"], row["error"]) == ("interrupted", 3,
+                                                                "interrupted at epoch 3: the server stopped")

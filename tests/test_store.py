@@ -290,10 +290,19 @@ def test_recover_marks_runs_of_dead_processes_interrupted(store):
         assert r.error == "interrupted at epoch 2: the server stopped"
         assert store.get(alive_id).state == "training" and store.get(near.id).state == "training"
         assert store.recover() == []
+        # a live pid on this host outweighs a late heartbeat (a busy machine)...
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(runs_table).where(runs_table.c.id == alive_id)
+                         .values(heartbeat_at=time.time() - 60))
+        assert store.recover(stale_seconds=30) == []
+        # ...unless it is far too late: the pid must belong to another program by now
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(runs_table).where(runs_table.c.id == alive_id)
+                         .values(heartbeat_at=time.time() - 400))
+        assert store.recover(stale_seconds=30) == [alive_id]
     finally:
         alive.kill()
         alive.wait(30)
-    assert store.recover() == [alive_id]
 
 
 def test_recover_treats_our_own_pid_from_before_we_started_as_dead(store):

@@ -43,7 +43,9 @@ def cmd_list(args) -> int:
         check_workspace(args.workspace)
     if args.state is not None and args.state not in STATES:
         raise StoreError(f"unknown state {args.state!r}: choose one of {', '.join(STATES)}")
-    runs = get_store().list_runs(args.workspace, states=[args.state] if args.state else None, limit=args.limit)
+    store = get_store()
+    store.recover()  # a run whose process died shows as interrupted, not as training forever
+    runs = store.list_runs(args.workspace, states=[args.state] if args.state else None, limit=args.limit)
     if args.json is not None:
         _emit_json([r.to_json() for r in runs], args.json)
     else:
@@ -55,7 +57,9 @@ def cmd_list(args) -> int:
 
 
 def _get(run_id: str):
-    run = get_store().get(run_id)
+    store = get_store()
+    store.recover()
+    run = store.get(run_id)
     if run is None:
         raise StoreError(f"no run {run_id!r} (see `python -m xray_core runs list`)")
     return run

@@ -478,15 +478,18 @@ class RunStore:
         out = []
         for run_id, owner, hb, epochs_done in rows:
             o_host, _, o_pid = (owner or "").rpartition(":")
-            dead = False
-            if o_host == host and o_pid.isdigit():
+            stale = hb is None or now - hb > stale_seconds
+            if run_id in mine:
+                dead = False
+            elif o_host == host and o_pid.isdigit():
                 pid = int(o_pid)
                 if pid == os.getpid():  # only a previous process with our pid wrote before we started
-                    dead = run_id not in mine and (hb is None or hb < _PROCESS_START)
-                else:
-                    dead = not pid_alive(pid)
-            if not dead and (hb is None or now - hb > stale_seconds):
-                dead = run_id not in mine
+                    dead = hb is None or hb < _PROCESS_START
+                else:  # trust a live pid over a late heartbeat (a busy machine), unless it is far too
+                    # late: then the pid most likely belongs to another program now
+                    dead = not pid_alive(pid) or hb is None or now - hb > 10 * stale_seconds
+            else:
+                dead = stale
             if not dead:
                 continue
             cond = [runs.c.id == run_id, runs.c.state.in_(ACTIVE)]
@@ -572,7 +575,9 @@ def get_store() -> RunStore:
     key = (os.environ.get("XRAY_LAB_HOME"), os.environ.get("XRAY_LAB_DB"))
     with _STORE_LOCK:
         if _STORE is None or _STORE_KEY != key:
-            _STORE, _STORE_KEY = RunStore(), key
+            old, _STORE, _STORE_KEY = _STORE, RunStore(), key
+            if old is not None:
+                old.engine.dispose()  # idle connections only; a recorder still using it reconnects
         return _STORE
 
 
