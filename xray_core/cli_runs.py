@@ -78,7 +78,8 @@ def cmd_show(args) -> int:
               f"acc {_pct((h.get('accuracy') or [None])[i] if i < len(h.get('accuracy') or []) else None)}"
               + (f" val acc {_pct(va[i])}" if i < len(va) else ""))
     if run.test:
-        print(f"  test accuracy {_pct(run.test.get('accuracy'))}, loss {run.test.get('loss'):.4f}")
+        loss = run.test.get("loss")
+        print(f"  test accuracy {_pct(run.test.get('accuracy'))}, loss {'–' if loss is None else f'{loss:.4f}'}")
     if run.error:
         print(f"  {run.error}")
     print(f"  model: {run.model_path or 'not kept'}")
