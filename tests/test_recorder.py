@@ -12,7 +12,7 @@ import pytest
 
 from xray_core import recorder as rec_mod
 from xray_core.config import RunConfig
-from xray_core.recorder import RunRecorder, live_job, record_job, recorder_for
+from xray_core.recorder import live_job, record_job, recorder_for
 from xray_core.store import RunStore
 from xray_core.training import Snapshot, TrainingJob
 
