@@ -242,6 +242,16 @@ def test_retention_drops_oldest_models_and_keeps_records(store, tmp_path, monkey
     assert store.get(other.id).model_path is not None and store.get(recs[3].id).model_path is not None
 
 
+def test_retention_counts_a_models_age_from_when_it_was_made(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_MAX_MODELS", "1")
+    long_run = store.create_run("ws", RunConfig())          # started first, finishes last
+    quick = _finished(store, model_bytes=10, tmp=tmp_path)
+    src = tmp_path / "long.keras"
+    src.write_bytes(b"x")
+    store.finish(long_run.id, "finished", model_src=src)
+    assert store.get(long_run.id).model_path is not None and store.get(quick.id).model_path is None
+
+
 def test_retention_caps_runs_per_workspace_but_never_a_live_run(store, tmp_path, monkeypatch):
     live = store.create_run("ws", RunConfig())
     store.update_progress(live.id, state="training")

@@ -538,21 +538,25 @@ class RunStore:
         max_models = _env_int("XRAY_LAB_MAX_MODELS", DEFAULT_MAX_MODELS)
         max_disk = _env_int("XRAY_LAB_MAX_DISK_MB", DEFAULT_MAX_DISK_MB) * 1024 * 1024
         newest_first = (runs.c.created_at.desc(), runs.c.id.desc())
+        # a model's age is when it was made: a long run started early still has the newest model
+        newest_model_first = (sa.func.coalesce(runs.c.finished_at, runs.c.created_at).desc(), runs.c.id.desc())
         with self.engine.connect() as conn:
-            ws_runs = conn.execute(sa.select(runs.c.id, runs.c.state, runs.c.model_path)
+            ws_runs = conn.execute(sa.select(runs.c.id, runs.c.state)
                                    .where(runs.c.workspace == workspace).order_by(*newest_first)).all()
+            ws_models = conn.execute(sa.select(runs.c.id)
+                                     .where(runs.c.workspace == workspace, runs.c.model_path.is_not(None))
+                                     .order_by(*newest_model_first)).scalars().all()
         if max_runs:
-            for run_id, state, _ in ws_runs[max_runs:]:
+            for run_id, state in ws_runs[max_runs:]:
                 if state in TERMINAL:
                     self.delete(run_id)
         if max_models:
-            with_model = [r for r in ws_runs if r.model_path]
-            for run_id, _, _ in with_model[max_models:]:
+            for run_id in ws_models[max_models:]:
                 self._drop_model(run_id)
         if max_disk:
             with self.engine.connect() as conn:
                 models = conn.execute(sa.select(runs.c.id, runs.c.model_bytes)
-                                      .where(runs.c.model_path.is_not(None)).order_by(*newest_first)).all()
+                                      .where(runs.c.model_path.is_not(None)).order_by(*newest_model_first)).all()
             total = sum(b or 0 for _, b in models)
             for run_id, size in reversed(models):  # oldest first
                 if total <= max_disk:
