@@ -208,3 +208,13 @@ def test_defaults_are_p1_task1_and_inapplicable_knobs_do_not_matter():
 ])
 def test_describe_names_the_closest_preset_and_what_changed(cfg, label):
     assert describe(cfg) == label
+
+
+def test_caps_guard_the_edges_not_the_engine():
+    """Sidebar, links and CLI validate with caps; resolved() and stored records check only the table."""
+    big = RunConfig(epochs=500)
+    assert big.resolved().epochs == 500 and RunConfig.from_dict(big.to_dict()) == big
+    with pytest.raises(ConfigError, match="XRAY_LAB_MAX_EPOCHS"):
+        RunConfig.from_query({"epochs": "500"})
+    with pytest.raises(ConfigError, match="epochs"):
+        RunConfig(epochs=0).resolved()

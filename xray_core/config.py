@@ -200,15 +200,18 @@ class RunConfig:
 
     # ---- defaults and validation -------------------------------------------------
     def resolved(self) -> "RunConfig":
-        """A copy with every None replaced by the architecture's default, validated."""
-        self.validate()
+        """A copy with every None replaced by the architecture's default, checked against the
+        table's ranges. Cost caps are the edges' job (validate(): sidebar, links, CLI), so
+        the engine still runs a config it was handed and a stored record stays readable."""
+        self.validate(caps=False)
         defaults = arch_defaults(self.arch, self.cnn_mode)
         return dataclasses.replace(
             self, filters=tuple(int(f) for f in self.filters),
             **{k: (defaults[k] if getattr(self, k) is None else float(getattr(self, k))) for k in defaults})
 
     def validate(self, caps: bool = True) -> "RunConfig":
-        """Every knob within the table's range; with caps, also within this server's cost caps."""
+        """Every knob within the table's range; with caps, also within this server's cost caps.
+        Whatever a user typed, linked or passed on the command line goes through here."""
         for name in KNOBS:
             _check(name, getattr(self, name), caps)
         if caps:
@@ -232,7 +235,7 @@ class RunConfig:
         d = dict(d)
         if "filters" in d and d["filters"] is not None:
             d["filters"] = parse_filters(d["filters"])
-        return cls(**d).validate()
+        return cls(**d).validate(caps=False)  # records and worker transport: validated where they came in
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
