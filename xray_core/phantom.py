@@ -3,8 +3,9 @@
 Why: the app must work (and teach) without the real JSRT films, which cannot be
 redistributed. Each film is drawn in a "density" space (how much tissue the beam
 crossed: soft tissue, air in the lungs, heart, bone), turned into film brightness,
-blurred, made noisy, then windowed exactly like the shared real data (2nd/99.5th
-percentile, gamma 2, 8-bit). Where organs sit and how big they are comes from
+blurred, made noisy, then windowed like the shared real data (2nd/99.5th
+percentile stretch, 8-bit) with gamma 0.5 (`preprocess.window`: v ** 0.5, which suits
+this exposure curve; the real films' README calls its recipe "gamma 2"). Where organs sit and how big they are comes from
 `phantom_stats` (measured on the real label maps), so patches cut from the phantom
 look, to a small network, enough like real ones to transfer
 (scripts/phantom_to_real.py measures that).
@@ -25,6 +26,8 @@ from scipy import ndimage
 from . import FILM, LETTERS, PATCH
 from . import phantom_stats as S
 from .dataset import SPLITS, Dataset, Split
+from .preprocess import from_u8, to_u8
+from .preprocess import window as _stretch
 
 # Bump when the drawing changes so stale caches are not reused.
 GENERATOR_VERSION = 14
@@ -176,7 +179,7 @@ def _smooth(mask: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(mask.astype(np.float32), sigma)
 
 
-def _body(a: dict, rng: np.random.Generator) -> np.ndarray:
+def _body(a: dict) -> np.ndarray:
     """Soft-tissue thickness: the trunk (an elliptic cross-section per row, narrowing
     to the neck at the top and the waist at the bottom) plus the arms beside the
     upper chest, with air between arm and waist and outside the body."""
@@ -342,7 +345,7 @@ def _texture(rng: np.random.Generator) -> np.ndarray:
 
 
 def _density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    body = _body(a, rng)
+    body = _body(a)
     inside = _smooth(body > 0.02, 1.0)
     lung = _smooth(m["lung_r"] | m["lung_l"], 2)          # includes lung behind the heart
     heart2 = _smooth(m["heart"], 2)
@@ -395,11 +398,12 @@ def _expose(d: np.ndarray, a: dict, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+FILM_GAMMA = 0.5   # v ** 0.5 (preprocess.window's convention): brightens mid-tones
+
+
 def window(img: np.ndarray) -> np.ndarray:
-    """2nd/99.5th percentile window, gamma 2 (v ** 0.5), 8-bit -- as the shared data."""
-    lo, hi = np.percentile(img, [2, 99.5])
-    v = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1) ** 0.5
-    return np.round(v * 255).astype(np.uint8)
+    """2nd/99.5th percentile stretch, gamma 0.5, 8-bit: the phantom's film."""
+    return to_u8(_stretch(img, FILM_GAMMA))
 
 
 def render_radiograph(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -528,7 +532,7 @@ def build_phantom(n_train: int = 150, n_val: int = 30, n_test: int = 37, seed: i
             if cache:
                 _save_atomic(path, arrays)
     splits = {
-        s: Split((arrays[f"{s}_x"].astype(np.float32) / 255)[..., None],
+        s: Split(from_u8(arrays[f"{s}_x"])[..., None],
                  arrays[f"{s}_y"].astype(np.int64), arrays[f"{s}_g"].astype(str))
         for s in SPLITS
     }
