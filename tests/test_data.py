@@ -4,10 +4,12 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import sys
 import threading
 import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +417,37 @@ def test_truncated_file(tmp_path):
         load_folder(tmp_path)
     msg = str(e.value)
     assert msg.startswith(f"{tmp_path.name}/train/T1_009_l.png: not a readable image (") and "truncated" in msg
+
+
+def _png_claiming(w: int, h: int) -> bytes:
+    """A real 32x32 PNG whose header claims w x h pixels (its data is far too short)."""
+    png = png_bytes("b")
+    body = b"IHDR" + struct.pack(">II", w, h) + png[24:29]
+    return png[:8] + struct.pack(">I", 13) + body + struct.pack(">I", zlib.crc32(body)) + png[33:]
+
+
+@pytest.mark.parametrize("w, h", [(8000, 8000), (100_000, 100_000)])
+def test_decompression_bomb_in_a_folder_is_refused_before_decoding(tmp_path, w, h, monkeypatch):
+    root = tmp_path / "course"
+    course_layout(root, {"train": ["T1"]}, per_class=1)
+    (root / "train" / "T1_009_b.png").write_bytes(_png_claiming(w, h))
+    real = D.first_frame
+    monkeypatch.setattr(D, "first_frame",
+                        lambda im: pytest.fail("a bomb reached the decoder") if im.size[0] > 32 else real(im))
+    with pytest.raises(DataError) as e:
+        load_folder(root)
+    msg = str(e.value)
+    assert msg.startswith("course/train/T1_009_b.png: ") and "refused before decoding" in msg
+    assert str(tmp_path) not in msg and "\n" not in msg
+
+
+def test_decompression_bomb_in_a_zip_is_refused_and_named_inside_the_zip(tmp_path, small_course):
+    z = zip_dir(small_course, tmp_path / "u.zip", top="top",
+                extra={"top/train/T0_009_b.png": _png_claiming(8000, 8000)})
+    with pytest.raises(DataError) as e:
+        load_zip(z)
+    assert str(e.value) == ("u.zip/top/train/T0_009_b.png: image is 8000x8000 (64 megapixels), "
+                            "over the 40 MP limit; refused before decoding")
 
 
 def test_first_bad_file_in_sorted_order_is_reported(tmp_path, monkeypatch):

@@ -151,7 +151,7 @@ def to_model_input(img2d: np.ndarray) -> np.ndarray:
 def window(a: np.ndarray, gamma: float) -> np.ndarray:
     """Stretch the 2nd..99.5th percentiles to [0, 1] (clipped), then ``v ** gamma``.
 
-    Computed in the input's float precision; a flat image is returned unchanged."""
+    The percentiles are float64, so the result is too; a flat image is returned unchanged."""
     lo, hi = np.percentile(a, [2.0, 99.5])
     if not hi > lo:
         return a.copy()
