@@ -62,7 +62,7 @@ from . import CLASSES, PATCH, zipsafe
 from .dataset import SPLITS, Dataset, Split
 from .errors import ConfigError, DataError
 from .folders import IMAGE_EXTS, Entry, Plan, scan
-from .preprocess import TooManyPixels, first_frame, open_checked, to_float, to_model_input
+from .preprocess import TooManyPixels, first_frame, open_checked, to_model_input, to_pixels
 from .zipsafe import MAX_MEMBERS, MAX_RATIO, MAX_TOTAL_BYTES, safe_extract
 
 __all__ = [
@@ -82,11 +82,11 @@ TEST_FRACTION = 0.15
 def to_patch(img: Image.Image) -> np.ndarray:
     """Any decoded PIL image -> float32 (32, 32) grayscale patch in [0, 1].
 
-    `preprocess.to_float` then `preprocess.to_model_input`: for 8-bit images (L, RGB,
+    `preprocess.to_pixels` then `preprocess.to_model_input`: for 8-bit images (L, RGB,
     P palette, 1, ...) exactly the course's ``img.convert('L').resize((32, 32),
     BICUBIC) / 255``; 16-bit, 32-bit and float images as that module documents.
     """
-    return to_model_input(to_float(img))
+    return to_model_input(to_pixels(img))
 
 
 def _read_patch(path: str, named: str) -> np.ndarray:

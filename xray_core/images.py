@@ -163,8 +163,8 @@ def _read_pillow(im: Image.Image, name: str) -> np.ndarray:
     fmt = im.format or "image"
     try:
         im = first_frame(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: {fmt} is too large (decompression bomb), refused") from None
+    except (preprocess.TooManyPixels, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: {fmt} frame refused ({e})") from None
     except Exception as e:
         msg = _one_line(e)
         if "truncat" in msg.lower() or isinstance(e, (EOFError, SyntaxError)):

@@ -7,6 +7,7 @@ anatomy maps (`inference.py`). So one file gives one array, whichever door it ca
     open_checked(fp)       header only; refuses more than MAX_PIXELS before decoding
     first_frame(im)        decode the first frame, EXIF orientation applied
     to_float(im)           PIL image -> float32 (H, W) in [0, 1]   (bit depth, below)
+    to_pixels(im)          the same values, kept as uint8 0..255 for 8-bit images
     to_u8(a)               [0, 1] -> uint8 0..255 (round half to even)
     to_model_input(a)      (H, W) image -> float32 (32, 32) in [0, 1]: the model's input
     window(a, gamma)       2nd..99.5th percentile stretch, then gamma
@@ -36,8 +37,6 @@ its recipe "gamma 2").
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -46,7 +45,7 @@ from . import PATCH
 MAX_PIXELS = 40_000_000   # refuse images whose header claims more pixels (decompression bombs)
 
 __all__ = ["MAX_PIXELS", "TooManyPixels", "open_checked", "first_frame", "to_float", "to_u8",
-           "from_u8", "to_model_input", "window"]
+           "from_u8", "to_pixels", "to_model_input", "window"]
 
 
 class TooManyPixels(ValueError):
@@ -64,12 +63,13 @@ def pixel_cap_reason(w: int, h: int) -> str | None:
 def open_checked(fp, formats=None) -> Image.Image:
     """Open an image's header (no pixel is decoded) and refuse it above MAX_PIXELS.
 
-    Raises TooManyPixels; Pillow's own errors (UnidentifiedImageError, ...) pass through."""
+    Raises TooManyPixels; Pillow's own errors (UnidentifiedImageError, ...) pass through.
+    (No warnings.catch_warnings here: it is not thread-safe, and the dataset loader
+    decodes in threads. Pillow only warns below twice its own limit, which is far
+    above MAX_PIXELS, so such an image is refused here all the same.)"""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(fp, formats=formats)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        im = Image.open(fp, formats=formats)
+    except Image.DecompressionBombError:
         raise TooManyPixels("image header claims too many pixels (decompression bomb), "
                             "refused before decoding") from None
     why = pixel_cap_reason(*im.size)
@@ -80,16 +80,26 @@ def open_checked(fp, formats=None) -> Image.Image:
 
 
 def first_frame(im: Image.Image) -> Image.Image:
-    """Decode the first frame (GIF, multi-page TIFF), upright per its EXIF orientation."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        im.seek(0)
-        im.load()                          # full decode: truncated files fail here
-        return ImageOps.exif_transpose(im)   # phone photos of films
+    """Decode the first frame (GIF, multi-page TIFF), upright per its EXIF orientation.
+
+    The frame's size is checked against MAX_PIXELS (TooManyPixels) before decoding it."""
+    im.seek(0)
+    why = pixel_cap_reason(*im.size)
+    if why:
+        raise TooManyPixels(why)
+    im.load()                              # full decode: truncated files fail here
+    return ImageOps.exif_transpose(im)     # phone photos of films
 
 
 def to_float(im: Image.Image) -> np.ndarray:
     """A decoded PIL image -> float32 (H, W) grayscale in [0, 1] (see the module docstring)."""
+    a = to_pixels(im)
+    return from_u8(a) if a.dtype == np.uint8 else a
+
+
+def to_pixels(im: Image.Image) -> np.ndarray:
+    """`to_float`'s values, but uint8 0..255 for 8-bit images (no needless float round trip:
+    ``to_model_input(to_pixels(im)) == to_model_input(to_float(im))``)."""
     mode = im.mode
     if mode.startswith("I;16"):
         return np.asarray(im).astype(np.float32) / np.float32(65535.0)
@@ -112,7 +122,7 @@ def to_float(im: Image.Image) -> np.ndarray:
             im = im.convert("L")
         except (ValueError, OSError):      # modes without a direct path to L (LAB, HSV, ...)
             im = im.convert("RGB").convert("L")
-    return from_u8(np.asarray(im))
+    return np.asarray(im, dtype=np.uint8)
 
 
 def to_u8(a: np.ndarray) -> np.ndarray:
@@ -142,10 +152,10 @@ def to_model_input(img2d: np.ndarray) -> np.ndarray:
         if np.issubdtype(a.dtype, np.integer):
             a = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
         a = to_u8(a)
-    im = Image.fromarray(np.ascontiguousarray(a))
-    if im.size != (PATCH, PATCH):
-        im = im.resize((PATCH, PATCH), Image.Resampling.BICUBIC)
-    return from_u8(np.asarray(im))
+    if a.shape != (PATCH, PATCH):
+        im = Image.fromarray(np.ascontiguousarray(a)).resize((PATCH, PATCH), Image.Resampling.BICUBIC)
+        a = np.asarray(im)
+    return from_u8(a)
 
 
 def window(a: np.ndarray, gamma: float) -> np.ndarray:
