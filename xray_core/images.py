@@ -29,7 +29,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from . import FILM
 from . import preprocess
 from .errors import ImageError
-from .preprocess import MAX_PIXELS, first_frame, to_float, to_model_input
+from .preprocess import MAX_PIXELS, first_frame, minmax, to_float, to_model_input
 
 MAX_BYTES = 50 * 1024 * 1024   # refuse files larger than this before parsing
 MIN_SIDE = 16                  # smaller than this on a side: nothing to classify
@@ -220,12 +220,12 @@ def _read_dicom(data: bytes, name: str) -> np.ndarray:
                 out = 1.0 - out
         elif photometric == "PALETTE COLOR" and arr.ndim == 2:
             rgb = np.asarray(apply_color_lut(arr, ds), dtype=np.float64)
-            out = _minmax(_luminance(rgb))
+            out = minmax(_luminance(rgb))
         elif arr.ndim == 3 and arr.shape[-1] == 3:   # RGB / YBR (pydicom converts to RGB)
             bits = int(ds.get("BitsStored", 8) or 8)
             out = _luminance(arr.astype(np.float64)) / float(2 ** bits - 1)
         elif arr.ndim == 2:
-            out = _minmax(arr.astype(np.float64))
+            out = minmax(arr.astype(np.float64))
         else:
             raise ValueError(f"unexpected pixel array shape {arr.shape}")
     except ImageError:
@@ -255,7 +255,7 @@ def _dicom_voi(arr: np.ndarray, ds) -> np.ndarray:
             return np.clip(out / float(2 ** bits - 1), 0.0, 1.0)
         except Exception:
             pass
-    return _minmax(arr)
+    return minmax(arr)
 
 
 def _window_output_range(ds) -> tuple[float, float]:
@@ -339,14 +339,6 @@ def _magic_kind(data: bytes) -> str | None:
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601-2 luma, as Pillow's convert('L'), but kept in float."""
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    lo, hi = float(np.min(a)), float(np.max(a))
-    if hi <= lo:
-        return np.zeros(a.shape, dtype=np.float32)
-    return ((a - lo) / (hi - lo)).astype(np.float32)
 
 
 def _check_2d(img: np.ndarray, what: str) -> np.ndarray:

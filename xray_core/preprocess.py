@@ -45,7 +45,7 @@ from . import PATCH
 MAX_PIXELS = 40_000_000   # refuse images whose header claims more pixels (decompression bombs)
 
 __all__ = ["MAX_PIXELS", "TooManyPixels", "open_checked", "first_frame", "to_float", "to_u8",
-           "from_u8", "to_pixels", "to_model_input", "window"]
+           "from_u8", "to_pixels", "to_model_input", "window", "minmax"]
 
 
 class TooManyPixels(ValueError):
@@ -107,7 +107,7 @@ def to_pixels(im: Image.Image) -> np.ndarray:
         a = np.asarray(im).astype(np.float64)
         if a.size and a.min() >= 0 and a.max() <= 65535:
             return (a / 65535.0).astype(np.float32)
-        return _minmax(a)
+        return minmax(a)
     if mode == "F":
         a = np.asarray(im).astype(np.float64)
         finite = np.isfinite(a)
@@ -115,7 +115,7 @@ def to_pixels(im: Image.Image) -> np.ndarray:
             a = np.where(finite, a, np.nan)
         vals = a[finite]
         if vals.size and (vals.min() < 0 or vals.max() > 1):
-            a = _minmax(a, finite)
+            a = minmax(a, finite)
         return np.nan_to_num(a, nan=0.0).astype(np.float32)
     if mode != "L":
         try:
@@ -169,7 +169,10 @@ def window(a: np.ndarray, gamma: float) -> np.ndarray:
     return v ** v.dtype.type(gamma)
 
 
-def _minmax(a: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+def minmax(a: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """(a - min) / (max - min) as float32, over the pixels in `where` (all by default);
+    a constant image becomes 0."""
+    a = np.asarray(a, dtype=np.float64)
     vals = a if where is None else a[where]
     lo, hi = float(vals.min()), float(vals.max())
     if hi <= lo:
