@@ -188,14 +188,17 @@ def _options(cfg) -> dict:
     return opts
 
 
-def train_in_ray(job) -> None:
+def train_in_ray(job) -> str | None:
     """Run `job` (a TrainingJob of this process) in a Ray actor; mirror its progress into
-    `job`'s state so snapshot() works unchanged (the contract of worker.train_in_worker)."""
+    `job`'s state so snapshot() works unchanged (the contract of worker.train_in_worker:
+    returns the run's final state)."""
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
     from .tf_quiet import keras
+    from .worker import apply_remote
     connect()
+    final_state = None
     actor, key, healthy = None, None, False
     try:
         key, actor = _acquire(_options(job.config))
@@ -210,7 +213,7 @@ def train_in_ray(job) -> None:
                 d = ray.get(actor.poll.remote(sent), timeout=60)
             except GetTimeoutError:
                 raise XrayLabError("the Ray actor stopped answering (60 s); the job was ended") from None
-            job._apply_remote(d)
+            final_state = apply_remote(job, d) or final_state
             sent += len(d["batch_loss"])
             if d["state"] in ("done", "stopped", "failed"):
                 break
@@ -222,6 +225,7 @@ def train_in_ray(job) -> None:
                 job.model = keras.models.load_model(path)
         job.test_predictions = final["test_predictions"]
         healthy = True
+        return final_state
     except RayActorError as e:
         raise XrayLabError(f"the Ray worker running this job died ({_reason(e)}); the job was not retried") from None
     except RayError as e:
