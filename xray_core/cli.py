@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stride", type=int, default=4)
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
+    __import__(f"{__package__}.cli_experiments", fromlist=["_"]).add_commands(sub)  # repeat, sweep, compare
     return p
 
 
