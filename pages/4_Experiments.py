@@ -81,6 +81,9 @@ def main() -> None:
             st.error(str(e))
         except Exception as e:
             st.error(f"Could not load the data: {one_line(e)}")
+    for e in entries():
+        if e.group.finished:
+            e.group.drop_models()  # records and curves are all this page shows
     running = busy()
     if running is not None:
         c1, c2 = st.columns([4, 1])
@@ -224,7 +227,7 @@ def compare_tab() -> None:
     c = st.columns(4)
     c[0].metric("Difference B − A", f"{100 * res['difference']:+.2f} points")
     c[1].metric("95 % interval", f"{100 * lo:+.2f} to {100 * hi:+.2f}")
-    c[2].metric("p-value", stats._fmt_p(res["p_value"]), help=res["test"])
+    c[2].metric("p-value", stats.fmt_p(res["p_value"]), help=res["test"])
     c[3].metric("Seeds needed", "—" if res["seeds_needed"] is None else str(res["seeds_needed"]),
                 help="Seeds per group for an 80 % chance of detecting a true gap of this size at p < 0.05 "
                      "(two-sided t-test, noncentral t, with the spread seen here).")
@@ -341,7 +344,7 @@ def study_view(entry: Entry) -> None:
                      "vs previous (course)": "" if s is None or s["reported_difference"] is None
                      else f"{100 * s['reported_difference']:+.1f}",
                      "vs previous (here)": "" if s is None or s.get("difference") is None
-                     else f"{100 * s['difference']:+.1f} (p {stats._fmt_p(s['p_value'])})",
+                     else f"{100 * s['difference']:+.1f} (p {stats.fmt_p(s['p_value'])})",
                      "verdict": "" if s is None else (s["verdict"] or "…")})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"exp_study_table_{entry.number}")
     if any(p["test_accuracy"]["n"] for p in res["points"]):

@@ -148,6 +148,12 @@ class Group:
                 return self
             time.sleep(0.2)
 
+    def drop_models(self) -> None:
+        """Free the finished runs' weights: a group keeps records and curves, not N models."""
+        for m in self.members:
+            if m.job.snapshot().finished:
+                m.job.model = None
+
     def records(self, key: Any = ...) -> list[dict]:
         return [run_record(m.job, m.key, m.run_id) for m in self.members if key is ... or m.key == key]
 

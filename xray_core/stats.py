@@ -178,9 +178,9 @@ def _with_verdict(out: dict, n_text: str, per: str = " per group") -> dict:
     out["verdict"] = "different" if p < ALPHA else "no evidence"
     gap = f"{100 * out['difference']:+.1f} points"
     if out["verdict"] == "different":
-        text = f"different: {gap} (p = {_fmt_p(p)}, {out['test']})"
+        text = f"different: {gap} (p = {fmt_p(p)}, {out['test']})"
     else:
-        text = f"no evidence of a difference with {n_text} ({gap}, p = {_fmt_p(p)}, {out['test']})"
+        text = f"no evidence of a difference with {n_text} ({gap}, p = {fmt_p(p)}, {out['test']})"
         need = out["seeds_needed"]
         if need is None:
             text += ("; the gap is zero" if out["difference"] == 0
@@ -191,5 +191,5 @@ def _with_verdict(out: dict, n_text: str, per: str = " per group") -> dict:
     return out
 
 
-def _fmt_p(p: float) -> str:
+def fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
