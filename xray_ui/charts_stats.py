@@ -80,8 +80,7 @@ def spread(summary: dict, title: str, course: float | None = None, percent: bool
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="the course's one run",
                                  line=dict(color=COURSE_COLOUR, dash="dash")))
     fig.update_yaxes(visible=False, range=[-0.6, 1.1])
-    fig.update_xaxes(title_text=title + (" (%)" if percent else ""))
-    return _layout(fig, title, 220)
+    return _layout(fig, title + (" (%)" if percent else ""), 220)
 
 
 def comparison(a: dict, b: dict, a_label: str, b_label: str, figure: float | None = None) -> go.Figure:
