@@ -29,6 +29,7 @@ from xray_ui.session import ISOLATE, guard, shared_dataset, warm_workers
 st.set_page_config(page_title="X-ray Lab · Experiments", page_icon=":material/science:", layout="wide")
 REFRESH_S = 1.0
 COURSE = "the course's figure"
+VIEWS = ("Repeat", "Compare", "Sweep", "The course as a study")
 
 
 @dataclass
@@ -94,14 +95,16 @@ def main() -> None:
             running.group.stop()
             st.toast("Stopping this experiment's runs…")
     can_run = cfg is not None and dataset is not None and dataset.has("train") and running is None
-    tabs = st.tabs(["Repeat", "Compare", "Sweep", "The course as a study"])
-    with tabs[0]:
+    # A radio, not st.tabs: tabs fall back to the first one whenever the elements above them
+    # change (the "running" box appears on Start), which threw students out of Sweep/Study.
+    view = st.radio("View", VIEWS, key="exp_view", horizontal=True, label_visibility="collapsed")
+    if view == "Repeat":
         repeat_tab(cfg, dataset, can_run)
-    with tabs[1]:
+    elif view == "Compare":
         compare_tab()
-    with tabs[2]:
+    elif view == "Sweep":
         sweep_tab(cfg, dataset, can_run)
-    with tabs[3]:
+    else:
         study_tab(cfg, dataset, can_run)
 
 

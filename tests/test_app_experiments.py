@@ -41,9 +41,11 @@ def metric(app, label):
 def test_page_renders_with_every_tab_and_nothing_to_compare_yet(page):
     assert not page.exception and not page.error
     assert page.title[0].value == "X-ray Lab · Experiments"
-    assert [t.label for t in page.tabs] == ["Repeat", "Compare", "Sweep", "The course as a study"]
-    keys = {b.key for b in page.button}
-    assert {"exp_repeat", "exp_sweep", "exp_study"} <= keys
+    assert page.radio(key="exp_view").options == ["Repeat", "Compare", "Sweep", "The course as a study"]
+    for view, button in (("Repeat", "exp_repeat"), ("Sweep", "exp_sweep"), ("The course as a study", "exp_study")):
+        page.radio(key="exp_view").set_value(view).run()
+        assert not page.exception and button in {b.key for b in page.button}, view
+    page.radio(key="exp_view").set_value("Compare").run()
     assert any("Run a **Repeat** first" in i.value for i in page.info)
 
 
@@ -64,7 +66,8 @@ def test_a_tiny_repeat_shows_mean_and_sd_and_compares_with_the_course(page):
     assert "±" in metric(page, "Test loss (mean ± sd)")
     assert any(m.label == "Test accuracy (mean ± sd)" and m.delta == "course: 69.1 %" for m in page.metric)
     assert len(page.get("plotly_chart")) >= 3  # curves, two spreads
-    # the Compare tab now offers the group, and judges it against the course's figure
+    # the Compare view now offers the group, and judges it against the course's figure
+    page.radio(key="exp_view").set_value("Compare").run()
     page.selectbox(key="exp_cmp_b").set_value("the course's figure").run()
     assert not page.exception
     assert page.number_input(key="exp_cmp_figure").value == pytest.approx(69.1)  # p1-task2's figure
@@ -74,6 +77,7 @@ def test_a_tiny_repeat_shows_mean_and_sd_and_compares_with_the_course(page):
 
 
 def test_bad_sweep_values_are_a_one_line_error(page):
+    page.radio(key="exp_view").set_value("Sweep").run()
     page.selectbox(key="exp_knob").set_value("batch_size").run()
     page.text_input(key="exp_values").input("16,abc").run()
     page.button(key="exp_sweep").click().run()
