@@ -8,6 +8,8 @@ import pytest
 
 from xray_core.dataset import Dataset, Split
 
+from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -23,6 +25,23 @@ def make_split(n: int, seed: int) -> Split:
                  np.array([f"R{i // 16:04d}" for i in range(n)]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_lab_home(tmp_path_factory):
+    """No test (nor a module-scoped fixture, set up before function ones) writes runs
+    into the real XRAY_LAB_HOME."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRAY_LAB_HOME", str(tmp_path_factory.mktemp("lab-home-session")))
+        mp.delenv("XRAY_LAB_DB", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _lab_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own empty run store."""
+    monkeypatch.setenv("XRAY_LAB_HOME", str(tmp_path_factory.mktemp("lab-home")))
+    monkeypatch.delenv("XRAY_LAB_DB", raising=False)
+
+
 @pytest.fixture(scope="session")
 def toy_dataset() -> Dataset:
     return Dataset("toy", {"train": make_split(640, 1), "validation": make_split(128, 2),
@@ -36,11 +55,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def wait_for(pred, timeout: float = 120.0) -> bool:
-    """Poll pred() until it is true or the time is up (every wait in the tests is bounded)."""
+def wait_for(pred, timeout: float = 120.0, every: float = 0.02):
+    """Poll pred() until it returns something true, and return that (None when the time
+    is up). The one polling helper of the tests: every wait in them is bounded."""
     end = time.time() + timeout
     while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    return None
