@@ -111,6 +111,25 @@ def test_a_group_is_recorded_in_the_store_through_its_interface(toy_dataset, mon
     assert res["group_id"] == "g1" and [r["run_id"] for r in res["runs"]] == ["run5", "run6"]
 
 
+def test_a_repeat_lands_in_the_real_run_store_as_one_group(toy_dataset, tmp_path):
+    from xray_core.store import RunStore
+    store = RunStore(home=tmp_path)
+    res = ex.repeat(TINY, 2, seed=11, dataset=toy_dataset, store=store, workspace="w2")
+    group = store.get_group(res["group_id"])
+    assert group["kind"] == "repeat" and group["workspace"] == "w2" and group["spec"]["seeds"] == [11, 12]
+    ids = {r["run_id"] for r in res["runs"]}
+
+    def stored():
+        runs = store.list_runs("w2", group_id=res["group_id"])
+        return {r.id for r in runs} == ids and all(r.state == "finished" for r in runs)
+    from .conftest import wait_for
+    assert wait_for(stored, 60)  # the recorder writes the final state from its own thread
+    recs = {r.id: r for r in store.list_runs("w2", group_id=res["group_id"])}
+    for r in res["runs"]:
+        assert recs[r["run_id"]].config["seed"] == r["seed"]
+        assert recs[r["run_id"]].result["test"]["accuracy"] == pytest.approx(r["test_accuracy"])
+
+
 # ---- CLI -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
