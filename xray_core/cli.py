@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
     add_runs_commands(sub)
+    __import__(f"{__package__}.cli_experiments", fromlist=["_"]).add_commands(sub)  # repeat, sweep, compare
     return p
 
 
