@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stride", type=int, default=4)
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
+    __import__("xray_core.cli_explain", fromlist=["add_commands"]).add_commands(sub)
     return p
 
 

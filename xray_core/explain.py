@@ -49,7 +49,7 @@ __all__ = [
     "METHODS", "prepare_patch", "probabilities", "explain", "integrated_gradients",
     "gradient_x_input", "occlusion", "grad_cam", "has_conv", "fc_units", "FCUnits",
     "compare_fc", "conv_filters", "feature_maps", "FeatureMaps", "batchnorm_rows",
-    "rowwise_bn_layers", "deletion_curve", "cache_clear", "model_key", "patch_key",
+    "rowwise_bn_layers", "deletion_curve", "deletion_test", "cache_clear", "model_key", "patch_key",
 ]
 
 
@@ -299,6 +299,25 @@ def deletion_curve(model, patch: np.ndarray, saliency: np.ndarray, fractions=(0.
     out["top"] = {f: v[0] for f, v in out["top"].items()}
     out["random"] = {f: float(np.mean(v)) for f, v in out["random"].items()}
     return out
+
+
+def deletion_test(model, patches: np.ndarray, method: str = "saliency", fraction: float = 0.1,
+                  draws: int = 5, seed: int = 0) -> dict:
+    """The faithfulness figure: over several patches, how much the predicted class's
+    probability drops when the `fraction` most important pixels (by `method`) are set to
+    black, vs the same number of random pixels (mean of `draws` random sets per patch)."""
+    rng = np.random.default_rng(seed)
+    top, rand = [], []
+    for q in np.asarray(patches, dtype=np.float32).reshape(-1, PATCH, PATCH):
+        s = explain(model, q, method)
+        c = deletion_curve(model, q, s, fractions=(fraction,), rng=rng, random_draws=draws)
+        top.append(c["base"] - c["top"][fraction])
+        rand.append(c["base"] - c["random"][fraction])
+    top, rand = np.asarray(top), np.asarray(rand)
+    return {"method": method, "fraction": fraction, "patches": int(len(top)), "draws": draws,
+            "drop_top": float(top.mean()), "drop_random": float(rand.mean()),
+            "ratio": float(top.mean() / max(rand.mean(), 1e-6)),
+            "share_top_beats_random": float(np.mean(top > rand))}
 
 
 # ---- FC: first-layer weights --------------------------------------------------------------
