@@ -232,3 +232,15 @@ def test_cli_explain_as_a_process_has_no_traceback(saved, patch_files, tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     assert json.loads(out.read_text())[0]["method"] == "occlusion"
+
+
+def test_film_patch_is_the_patch_the_anatomy_map_classified(fc):
+    from xray_core.inference import anatomy_map
+    from xray_core.phantom import phantom_radiographs
+    _, film, _ = phantom_radiographs(1, seed=0)[0]
+    amap = anatomy_map(fc, np.asarray(film, np.uint8), stride=8, smooth=0)
+    for y, x in ((0, 0), (40, 120), (248, 8)):
+        p = predict_patches(fc, ex.film_patch(amap.film, y, x)[None])[0]
+        assert np.allclose(p, amap.probs[y, x], atol=1e-5)
+    with pytest.raises(ImageError, match="outside"):
+        ex.film_patch(amap.film, 300, 0)

@@ -46,7 +46,7 @@ CACHE_SIZE = 64          # explanations kept (each a few KB; feature maps up to 
 HIST_BINS = 40
 
 __all__ = [
-    "METHODS", "prepare_patch", "probabilities", "explain", "integrated_gradients",
+    "METHODS", "prepare_patch", "film_patch", "probabilities", "explain", "integrated_gradients",
     "gradient_x_input", "occlusion", "grad_cam", "has_conv", "fc_units", "FCUnits",
     "compare_fc", "conv_filters", "feature_maps", "FeatureMaps", "batchnorm_rows",
     "rowwise_bn_layers", "deletion_curve", "deletion_test", "cache_clear", "model_key", "patch_key",
@@ -131,6 +131,16 @@ def probabilities(model, patch: np.ndarray) -> np.ndarray:
     p = _check_patch(patch)
     return _cached((model_key(model), patch_key(p), "probs"),
                    lambda: predict_patches(model, p[None])[0])
+
+
+def film_patch(film: np.ndarray, y: int, x: int) -> np.ndarray:
+    """The 32x32 patch the anatomy map classified for film pixel (y, x): `film` is the map's
+    film (AnatomyMap.film, film scale, 8-bit levels), reflection-padded by 16 px as there."""
+    f = np.asarray(film, dtype=np.float32)
+    if f.ndim != 2 or not (0 <= y < f.shape[0] and 0 <= x < f.shape[1]):
+        raise ImageError(f"point ({x}, {y}) is outside the {f.shape[1]}x{f.shape[0]} film")
+    half = PATCH // 2
+    return np.ascontiguousarray(np.pad(f, half, mode="reflect")[y:y + PATCH, x:x + PATCH])
 
 
 # ---- gradients -------------------------------------------------------------------------
