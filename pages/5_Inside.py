@@ -77,11 +77,13 @@ def patch_picker(choice: cv.ModelChoice) -> iv.Picked | None:
     sources = SOURCES + (("From the Classify page",) if handed else ())
     if handed and pending is not None:
         st.session_state["inside_source"] = sources[-1]
-    src = st.radio("Patch", sources, key="inside_source", horizontal=True)
+    sb = st.sidebar
+    sb.header("Patch")
+    src = sb.radio("Patch from", sources, key="inside_source")
     if src == "From the Classify page":
         return iv.Picked(handed["patch"], handed["source"])
     if src == "Upload":
-        f = st.file_uploader("A patch or an X-ray (resized to 32×32 as the model sees it)", type=cv.UPLOAD_TYPES,
+        f = sb.file_uploader("A patch or an X-ray (resized to 32×32 as the model sees it)", type=cv.UPLOAD_TYPES,
                              key="inside_upload")
         if f is None:
             st.caption("Upload an image to see inside the network on it.")
@@ -97,17 +99,17 @@ def patch_picker(choice: cv.ModelChoice) -> iv.Picked | None:
         st.error(f"No test patches for this model: {one_line(e)}")
         return None
     if src == "Test patch":
-        i = st.number_input(f"Test patch number (0–{len(x) - 1})", 0, len(x) - 1, 0, key="inside_index")
+        i = sb.number_input(f"Test patch number (0–{len(x) - 1})", 0, len(x) - 1, 0, key="inside_index")
         i = int(i)
     else:
-        c1, c2, c3 = st.columns(3)
+        c1 = c2 = c3 = sb
         t = c1.selectbox("True class", CLASSES, index=2, key="inside_true")
         p = c2.selectbox("Predicted as", CLASSES, index=3, key="inside_pred")
         idx = np.flatnonzero((y == CLASSES.index(t)) & (pred == CLASSES.index(p)))
         if t == p:
             c3.caption("Same class twice: these are patches the model got right.")
         if len(idx) == 0:
-            st.info(f"No test patch of class {t} was predicted as {p} (of the first {len(x):,}). "
+            sb.info(f"No test patch of class {t} was predicted as {p} (of the first {len(x):,}). "
                     "Try another pair.")
             return None
         j = c3.number_input(f"{len(idx)} such patches: which one", 0, len(idx) - 1, 0, key="inside_mis_index")
@@ -120,26 +122,22 @@ def patch_picker(choice: cv.ModelChoice) -> iv.Picked | None:
 def why_panel(choice: cv.ModelChoice, picked: iv.Picked) -> None:
     p = ex.probabilities(choice.model, picked.patch)
     pred = int(np.argmax(p))
-    a, b = st.columns([1, 2])
-    a.plotly_chart(ci.patch(picked.patch, f"{picked.source}" + (f" · true {picked.true}" if picked.true else "")),
-                   width="stretch", key="inside_patch_fig")
-    with b:
-        st.plotly_chart(ci.probabilities_bar(p), width="stretch", key="inside_probs")
-        st.markdown(f"Predicted: **{CLASSES[pred]}** ({100 * p[pred]:.0f} %)")
-    st.subheader("Why this label?")
-    target = st.selectbox("Explain the class", CLASSES, index=pred, key="inside_target",
-                          help="Defaults to the predicted class; pick another to see what speaks for it.")
+    target = st.sidebar.selectbox("Explain the class", CLASSES, index=pred, key="inside_target",
+                                  help="Defaults to the predicted class; pick another to see what speaks for it.")
+    st.subheader(f"Why {CLASSES[pred]} ({100 * p[pred]:.0f} %)?" + (f" The true class is {picked.true}." if picked.true else ""))
     methods = ["saliency", "occlusion"] + (["gradcam"] if ex.has_conv(choice.model) else [])
-    cols = st.columns(len(methods))
-    titles = {"saliency": "Integrated gradients", "occlusion": "Occlusion (8×8 grey square)", "gradcam": "Grad-CAM"}
-    for col, m in zip(cols, methods):
+    cols = st.columns(2 + len(methods))
+    cols[0].plotly_chart(ci.patch(picked.patch, picked.source), width="stretch", key="inside_patch_fig")
+    cols[1].plotly_chart(ci.probabilities_bar(p), width="stretch", key="inside_probs")
+    cols[1].caption("The model's probabilities for this patch." + (
+        "" if ex.has_conv(choice.model) else " Grad-CAM needs convolutional layers: this network is fully connected."))
+    titles = {"saliency": "Integrated gradients", "occlusion": "Occlusion", "gradcam": "Grad-CAM"}
+    for col, m in zip(cols[2:], methods):
         with col:
             s = ex.explain(choice.model, picked.patch, m, target=target)
             st.plotly_chart(ci.saliency(picked.patch, s, f"{titles[m]} · {target}", signed=m != "gradcam"),
                             width="stretch", key=f"inside_{m}")
             st.caption(iv.METHOD_TEXT[m])
-    if not ex.has_conv(choice.model):
-        st.caption("Grad-CAM needs convolutional layers: this is a fully connected network.")
 
 
 # ---- FC ---------------------------------------------------------------------------------------

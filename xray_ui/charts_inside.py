@@ -18,7 +18,7 @@ SIGNED = "RdBu_r"   # red = positive (pushes the class up / excites the unit), b
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10))
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
 

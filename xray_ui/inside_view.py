@@ -27,8 +27,8 @@ METHOD_TEXT = {
     "saliency": "**Integrated gradients** — red pixels pushed the probability of this class up, blue ones "
                 "pushed it down; we fade the patch in from black in 32 steps and add up how much each pixel "
                 "moved the answer.",
-    "occlusion": "**Occlusion** — we paint a grey 8×8 square over every part of the patch in turn: bright "
-                 "where hiding that part made the model less sure of this class.",
+    "occlusion": "**Occlusion** — we paint a grey 8×8 square over every part of the patch in turn: red where "
+                 "hiding that part made the model less sure of this class, blue where it made it surer.",
     "gradcam": "**Grad-CAM** — which places in the last convolutional layer's feature maps the class depends on "
                "most, enlarged to the patch: coarse (8×8) but it shows where the network looked.",
 }
