@@ -244,3 +244,22 @@ def test_film_patch_is_the_patch_the_anatomy_map_classified(fc):
         assert np.allclose(p, amap.probs[y, x], atol=1e-5)
     with pytest.raises(ImageError, match="outside"):
         ex.film_patch(amap.film, 300, 0)
+
+
+def test_explained_models_can_be_freed_and_still_save(tmp_path):
+    """The per-model parts (sub-models, compiled gradient) must not keep a model alive,
+    nor change what it saves (a class of 30 explains many models in one server)."""
+    import gc
+    import weakref
+    import keras
+    model = ex_fc_model()
+    q = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    for method in ("saliency", "occlusion"):
+        ex.explain(model, q, method)
+    ex.fc_units(model, q[None])
+    model.save(tmp_path / "m.keras")
+    assert len(keras.models.load_model(tmp_path / "m.keras").weights) == len(model.weights)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

@@ -143,15 +143,20 @@ def film_patch(film: np.ndarray, y: int, x: int) -> np.ndarray:
     return np.ascontiguousarray(np.pad(f, half, mode="reflect")[y:y + PATCH, x:x + PATCH])
 
 
-_submodels: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _sub_lock = threading.Lock()
+_SUB_ATTR = "_xray_explain_parts"
 
 
 def _submodel(model, name: str, build):
     """Keras sub-models and compiled functions per model, built once (under a lock: two
-    sessions must not build the same one at once)."""
+    sessions must not build the same one at once). Kept ON the model (bypassing Keras'
+    attribute tracking, so saving is unaffected) rather than in a WeakKeyDictionary, whose
+    values would reference their key and keep every explained model alive forever."""
     with _sub_lock:
-        per = _submodels.setdefault(model, {})
+        per = model.__dict__.get(_SUB_ATTR)
+        if per is None:
+            per = {}
+            object.__setattr__(model, _SUB_ATTR, per)
         if name not in per:
             per[name] = build()
         return per[name]
