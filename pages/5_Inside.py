@@ -122,7 +122,11 @@ def patch_picker(choice: cv.ModelChoice) -> iv.Picked | None:
 def why_panel(choice: cv.ModelChoice, picked: iv.Picked) -> None:
     p = ex.probabilities(choice.model, picked.patch)
     pred = int(np.argmax(p))
-    target = st.sidebar.selectbox("Explain the class", CLASSES, index=pred, key="inside_target",
+    shown = (choice.key, ex.patch_key(picked.patch))
+    if st.session_state.get("_inside_target_for") != shown:   # a new patch or model: explain its prediction
+        st.session_state["_inside_target_for"] = shown
+        st.session_state["inside_target"] = CLASSES[pred]
+    target = st.sidebar.selectbox("Explain the class", CLASSES, key="inside_target",
                                   help="Defaults to the predicted class; pick another to see what speaks for it.")
     st.subheader(f"Why {CLASSES[pred]} ({100 * p[pred]:.0f} %)?" + (f" The true class is {picked.true}." if picked.true else ""))
     methods = ["saliency", "occlusion"] + (["gradcam"] if ex.has_conv(choice.model) else [])

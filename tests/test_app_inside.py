@@ -155,3 +155,15 @@ def test_classify_film_point_opens_the_inside_page(fc_jobs):
     ok(at)
     assert at.radio(key="inside_source").value == "From the Classify page"
     assert "film point (40, 200)" in chart(at, "inside_patch_fig")["layout"]["title"]["text"]
+
+
+def test_a_new_patch_is_explained_for_its_own_prediction(fc_jobs):
+    relu, _ = fc_jobs
+    at = open_page(relu)
+    at.selectbox(key="inside_target").set_value("clavicle").run()
+    assert at.selectbox(key="inside_target").value == "clavicle"
+    at.number_input(key="inside_index").set_value(100).run()
+    ok(at)
+    title = chart(at, "inside_saliency")["layout"]["title"]["text"]
+    pred = next(h.value for h in at.subheader if h.value.startswith("Why ")).split()[1]
+    assert at.selectbox(key="inside_target").value == pred and title.endswith(pred)
