@@ -146,6 +146,9 @@ def test_classify_film_point_opens_the_inside_page(fc_jobs):
     at = open_page(relu, page="pages/2_Classify.py")
     at.button(key="demo_film").click().run()
     ok(at)
+    assert not {"why_patch_demo", "why_sal_demo"} & chart_keys(at)   # nothing computed until asked
+    at.toggle(key="why_on_demo").set_value(True).run()
+    ok(at)
     at.slider(key="why_x_demo").set_value(40)
     at.slider(key="why_y_demo").set_value(200).run()
     ok(at)

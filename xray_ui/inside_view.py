@@ -87,7 +87,11 @@ def hand_over(patch: np.ndarray, source: str) -> None:
 def film_point_panel(key: str, amap, choice: cv.ModelChoice) -> None:
     """Classify page: pick a point of the mapped film, see its patch, probabilities and why."""
     from . import charts_inside as ci
-    with st.expander("Why this colour? Pick a point of the film", expanded=False):
+    # A toggle, not an expander: an expander's body is computed even when closed, and
+    # most students never ask.
+    if not st.toggle("Why this colour? Pick a point of the film", key=f"why_on_{key}"):
+        return
+    with st.container(border=True):
         h, w = amap.film.shape
         c1, c2 = st.columns(2)
         x = c1.slider("x (film pixels)", 0, w - 1, w // 2, key=f"why_x_{key}")
