@@ -16,6 +16,7 @@ from xray_core.inference import evaluate_map, overlay, predict_patches
 from xray_core.models import estimate_seconds
 from xray_ui import charts
 from xray_ui import classify_view as cv
+from xray_ui.inside_view import film_point_panel
 from xray_ui.nav import page_links
 from xray_ui.progress import job_status
 from xray_ui.session import runs, shared_dataset
@@ -215,6 +216,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
             m2.metric("Mean Dice", f"{ev['mean_dice']:.2f}" if ev["mean_dice"] is not None else "–")
             st.caption("Dice per class (1 = perfect overlap with the true map): "
                        + " · ".join(f"{c} {ev['dice'][c]:.2f}" for c in CLASSES if c in ev["dice"]))
+    film_point_panel(key, amap, choice)   # "why?" for a point of the film (x/y sliders; xray_ui/inside_view.py)
 
 
 # ---- demos: nothing to upload ------------------------------------------------------------

@@ -251,7 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
     add_runs_commands(sub)
-    __import__(f"{__package__}.cli_experiments", fromlist=["_"]).add_commands(sub)  # repeat, sweep, compare
+    # imported here: these modules reuse this one's knob helpers
+    from .cli_experiments import add_commands as add_experiment_commands
+    from .cli_explain import add_commands as add_explain_commands
+    add_experiment_commands(sub)   # repeat, sweep, compare
+    add_explain_commands(sub)      # explain
     return p
 
 
