@@ -18,6 +18,7 @@ ARCHS = ("fc", "cnn")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu")
 OPTIMIZERS = ("adam", "sgd")
 CNN_MODES = ("seed", "corrected")
+LR_SCHEDULES = ("constant", "cosine")
 DEFAULT_FILTERS = (64, 128, 128, 256, 256)
 
 # The course's settings (seed) vs settings that let the same CNN learn (corrected).
@@ -47,6 +48,7 @@ class RunConfig:
     seed: int = 0
     data: str = "phantom"          # phantom | folder path | .zip path
     limit_train: int | None = None  # use only N training patches (quick CNN runs)
+    lr_schedule: str = "constant"  # cosine: lr decays to 0 over the run (last epochs stop jittering)
 
     # ---- defaults and validation -------------------------------------------------
     def _key(self) -> str:
@@ -74,6 +76,8 @@ class RunConfig:
             raise bad(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if self.optimizer not in OPTIMIZERS:
             raise bad(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad(f"unknown lr schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         if self.cnn_mode not in CNN_MODES:
             raise bad(f"unknown CNN mode {self.cnn_mode!r}: choose seed or corrected")
         if not _finite(self.alpha) or not 0 <= self.alpha < 1:
