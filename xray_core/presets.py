@@ -53,7 +53,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # patches are small and anatomy is not mirror-symmetric (heart on one side).
     Preset("p2-corrected", "Part 2 · The CNN, corrected",
            "The same five convs with batch norm over channels, a learning rate that trains (decaying "
-           "to zero), light L2 and a quarter of the filters: convolutions now beat the best FC net.",
+           "to zero), light L2 and a quarter of the filters. On held-out patients it beats the best FC net "
+           "(p1-task5) by about 2 points, and varies less from seed to seed.",
            RunConfig(arch="cnn", cnn_mode="corrected", filters=(16, 32, 32, 64, 64), epochs=12,
                      batch_size=64, lr=1e-3, l2=1e-4, dropout=0.2, lr_schedule="cosine"),
            {}),
