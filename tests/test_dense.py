@@ -53,9 +53,13 @@ def test_dense_pass_equals_patch_network_away_from_the_patch_border(cnn):
 def test_dense_labels_match_patches(cnn, film, stride):
     a = anatomy_map(cnn, film, stride=stride, method="patches")
     b = anatomy_map(cnn, film, stride=stride)
-    assert a.method == "patches" and b.method == "dense", b.method_reason
-    assert b.grid_shape == a.grid_shape
+    assert a.method == "patches" and b.grid_shape == a.grid_shape
     assert np.mean(a.labels == b.labels) >= 0.99
+    # an untrained net is unsure almost everywhere: either the unsure points were re-checked,
+    # or (most of the grid unsure) the whole map went patch by patch, saying so
+    assert b.method == "dense" or "zero borders" in b.method_reason, b.method_reason
+    half = anatomy_map(cnn, film, stride=stride, refine_margin=1e-4)   # re-check only near-ties
+    assert half.method == "dense" and 0 < half.refined < half.grid_shape[0] * half.grid_shape[1]
     # without the patch-by-patch check of unsure points, the dense pass alone is close but not equal
     raw = anatomy_map(cnn, film, stride=stride, refine_margin=0)
     assert raw.refined == 0 and np.abs(raw.probs - a.probs).max() < 0.05
@@ -93,7 +97,9 @@ def test_classify_method_json(saved, method, capsys):
     assert main(["classify", "--model", str(saved / "cnn.keras"), str(saved / "film.png"),
                  "--stride", "8", "--method", method, "--json", str(out)]) == 0
     (rec,) = json.loads(out.read_text())
-    assert rec["ok"] and rec["method"] == method and rec["method_reason"]
+    assert rec["ok"] and rec["method_reason"]
+    # untrained and unsure everywhere, the tiny CNN may fall back to patches: then it says why
+    assert rec["method"] == method or (method == "dense" and "zero borders" in rec["method_reason"])
     assert isinstance(rec["map_seconds"], float) and rec["map_seconds"] > 0
 
 

@@ -45,6 +45,7 @@ METHODS = ("auto", "dense", "patches")
 # classes are close enough for that difference to swap them.
 REFINE_SAMPLE = 64      # grid points checked patch by patch to measure the border effect
 REFINE_SAFETY = 2.0     # refine where the top-2 gap < SAFETY * (largest gap change seen)
+REFINE_GIVE_UP = 0.5    # more than this share of the grid unsure: compute the map patch by patch
 
 __all__ = [
     "AnatomyMap", "CLASS_COLOURS", "predict_patches", "anatomy_map", "overlay",
@@ -188,8 +189,13 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         from .dense import dense_grid
         grid = dense_grid(model, padded.astype(np.float32) / np.float32(255.0), stride, gh, gw)
         if refine_margin is None or refine_margin > 0:
-            grid, refined = _refine(model, grid, windows, batch, refine_margin)
-    else:
+            grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
+            if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
+                used = "patches"
+                reason = (f"Patch by patch, because the whole-film pass moved this network's class "
+                          f"probabilities by up to {err:.2f} at the checked points (its patches' zero "
+                          f"borders matter to it), too much to trust the dense labels.")
+    if used != "dense":
         grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
         rows = max(1, batch // gw)
         for r0 in range(0, gh, rows):
@@ -226,7 +232,9 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
 
 def _refine(model, grid: np.ndarray, windows: np.ndarray, batch: int, margin: float | None):
     """Replace dense grid values by exact patch values where the label could differ.
-    margin None: calibrate on a sample (see REFINE_SAMPLE); else refine where gap < margin."""
+    margin None: calibrate on a sample (see REFINE_SAMPLE); else refine where gap < margin.
+    Returns (grid, points re-checked, largest change seen); grid None when more than
+    REFINE_GIVE_UP of the grid would need re-checking (the caller goes patch by patch)."""
     gh, gw = grid.shape[:2]
 
     def exact(idx: np.ndarray) -> np.ndarray:
@@ -247,11 +255,15 @@ def _refine(model, grid: np.ndarray, windows: np.ndarray, batch: int, margin: fl
         grid[idx[:, 0], idx[:, 1]] = p
         done[idx[:, 0], idx[:, 1]] = True
         margin = REFINE_SAFETY * 2 * float(err)   # a gap moves by at most twice the largest change
+    else:
+        err = float("nan")
     top2 = np.sort(grid, axis=-1)[..., -2:]
     idx = np.argwhere((top2[..., 1] - top2[..., 0] < margin) & ~done)
+    if len(idx) > REFINE_GIVE_UP * gh * gw:
+        return None, 0, float(err)
     if len(idx):
         grid[idx[:, 0], idx[:, 1]] = exact(idx)
-    return grid, int(done.sum()) + len(idx)
+    return grid, int(done.sum()) + len(idx), float(err)
 
 
 def _checked(p: np.ndarray, n: int) -> np.ndarray:
