@@ -26,7 +26,8 @@ from PIL import Image
 
 from . import CLASSES, PATCH
 from .errors import ConfigError, DataError, ImageError, XrayLabError
-from .images import MAX_BYTES, _check_2d, _one_line, _to_u8, is_radiograph, patch_input, read_image, to_film
+from .images import MAX_BYTES, _check_2d, _one_line, is_radiograph, patch_input, read_image, to_film
+from .preprocess import from_u8, to_u8
 
 # RGB per class index; background (0) is left transparent (the film shows through).
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -149,7 +150,8 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     """Label every pixel of a radiograph with the class of the patch centred on it.
 
     The image is brought to film scale (`to_film`: long side 256, `window` as there),
-    quantised to 8 bits like the training PNGs, reflection-padded by 16 px so that a
+    quantised to 8 bits with `preprocess.to_u8` (so every map patch is exactly
+    `preprocess.to_model_input` of that piece of the film), reflection-padded by 16 px so that a
     32x32 patch is centred on every pixel, and a patch every `stride` pixels is
     classified. The (h/stride x w/stride x 4) probability grid is upsampled
     bilinearly (to film scale for `probs`, directly to the input size for `labels`)
@@ -175,7 +177,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         raise ImageError("anatomy_map: the film contains NaN or infinite values")
     H, W = img.shape
 
-    f8 = _to_u8(to_film(img, window=window))
+    f8 = to_u8(to_film(img, window=window))
     h, w = f8.shape
     half = PATCH // 2
     padded = np.pad(f8, half, mode="reflect")
@@ -187,7 +189,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     refined = 0
     if used == "dense":
         from .dense import dense_grid
-        grid = dense_grid(model, padded.astype(np.float32) / np.float32(255.0), stride, gh, gw)
+        grid = dense_grid(model, from_u8(padded), stride, gh, gw)
         if refine_margin is None or refine_margin > 0:
             grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
             if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
@@ -200,7 +202,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         rows = max(1, batch // gw)
         for r0 in range(0, gh, rows):
             chunk = windows[r0:r0 + rows]
-            xb = chunk.reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
+            xb = from_u8(chunk.reshape(-1, PATCH, PATCH, 1))
             p = _checked(_predict_batch(model, _model_input(model, xb)), xb.shape[0])
             grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
 
@@ -226,7 +228,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     shares = {c: float(n) / labels.size for c, n in zip(CLASSES, counts)}
     return AnatomyMap(labels=labels, probs=probs, shares=shares, stride=stride,
                       seconds=time.perf_counter() - t0, labels_film=labels_film,
-                      film=f8.astype(np.float32) / np.float32(255.0), grid_shape=(gh, gw),
+                      film=from_u8(f8), grid_shape=(gh, gw),
                       method=used, method_reason=reason, refined=refined)
 
 
@@ -241,7 +243,7 @@ def _refine(model, grid: np.ndarray, windows: np.ndarray, batch: int, margin: fl
         out = np.empty((len(idx), len(CLASSES)), np.float32)
         for k in range(0, len(idx), batch):
             part = idx[k:k + batch]
-            xb = windows[part[:, 0], part[:, 1]].reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
+            xb = from_u8(windows[part[:, 0], part[:, 1]].reshape(-1, PATCH, PATCH, 1))
             out[k:k + len(part)] = _checked(_predict_batch(model, _model_input(model, xb)), len(part))
         return out
 
@@ -318,7 +320,7 @@ def overlay(film: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.n
     if lab.shape != f.shape:
         lab = np.asarray(Image.fromarray(lab.astype(np.uint8)).resize(
             (f.shape[1], f.shape[0]), Image.Resampling.NEAREST))
-    rgb = np.repeat(_to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
+    rgb = np.repeat(to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
     op = np.float32(opacity)
     for c in range(1, len(CLASSES)):
         m = lab == c
