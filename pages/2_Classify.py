@@ -209,6 +209,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
         gh, gw = amap.grid_shape
         st.caption(f"{gh * gw:,} patches ({gw}×{gh}) classified in {amap.seconds:.2f} s"
                    + (" (kept from before: moving the opacity does not recompute the map)" if cached else ""))
+        st.caption(cv.method_note(amap), help="How the map was computed: README, 'Dense anatomy maps'.")
         if truth is not None:
             ev = evaluate_map(amap.labels, truth)
             m1, m2 = st.columns(2)

@@ -281,10 +281,10 @@ class TrainingJob:
         if self._stop.is_set():
             self._set(state=STOPPED)
             return
-        model = build_model(cfg)
-        self.model = model
         n = len(train)
         steps = math.ceil(n / cfg.batch_size)
+        model = build_model(cfg, steps_per_epoch=steps)
+        self.model = model
         self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter())
         callbacks = [Stream(self, n, cfg.batch_size, val)]
         if self._probe_enabled and cfg.arch == "fc":
