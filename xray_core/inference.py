@@ -61,15 +61,18 @@ class AnatomyMap:
 def load_model(path: str):
     """A saved .keras model, checked to map 32x32x1 patches to 4 classes.
     DataError with a one-line reason otherwise (missing file, not a Keras archive,
-    wrong input/output shape)."""
+    wrong input/output shape, layers this app does not build, too many parameters).
+    The archive's architecture is checked before Keras builds anything
+    (xray_core/modelcheck.py): the Classify page and the CLI both come through here."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such model file")
-    from .tf_quiet import load_keras
-    keras = load_keras()
+    from .modelcheck import load_checked
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = load_checked(path)
+    except DataError:
+        raise
     except Exception as e:
-        raise DataError(f"{path}: cannot load the model ({_one_line(e)})") from None
+        raise DataError(f"{os.path.basename(path)}: cannot load the model ({_one_line(e)})") from None
     try:
         n_in = int(np.prod([int(d) for d in model.inputs[0].shape[1:]]))
         n_out = int(model.outputs[0].shape[-1])
