@@ -36,6 +36,21 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (230, 30, 30),     # heart: red
 )
 MAX_STRIDE = PATCH
+# Anatomy maps are bounded like training: at most XRAY_LAB_MAP_SLOTS maps are computed at
+# once in this process (default: half the cores, at least 1); a request that cannot get
+# a slot within MAP_WAIT_SECONDS is refused in one line instead of starving the server.
+MAP_WAIT_SECONDS = 60.0
+MAP_BUSY = "The server is busy drawing other anatomy maps: try again in a minute, or use a coarser stride."
+
+
+def _map_slots() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_LAB_MAP_SLOTS", "")))
+    except ValueError:
+        return max(1, (os.cpu_count() or 1) // 2)
+
+
+_MAP_SLOTS = threading.BoundedSemaphore(_map_slots())
 DEFAULT_SMOOTH = 8.0  # film pixels; see anatomy_map
 DEFAULT_BATCH = 4096
 
@@ -68,11 +83,11 @@ def load_model(path: str):
         raise DataError(f"{path}: no such model file")
     from .modelcheck import load_checked
     try:
-        model = load_checked(path)
+        model = load_checked(path, shown=path)   # callers show their own name for `path`
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{os.path.basename(path)}: cannot load the model ({_one_line(e)})") from None
+        raise DataError(f"{path}: cannot load the model ({_one_line(e)})") from None
     try:
         n_in = int(np.prod([int(d) for d in model.inputs[0].shape[1:]]))
         n_out = int(model.outputs[0].shape[-1])
@@ -170,14 +185,19 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
 
     grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
     rows = max(1, batch // gw)
-    for r0 in range(0, gh, rows):
-        chunk = windows[r0:r0 + rows]
-        xb = chunk.reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
-        p = _predict_batch(model, _model_input(model, xb))
-        if p.shape != (xb.shape[0], len(CLASSES)):
-            raise ConfigError(f"the model returned shape {p.shape}; expected "
-                              f"({xb.shape[0]}, {len(CLASSES)}) class probabilities")
-        grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+    if not _MAP_SLOTS.acquire(timeout=MAP_WAIT_SECONDS):
+        raise ImageError(MAP_BUSY)
+    try:
+        for r0 in range(0, gh, rows):
+            chunk = windows[r0:r0 + rows]
+            xb = chunk.reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
+            p = _predict_batch(model, _model_input(model, xb))
+            if p.shape != (xb.shape[0], len(CLASSES)):
+                raise ConfigError(f"the model returned shape {p.shape}; expected "
+                                  f"({xb.shape[0]}, {len(CLASSES)}) class probabilities")
+            grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+    finally:
+        _MAP_SLOTS.release()
 
     smooth = _check_smooth(smooth)
     if smooth > 0:

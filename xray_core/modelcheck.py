@@ -310,10 +310,10 @@ def _walk(cfg: dict) -> Summary:
     return Summary(params=params, layers=len(layers))
 
 
-def check_archive(path: str) -> Summary:
+def check_archive(path: str, shown: str | None = None) -> Summary:
     """Summary of a .keras file that is safe to load, or DataError with a one-line reason.
-    Messages name the file by its base name only."""
-    shown = os.path.basename(path) or "model"
+    Messages name the file as `shown` (default: its base name, never the server folder)."""
+    shown = shown or os.path.basename(path) or "model"
     try:
         cfg = _read_config(path)
         _check_modules(cfg)
@@ -322,9 +322,9 @@ def check_archive(path: str) -> Summary:
         raise DataError(f"{shown}: cannot load the model: {e}") from None
 
 
-def load_checked(path: str):
+def load_checked(path: str, shown: str | None = None):
     """check_archive, then Keras' own loader with safe_mode on and no compile."""
-    check_archive(path)
+    check_archive(path, shown)
     from .tf_quiet import load_keras
     keras = load_keras()
     return keras.models.load_model(path, safe_mode=True, compile=False)

@@ -13,6 +13,7 @@ two students uploading the same zip wrote the same `.part` file. Here:
     store_zip(data) -> str      absolute path of the stored zip
     upload_dir() -> Path
     prune(max_bytes=None, max_age=None) -> int   files removed
+    max_files() -> int          films per upload on the Classify page
 """
 from __future__ import annotations
 
@@ -46,6 +47,14 @@ def upload_dir() -> Path:
     if first:                # once per process: what an earlier run left behind
         prune(max_age=MAX_AGE_SECONDS, folder=d)
     return d
+
+
+def max_files() -> int:
+    """Films classified per upload on the Classify page (XRAY_LAB_MAX_FILES, default 20)."""
+    try:
+        return max(1, int(os.environ.get("XRAY_LAB_MAX_FILES", "20")))
+    except ValueError:
+        return 20
 
 
 def max_bytes() -> int:
