@@ -323,14 +323,15 @@ def train_in_worker(job) -> None:
     with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
         try:
             worker.conn.send((job.config.to_dict(), job._dataset, out_dir))
-            started = last_heard = time.monotonic()
+            last_heard = time.monotonic()
+            started: float | None = None          # the time limit counts training time
             stop_sent_at: float | None = None
             training = True
             over_time = False
             final = None
             while final is None:
                 now = time.monotonic()
-                if not over_time and now - started > limit:
+                if not over_time and started is not None and now - started > limit:
                     over_time = True
                     job._stop.set()
                 if job._stop.is_set() and stop_sent_at is None:
@@ -342,6 +343,8 @@ def train_in_worker(job) -> None:
                     if kind == "progress":
                         job._apply_remote(payload)
                         training = payload["state"] in ("queued", "loading", "training")
+                        if started is None and payload["state"] == "training":
+                            started = last_heard
                     elif kind == "done":
                         final = payload
                 elif not worker.alive():
