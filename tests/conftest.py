@@ -13,6 +13,8 @@ import pytest
 
 from xray_core.dataset import Dataset, Split
 
+from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REQUIRE_ALL = os.environ.get("XRAY_LAB_REQUIRE_ALL") == "1"
 # uploaded zips from app tests go to a throw-away home, not the user's ~/.local/share
@@ -45,6 +47,23 @@ def make_split(n: int, seed: int) -> Split:
         x[y == k, 8 * k:8 * k + 8, :, 0] += 0.25
     return Split(np.clip(x, 0, 1).astype("float32"), y.astype("int64"),
                  np.array([f"R{i // 16:04d}" for i in range(n)]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_lab_home(tmp_path_factory):
+    """No test (nor a module-scoped fixture, set up before function ones) writes runs
+    into the real XRAY_LAB_HOME."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRAY_LAB_HOME", str(tmp_path_factory.mktemp("lab-home-session")))
+        mp.delenv("XRAY_LAB_DB", raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _lab_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own empty run store."""
+    monkeypatch.setenv("XRAY_LAB_HOME", str(tmp_path_factory.mktemp("lab-home")))
+    monkeypatch.delenv("XRAY_LAB_DB", raising=False)
 
 
 @pytest.fixture(scope="session")
