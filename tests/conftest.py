@@ -3,7 +3,6 @@
 XRAY_LAB_REQUIRE_ALL=1 (set by .ci/run): a skipped test fails the run, with its skip
 reason, and so does a missing ../shared/data -- CI must not pass by not testing."""
 import os
-import tempfile
 from pathlib import Path
 
 import time
@@ -17,8 +16,6 @@ from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL 
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REQUIRE_ALL = os.environ.get("XRAY_LAB_REQUIRE_ALL") == "1"
-# uploaded zips from app tests go to a throw-away home, not the user's ~/.local/share
-os.environ.setdefault("XRAY_LAB_HOME", tempfile.mkdtemp(prefix="xray-lab-test-home-"))
 
 
 def pytest_sessionstart(session):

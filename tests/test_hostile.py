@@ -146,9 +146,9 @@ def _busy_worker(pool, job):
 
 def test_a_worker_that_stops_reporting_is_killed_and_its_job_fails_with_the_reason(
         toy_dataset, pool, monkeypatch):
-    monkeypatch.setenv("XRAY_LAB_WORKER_SILENT_SECONDS", "5")
     job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), isolated=True).start()
-    w = _busy_worker(pool, job)
+    w = _busy_worker(pool, job)                # default rule while TensorFlow warms up
+    monkeypatch.setenv("XRAY_LAB_WORKER_SILENT_SECONDS", "3")
     os.kill(w.pid, signal.SIGSTOP)            # hung: alive, silent
     job.join(60)
     s = job.snapshot()
@@ -159,9 +159,9 @@ def test_a_worker_that_stops_reporting_is_killed_and_its_job_fails_with_the_reas
 
 def test_a_worker_deaf_to_stop_is_killed_within_seconds(toy_dataset, pool, monkeypatch):
     monkeypatch.setenv("XRAY_LAB_WORKER_SILENT_SECONDS", "600")   # only the Stop rule applies
-    monkeypatch.setenv("XRAY_LAB_STOP_SECONDS", "2")
     job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), isolated=True).start()
     w = _busy_worker(pool, job)
+    monkeypatch.setenv("XRAY_LAB_STOP_SECONDS", "2")
     os.kill(w.pid, signal.SIGSTOP)
     job.stop()
     job.join(60)

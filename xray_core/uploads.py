@@ -32,8 +32,8 @@ _started: set[str] = set()
 
 
 def app_home() -> Path:
-    raw = os.environ.get("XRAY_LAB_HOME", "")
-    return Path(raw) if raw else Path.home() / ".local" / "share" / "xray-lab"
+    from .store import default_home   # the one place that knows XRAY_LAB_HOME's default
+    return default_home()
 
 
 def upload_dir() -> Path:

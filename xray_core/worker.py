@@ -319,7 +319,7 @@ def train_in_worker(job) -> None:
     from .tf_quiet import keras
     worker = POOL.acquire()
     healthy = False
-    silent, grace, limit = silent_seconds(), stop_seconds(), max_job_seconds()
+    limit = max_job_seconds()
     with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
         try:
             worker.conn.send((job.config.to_dict(), job._dataset, out_dir))
@@ -350,8 +350,10 @@ def train_in_worker(job) -> None:
                 elif not worker.alive():
                     raise WorkerError(f"the training process died (exit code {worker.process.returncode}); "
                                       "the server may be out of memory")
-                if final is None and (time.monotonic() - last_heard > silent or (
-                        stop_sent_at is not None and training and time.monotonic() - stop_sent_at > grace)):
+                # (read each time: cheap, and a test can tighten them once the job runs)
+                if final is None and (time.monotonic() - last_heard > silent_seconds() or (
+                        stop_sent_at is not None and training
+                        and time.monotonic() - stop_sent_at > stop_seconds())):
                     worker.kill()
                     raise WorkerError(HUNG)
             if final["model_path"]:
