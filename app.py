@@ -19,7 +19,7 @@ from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.session import model_bytes, runs, shared_dataset, start_job, warm_workers
-from xray_ui.texts import BN_AXIS_EXPLAINER
+from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
 REFRESH_S = 0.5
@@ -32,7 +32,7 @@ def main() -> None:
     warm_workers()  # idle training processes, so the first Train starts quickly
     cfg, cfg_error = sidebar()
     if msg := st.session_state.pop("_link_error", None):
-        st.warning(msg)
+        st.warning(plain(msg))  # a link's text: never Markdown
     session = runs()
     left, right = st.columns([3, 2], gap="large")
 
@@ -41,7 +41,7 @@ def main() -> None:
     with left:
         dataset = None
         if cfg_error:
-            st.info(cfg_error)
+            st.info(plain(cfg_error))
         else:
             mirror_to_url(cfg)
             try:

@@ -10,9 +10,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from .conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,17 +39,17 @@ def streamlit_server(env: dict | None = None, timeout: float = 90, with_process:
         else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            return urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok"
+        except OSError:
+            return False
+
     try:
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.3)
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        else:
+        if not wait_for(healthy, timeout, every=0.3):
             raise RuntimeError("streamlit did not become healthy")
         yield (url, proc.pid) if with_process else url
     finally:
