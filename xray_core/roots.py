@@ -11,7 +11,7 @@ machine's own user, keeps taking any path and does not come through here.
     list_datasets() -> list[str]          names, sorted
     resolve(name) -> str                  absolute path of a listed dataset, or DataError
 
-Whether a folder is a dataset is decided by xray_core.data's own scanner (no
+Whether a folder is a dataset is decided by xray_core.folders' own scanner (no
 second copy of the layout rules). The walk is bounded in depth and count, and
 the list is cached for a few seconds so pages can call it on every rerun.
 """
@@ -64,11 +64,11 @@ def roots() -> list[str]:
 
 def _is_dataset(path: str) -> bool:
     """True when xray_core.data would load this folder as it is (not via a lone sub-folder)."""
-    from .data import _descend, _scan
+    from .folders import _descend, scan
     try:
         if _descend(path, "")[0] != path:
             return False         # the lone sub-folder is listed under its own name instead
-        _scan(path, "")
+        scan(path, "")
         return True
     except Exception:            # DataError, PermissionError, races: simply not offered
         return False
