@@ -140,7 +140,8 @@ def pool(monkeypatch):
 
 def _busy_worker(pool, job):
     # generous: this starts a TensorFlow process (slow on a loaded machine)
-    assert wait_for(lambda: len(job.snapshot().batch_loss) > 0 and pool.busy, timeout=300)
+    assert wait_for(lambda: len(job.snapshot().batch_loss) > 0 and pool.busy, timeout=300), \
+        (job.snapshot().state, job.snapshot().error)
     return next(iter(pool.busy))
 
 
