@@ -48,7 +48,10 @@ def main() -> None:
         if choice is None:
             st.info("Files are classified as soon as there is a model (see above).")
             return
-        for i, f in enumerate(files):
+        from xray_core.uploads import max_files
+        if len(files) > max_files():  # bounded like training: one request, at most N films
+            st.warning(f"Only the first {max_files()} of {len(files)} files are classified.")
+        for i, f in enumerate(files[:max_files()]):
             file_result(i, f, choice, stride, opacity)
     elif choice is not None:
         demo_panel(choice, stride, opacity)

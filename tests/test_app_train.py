@@ -225,12 +225,25 @@ def test_stop_ends_the_run_and_keeps_results(at):
     assert poll(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
 
 
-def test_bad_folder_is_a_one_line_error(at, tmp_path):
+def test_a_folder_outside_the_data_roots_cannot_be_named(at, tmp_path, monkeypatch):
+    """The Folder source is a picker of the roots' datasets; a stale or forged name is refused
+    in one line that names no server path."""
+    from xray_core import roots
+    from .fixtures_data import course_layout, rids
+    monkeypatch.setenv("XRAY_LAB_DATA_ROOTS", str(tmp_path / "root"))
+    roots.clear_cache()
+    course_layout(tmp_path / "root" / "course", {"train": rids(2, "A")}, per_class=2)
     at.radio(key="data_source").set_value("folder").run()
-    at.text_input(key="data_path").input(str(tmp_path / "missing")).run()
-    assert not at.exception
-    assert any("no such file or folder" in e.value for e in at.error)
-    assert at.button(key="train").disabled
+    assert at.selectbox(key="data_path").options == ["course"]
+    st.cache_resource.clear()
+    linked = AppTest.from_file(APP, default_timeout=120)
+    linked.query_params["data"] = str(tmp_path / "root" / "course")   # a server path, even a real one
+    linked.run()
+    assert not linked.exception and linked.button(key="train").disabled
+    assert linked.selectbox(key="data_path").value is None
+    shown = [m.value for m in (*linked.error, *linked.info, *linked.warning)]
+    assert any("not available on this server" in m for m in shown)
+    assert not any(str(tmp_path) in m for m in shown)
 
 
 def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
@@ -245,10 +258,13 @@ def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
     assert not app.exception and calls == []
 
 
-def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path):
+def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path, monkeypatch):
+    from xray_core import roots
     from .fixtures_data import course_layout, rids
+    monkeypatch.setenv("XRAY_LAB_DATA_ROOTS", str(tmp_path))
+    roots.clear_cache()
     course_layout(tmp_path / "only_test", {"test": rids(1, "T")}, per_class=2)
     at.radio(key="data_source").set_value("folder").run()
-    at.text_input(key="data_path").input(str(tmp_path / "only_test")).run()
+    at.selectbox(key="data_path").select("only_test").run()
     assert not at.exception and at.button(key="train").disabled
     assert any("no training split" in w.value for w in at.warning)

@@ -9,6 +9,10 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")]
 
 
+STOP_GRACE = 5.0   # s for Stop to reach the worker and its current batch to end
+STILL_FOR = 4.0    # s the chart must then stay still (a training run moves it every 0.5 s)
+
+
 def wait_until(fn, timeout=90.0, every=0.25):
     end = time.time() + timeout
     while time.time() < end:
@@ -34,9 +38,14 @@ def test_train_live_chart_grows_then_stop(tmp_path):
         assert page.get_by_text("Training ·").first.is_visible()
         page.screenshot(path=str(tmp_path / "training.png"))
         page.get_by_role("button", name="■ Stop", exact=True).click()
+        # Nothing trains after Stop. Checked before waiting for the results: while a job
+        # still trains the page keeps polling it, so if Stop did nothing the chart would
+        # move between these two readings (it gained points within seconds above).
+        time.sleep(STOP_GRACE)
+        stopped_at = page.evaluate(BATCH_POINTS_JS)
+        time.sleep(STILL_FOR)
+        assert page.evaluate(BATCH_POINTS_JS) == stopped_at, "training went on after Stop"
         page.get_by_text("(stopped early)").first.wait_for(timeout=60_000)
         assert page.get_by_text("Test accuracy").first.is_visible()
-        stopped_at = page.evaluate(BATCH_POINTS_JS)
-        time.sleep(1.5)
-        assert page.evaluate(BATCH_POINTS_JS) == stopped_at  # nothing trains after Stop
+        assert page.evaluate(BATCH_POINTS_JS) == stopped_at
         page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)

@@ -37,6 +37,21 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (230, 30, 30),     # heart: red
 )
 MAX_STRIDE = PATCH
+# Anatomy maps are bounded like training: at most XRAY_LAB_MAP_SLOTS maps are computed at
+# once in this process (default: half the cores, at least 1); a request that cannot get
+# a slot within MAP_WAIT_SECONDS is refused in one line instead of starving the server.
+MAP_WAIT_SECONDS = 60.0
+MAP_BUSY = "The server is busy drawing other anatomy maps: try again in a minute, or use a coarser stride."
+
+
+def _map_slots() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_LAB_MAP_SLOTS", "")))
+    except ValueError:
+        return max(1, (os.cpu_count() or 1) // 2)
+
+
+_MAP_SLOTS = threading.BoundedSemaphore(_map_slots())
 DEFAULT_SMOOTH = 8.0  # film pixels; see anatomy_map
 DEFAULT_BATCH = 4096
 METHODS = ("auto", "dense", "patches")
@@ -73,13 +88,16 @@ class AnatomyMap:
 def load_model(path: str):
     """A saved .keras model, checked to map 32x32x1 patches to 4 classes.
     DataError with a one-line reason otherwise (missing file, not a Keras archive,
-    wrong input/output shape)."""
+    wrong input/output shape, layers this app does not build, too many parameters).
+    The archive's architecture is checked before Keras builds anything
+    (xray_core/modelcheck.py): the Classify page and the CLI both come through here."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such model file")
-    from .tf_quiet import load_keras
-    keras = load_keras()
+    from .modelcheck import load_checked
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = load_checked(path, shown=path)   # callers show their own name for `path`
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: cannot load the model ({_one_line(e)})") from None
     try:
@@ -185,26 +203,31 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     windows = sliding_window_view(padded, (PATCH, PATCH))[:h:stride, :w:stride]
     gh, gw = windows.shape[:2]
 
-    used, reason = _choose_method(model, method)
-    refined = 0
-    if used == "dense":
-        from .dense import dense_grid
-        grid = dense_grid(model, from_u8(padded), stride, gh, gw)
-        if refine_margin is None or refine_margin > 0:
-            grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
-            if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
-                used = "patches"
-                reason = (f"Patch by patch, because the whole-film pass moved this network's class "
-                          f"probabilities by up to {err:.2f} at the checked points (its patches' zero "
-                          f"borders matter to it), too much to trust the dense labels.")
-    if used != "dense":
-        grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
-        rows = max(1, batch // gw)
-        for r0 in range(0, gh, rows):
-            chunk = windows[r0:r0 + rows]
-            xb = from_u8(chunk.reshape(-1, PATCH, PATCH, 1))
-            p = _checked(_predict_batch(model, _model_input(model, xb)), xb.shape[0])
-            grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+    if not _MAP_SLOTS.acquire(timeout=MAP_WAIT_SECONDS):
+        raise ImageError(MAP_BUSY)
+    try:
+        used, reason = _choose_method(model, method)
+        refined = 0
+        if used == "dense":
+            from .dense import dense_grid
+            grid = dense_grid(model, from_u8(padded), stride, gh, gw)
+            if refine_margin is None or refine_margin > 0:
+                grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
+                if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
+                    used = "patches"
+                    reason = (f"Patch by patch, because the whole-film pass moved this network's class "
+                              f"probabilities by up to {err:.2f} at the checked points (its patches' zero "
+                              f"borders matter to it), too much to trust the dense labels.")
+        if used != "dense":
+            grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
+            rows = max(1, batch // gw)
+            for r0 in range(0, gh, rows):
+                chunk = windows[r0:r0 + rows]
+                xb = from_u8(chunk.reshape(-1, PATCH, PATCH, 1))
+                p = _checked(_predict_batch(model, _model_input(model, xb)), xb.shape[0])
+                grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+    finally:
+        _MAP_SLOTS.release()
 
     smooth = _check_smooth(smooth)
     if smooth > 0:

@@ -58,19 +58,45 @@ def _default_cap() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Scheduler:
-    """At most `cap` jobs train at once; the rest wait in FIFO order and know their place."""
+def _max_queue() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_LAB_MAX_QUEUE", "60")))
+    except ValueError:
+        return 60
 
-    def __init__(self, cap: int | None = None):
+
+class Busy(XrayLabError):
+    """The server refuses a job now (queue full, or its owner already has one)."""
+
+
+class Scheduler:
+    """At most `cap` jobs train at once; the rest wait in FIFO order and know their place.
+
+    A classroom server also refuses, in one line: a job when `max_queue` jobs already
+    wait (XRAY_LAB_MAX_QUEUE, default 60), and a second queued/running job of the same
+    owner (a workspace or session id given by the caller; None = no limit)."""
+
+    def __init__(self, cap: int | None = None, max_queue: int | None = None):
         self.cap = cap or _default_cap()
+        self.max_queue = max_queue or _max_queue()
         self._cond = threading.Condition()
         self._waiting: deque[str] = deque()
         self._running: set[str] = set()
+        self._owners: dict[str, str] = {}        # job id -> owner, while queued or running
 
-    def acquire(self, job_id: str, cancelled: threading.Event) -> bool:
-        """Block until the job may run; False if it was cancelled while waiting."""
+    def acquire(self, job_id: str, cancelled: threading.Event, owner: str | None = None) -> bool:
+        """Block until the job may run; False if it was cancelled while waiting.
+        Busy (at once, before waiting) when the queue is full or `owner` has a job already."""
         with self._cond:
+            if owner is not None and owner in self._owners.values():
+                raise Busy("You already have a run queued or training: stop it or wait for it to finish.")
+            if len(self._waiting) >= self.max_queue:
+                raise Busy(f"The server is busy: {len(self._waiting)} runs are waiting. "
+                           "Try again in a few minutes.")
+            if owner is not None:
+                self._owners[job_id] = owner
             self._waiting.append(job_id)
+            admitted = False
             try:
                 while not (self._waiting[0] == job_id and len(self._running) < self.cap):
                     if cancelled.is_set():
@@ -79,14 +105,18 @@ class Scheduler:
                 if cancelled.is_set():
                     return False
                 self._running.add(job_id)
+                admitted = True
                 return True
             finally:
                 self._waiting.remove(job_id)
+                if not admitted:
+                    self._owners.pop(job_id, None)
                 self._cond.notify_all()
 
     def release(self, job_id: str) -> None:
         with self._cond:
             self._running.discard(job_id)
+            self._owners.pop(job_id, None)
             self._cond.notify_all()
 
     def position(self, job_id: str) -> int | None:
@@ -149,16 +179,18 @@ class Snapshot:
 class TrainingJob:
     def __init__(self, config: RunConfig, dataset: Dataset | None = None,
                  scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False,
-                 backend: str | None = None):
+                 backend: str | None = None, owner: str | None = None):
         """`backend`: "local" (this machine) or "ray" (an actor on the Ray cluster, see
         ray_backend.py); default XRAY_LAB_BACKEND, else local.
         `isolated`: on the local backend, train in a recycled worker process (see worker.py) instead of a
-        thread of this process — what a long-lived server wants."""
+        thread of this process — what a long-lived server wants. `owner` (a workspace or
+        session id): the scheduler runs at most one queued/running job per owner."""
         self.config = config.resolved()
         self.backend = backend or os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
         if self.backend not in BACKENDS:
             raise XrayLabError(f"unknown backend {self.backend!r}: choose local or ray")
         self.isolated = isolated or self.backend == "ray"
+        self.owner = owner
         self.where = {"backend": self.backend, "node": socket.gethostname()}   # set by the remote side
         self.id = f"job{next(_ids)}-{os.getpid()}"
         self._dataset = dataset
@@ -243,7 +275,12 @@ class TrainingJob:
 
     # -- the thread --
     def _run(self) -> None:
-        if not self._scheduler.acquire(self.id, self._stop):
+        try:
+            admitted = self._scheduler.acquire(self.id, self._stop, owner=self.owner)
+        except XrayLabError as e:       # Busy: refused at once, never queued
+            self._set(state=FAILED, error=str(e), t_end=time.perf_counter())
+            return
+        if not admitted:
             self._set(state=STOPPED, t_end=time.perf_counter())
             return
         try:

@@ -133,10 +133,8 @@ def sidebar() -> tuple[RunConfig | None, str | None]:
              format_func={"phantom": "Built-in phantom", "folder": "Folder", "upload": "Upload .zip"}.get)
     source, error = "phantom", None
     if st.session_state["data_source"] == "folder":
-        path = sb.text_input("Folder on the server", key="data_path", placeholder="/path/to/jsrt_patches")
-        source = path.strip() or None
-        if not source:
-            error = "Enter a folder path, or choose the built-in phantom."
+        from .data_source import folder_picker
+        source, error = folder_picker(sb)
     elif st.session_state["data_source"] == "upload":
         up = sb.file_uploader("Dataset .zip", type=["zip"], key="data_zip")
         if up is None:
@@ -177,6 +175,11 @@ def mirror_to_url(cfg: RunConfig) -> None:
     q = cfg.to_query()
     if cfg.data.endswith(".zip"):
         q.pop("data", None)
+    elif cfg.data != "phantom":  # a folder is linked by its dataset name, never its server path
+        from .data_source import link_name
+        q.pop("data", None)
+        if name := link_name(cfg.data):
+            q["data"] = name
     # resolved defaults equal to the architecture's own defaults need not be in the link
     for k, v in arch_defaults(cfg.arch, cfg.cnn_mode).items():
         if getattr(cfg, k) == v:

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import threading
@@ -116,16 +115,10 @@ def shared_dataset(source: str) -> Dataset:
 
 
 def uploaded_zip_path(data: bytes) -> str:
-    """Store an uploaded zip under a content-addressed name so it is loaded once."""
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "xray_lab_uploads"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{digest}.zip"
-    if not path.exists():
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return str(path)
+    """Store an uploaded zip in the app's private folder under a content-addressed name
+    (xray_core/uploads.py: unique temp names, size-capped, old ones removed)."""
+    from xray_core.uploads import store_zip
+    return store_zip(data)
 
 
 def model_bytes(job: TrainingJob) -> bytes:
