@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .errors import XrayLabError, one_line
 
+START_TIMEOUT = 600.0     # seconds a job may wait for a node with room before it fails
 POLL_EVERY = 0.1          # seconds between progress polls (the local worker sends every 0.1 s)
 _lock = threading.Lock()
 _datasets: dict = {}      # id(Dataset) -> (weakref to it, ObjectRef): each dataset is put once
@@ -152,29 +153,60 @@ def _trainer_class():
     return _Trainer
 
 
-_idle: dict = {}          # options key -> idle actors (TensorFlow already imported), reused like local workers
+# Idle actors (TensorFlow already imported) are reused for the next job, like local workers,
+# but only briefly: an actor holds its CPUs while it lives, so an idle one would keep other
+# replicas' and the CLI's jobs off the cluster.
+_idle: dict = {}          # options key -> [(actor, idle since)]
 MAX_IDLE = 4
+_reaper: threading.Thread | None = None
+
+
+def _idle_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("XRAY_LAB_RAY_IDLE_SECONDS", "15")))
+    except ValueError:
+        return 15.0
+
+
+def _kill(actor) -> None:
+    import ray
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:
+        pass
+
+
+def _reap() -> None:
+    while True:
+        time.sleep(2.0)
+        now, expired = time.monotonic(), []
+        with _lock:
+            for key, pool in _idle.items():
+                expired += [a for a, t in pool if now - t > _idle_seconds()]
+                pool[:] = [(a, t) for a, t in pool if now - t <= _idle_seconds()]
+        for actor in expired:
+            _kill(actor)
 
 
 def _acquire(opts: dict):
     key = repr(sorted(opts.items()))
     with _lock:
         if _idle.get(key):
-            return key, _idle[key].pop()
+            return key, _idle[key].pop()[0]
     return key, _trainer_class().options(**opts).remote()
 
 
 def _release(key: str, actor, healthy: bool) -> None:
-    import ray
+    global _reaper
     with _lock:
         pool = _idle.setdefault(key, [])
-        if healthy and len(pool) < MAX_IDLE:
-            pool.append(actor)
+        if healthy and len(pool) < MAX_IDLE and _idle_seconds() > 0:
+            pool.append((actor, time.monotonic()))
+            if _reaper is None:
+                _reaper = threading.Thread(target=_reap, daemon=True, name="xray-lab-ray-reaper")
+                _reaper.start()
             return
-    try:
-        ray.kill(actor, no_restart=True)
-    except Exception:
-        pass
+    _kill(actor)
 
 
 def _options(cfg) -> dict:
@@ -203,7 +235,11 @@ def train_in_ray(job) -> str | None:
     try:
         key, actor = _acquire(_options(job.config))
         actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled)
-        job.where = {"backend": "ray", **ray.get(actor.where.remote(), timeout=300)}
+        try:
+            job.where = {"backend": "ray", **ray.get(actor.where.remote(), timeout=START_TIMEOUT)}
+        except GetTimeoutError:
+            raise XrayLabError(f"no Ray node had room for this job within {START_TIMEOUT:.0f} s "
+                               "(the cluster is busy or lacks the CPUs/GPUs it asks for)") from None
         sent, stop_sent = 0, False
         while True:
             if job._stop.is_set() and not stop_sent:
