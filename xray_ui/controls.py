@@ -167,5 +167,7 @@ def mirror_to_url(cfg: RunConfig) -> None:
     for k in ("lr", "l2", "dropout"):
         if getattr(cfg, k) == getattr(base, k):
             q.pop(k, None)
+    if "ws" in st.query_params:  # the workspace key (xray_ui.session.workspace) stays in the link
+        q["ws"] = st.query_params["ws"]
     if dict(st.query_params) != q:
         st.query_params.from_dict(q)
