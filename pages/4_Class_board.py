@@ -125,22 +125,26 @@ def teacher_panel(recs) -> None:
     if not recs:
         return
     df = pd.DataFrame([_row(r, teacher=True) for r in recs])
-    event = st.dataframe(df, hide_index=True, width="stretch", key="teacher_runs", on_select="rerun",
-                         selection_mode="multi-row")
-    picked = [recs[i].id for i in (event.selection.rows if event else []) if 0 <= i < len(recs)]
+    st.dataframe(df, hide_index=True, width="stretch", key="teacher_runs")
+    names = {r.id: f"{i + 1}. {_row(r, teacher=True)['workspace']} · {r.label} · {r.state}"
+             for i, r in enumerate(recs)}
+    picked = st.multiselect("Runs to remove (with their curves, results and models)", list(names),
+                            key="teacher_pick", format_func=names.get)
     if not picked:
-        st.caption("Select runs to remove them (with their curves, results and models).")
         return
     if st.button(f"Remove {len(picked)} run(s)", key="teacher_remove"):
-        st.session_state["_teacher_confirm"] = picked
-    if st.session_state.get("_teacher_confirm") == picked:
+        st.session_state["_teacher_confirm"] = list(picked)
+    if st.session_state.get("_teacher_confirm") == list(picked):
         st.warning(f"Remove {len(picked)} run(s) for good?")
-        if st.button("Yes, remove", key="teacher_remove_confirm", type="primary"):
-            s = store()
-            for rid in picked:
-                s.delete(rid)
-            st.session_state.pop("_teacher_confirm", None)
-            st.rerun()
+        st.button("Yes, remove", key="teacher_remove_confirm", type="primary", on_click=_remove, args=(picked,))
+
+
+def _remove(run_ids: list[str]) -> None:
+    s = store()
+    for rid in run_ids:
+        s.delete(rid)
+    st.session_state.pop("_teacher_confirm", None)
+    st.session_state["teacher_pick"] = []
 
 
 main()
