@@ -6,6 +6,8 @@ shared validation split in both; CNN: none in either) are trained by
   plain      model.fit(x, y, batch_size, shuffle=True, validation_data=...)
   job        TrainingJob(cfg, ds, probe=True).run()   (the app's default: dead-unit probe on)
   job_noprobe TrainingJob(cfg, ds, probe=False).run()
+  job_store  as job, mirrored into a run store (SQLite in a temp XRAY_LAB_HOME) by its
+             RunRecorder thread, as the app and the CLI do (issue 8: store on)
 in rotating order, `--reps` times. Samples/second = epochs * n / seconds inside
 keras.Model.fit (one wrapper times every fit call, plain or the job's). The ratio
 job/plain is taken per repetition (same moment, same machine load) and its median
@@ -109,19 +111,38 @@ def plain_fit(cfg, train, val) -> dict:
     return _figures(cfg.epochs * len(train), len(train))
 
 
-def job_fit(cfg, ds, probe: bool, n: int) -> dict:
+def job_fit(cfg, ds, probe: bool, n: int, store=None) -> dict:
+    from xray_core.recorder import record_job, recorder_for
     from xray_core.training import DONE, Scheduler, TrainingJob
     _instrument_fit()
     _instrument_job_epochs()
     EPOCH_T.clear()
     FIT.clear()
-    job = TrainingJob(cfg, ds, scheduler=Scheduler(cap=1), probe=probe).run()
+    job = TrainingJob(cfg, ds, scheduler=Scheduler(cap=1), probe=probe)
+    run_id = record_job(store, job, "bench") if store is not None else None
+    job.run()
+    if run_id is not None:
+        recorder_for(run_id).join(600)   # the model is saved after fit: outside the timed span
+        if store.get(run_id).state != "finished":
+            raise RuntimeError(f"the run store did not record the run: {store.get(run_id).state}")
     snap = job.snapshot()
     if snap.state != DONE:
         raise RuntimeError(f"job ended {snap.state}: {snap.error}")
     f = _figures(cfg.epochs * n, n)
     f["job_reported"] = snap.result["timing"]["samples_per_second"]
     return f
+
+
+_STORE = None
+
+
+def _store():
+    global _STORE
+    if _STORE is None:
+        import tempfile
+        from xray_core.store import RunStore
+        _STORE = RunStore(home=tempfile.mkdtemp(prefix="xray-bench-store-"))
+    return _STORE
 
 
 def _figures(samples: int, n: int) -> dict:
@@ -143,7 +164,8 @@ def bench_case(name, cfg, ds, variants, reps) -> dict:
         this = {}
         for v in order:
             gc.collect()
-            f = plain_fit(cfg, train, val) if v == "plain" else job_fit(cfg, ds, probe=(v == "job"), n=len(train))
+            f = plain_fit(cfg, train, val) if v == "plain" else job_fit(
+                cfg, ds, probe=(v != "job_noprobe"), n=len(train), store=_store() if v == "job_store" else None)
             this[v] = f
             for k in kinds:
                 if f[k] is not None:
@@ -196,14 +218,15 @@ def main() -> None:
     result = {"benchmark": "streaming", "machine": info, "data": full.name, "cases": {}}
     for bs in (64, 32):
         cfg = RunConfig(arch="fc", epochs=args.fc_epochs, batch_size=bs, seed=0, data=full.name).resolved()
-        result["cases"][f"fc_bs{bs}"] = bench_case(f"fc_bs{bs}", cfg, full, ["plain", "job", "job_noprobe"],
+        result["cases"][f"fc_bs{bs}"] = bench_case(f"fc_bs{bs}", cfg, full, ["plain", "job", "job_noprobe", "job_store"],
                                                    args.reps)
     if not args.skip_cnn:
         train_only = Dataset(full.name, {"train": full.split("train")})  # no validation in either
         cfg = RunConfig(arch="cnn", cnn_mode="seed", epochs=args.cnn_epochs, batch_size=64, seed=0,
                         limit_train=args.cnn_n, data=full.name).resolved()
         # the probe only runs for FC models, so job == job_noprobe here
-        result["cases"]["cnn_seed_subset"] = bench_case("cnn_seed", cfg, train_only, ["plain", "job"], args.reps)
+        result["cases"]["cnn_seed_subset"] = bench_case("cnn_seed", cfg, train_only, ["plain", "job", "job_store"],
+                                                       args.reps)
     result["all_met"] = all(v["met"] for c in result["cases"].values() for k, v in c.items()
                             if k.startswith("ratio_"))
     result["loadavg_at_end"] = list(os.getloadavg())

@@ -28,8 +28,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict | None = None, timeout: float = 90):
-    """Start the real app on a free loopback port; yield its URL; stop it."""
+def streamlit_server(env: dict | None = None, timeout: float = 90, with_process: bool = False):
+    """Start the real app on a free loopback port; yield its URL (and pid if with_process); stop it."""
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -50,7 +50,7 @@ def streamlit_server(env: dict | None = None, timeout: float = 90):
                 raise RuntimeError(f"streamlit exited with {proc.returncode}")
         else:
             raise RuntimeError("streamlit did not become healthy")
-        yield url
+        yield (url, proc.pid) if with_process else url
     finally:
         proc.terminate()
         try:

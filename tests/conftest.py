@@ -8,6 +8,8 @@ import pytest
 
 from xray_core.dataset import Dataset, Split
 
+from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

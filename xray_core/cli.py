@@ -1,4 +1,4 @@
-"""`python -m xray_core <command>`: train, evaluate, summary, presets, phantom, classify.
+"""`python -m xray_core <command>`: train, evaluate, summary, presets, phantom, classify, runs.
 
 Every command can write its result as JSON (`--json PATH`). Bad values and bad
 inputs exit non-zero with one line on stderr, never a traceback.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import CLASSES
 from .config import ACTIVATIONS, ARCHS, CNN_MODES, OPTIMIZERS, RunConfig, parse_filters
+from .cli_runs import add_commands as add_runs_commands
 from .errors import ConfigError, XrayLabError, one_line
 
 PROG = "python -m xray_core"
@@ -95,8 +96,14 @@ def _check_data(source: str) -> None:
 def cmd_train(args) -> int:
     cfg = config_from_args(args).resolved()
     _check_data(cfg.data)
+    from .recorder import RunRecorder
+    from .store import check_workspace, get_store
     from .training import TrainingJob, DONE, STOPPED
-    job = TrainingJob(cfg).start()
+    store = get_store()
+    job = TrainingJob(cfg)
+    run = store.create_run(check_workspace(args.workspace), cfg)
+    recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
+    job.start()
     last_epoch = -1
     try:
         while True:
@@ -114,10 +121,12 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         job.stop()
         job.join()
+    recorder.join()  # its end (result, model) is written before we exit
     snap = job.snapshot()
     if snap.state not in (DONE, STOPPED):
         return _fail(snap.error or f"training ended as {snap.state}")
     record = job.record()
+    record["run_id"] = run.id
     if args.out:
         paths = job.save(args.out)
         record["saved"] = paths
@@ -204,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit-train", type=int, help="use only N training patches")
     t.add_argument("--out", help="folder for model.keras and run.json")
     t.add_argument("--json", help="write the run record here")
+    t.add_argument("--workspace", default="cli", help="record the run in this workspace of the run store")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a saved .keras model on a dataset split")
@@ -237,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stride", type=int, default=4)
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
+    add_runs_commands(sub)
     return p
 
 

@@ -231,9 +231,11 @@ class RunStore:
 
     def __init__(self, url: str | None = None, home: str | Path | None = None):
         self.home = Path(home).expanduser() if home is not None else default_home()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.models_dir = self.home / "models"
-        self.models_dir.mkdir(exist_ok=True)
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"XRAY_LAB_HOME: cannot create {self.models_dir}: {e.strerror or e}") from None
         url = url or os.environ.get("XRAY_LAB_DB") or f"sqlite:///{self.home / 'runs.sqlite3'}"
         self.url = url
         try:
@@ -244,12 +246,20 @@ class RunStore:
         if self.dialect == "sqlite":
             self.engine = self._sqlite_engine(parsed)
         elif self.dialect == "postgresql":
+            if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; we ship psycopg2
+                parsed = parsed.set(drivername="postgresql+psycopg2")
             self.engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
         else:
             raise StoreError(f"XRAY_LAB_DB: only sqlite:/// and postgresql:// URLs are supported, got {self.dialect}")
         self._writer = self.engine.execution_options(xray_write=True)
         self._local_owner = owner_id()
-        self._create_schema()
+        try:
+            self._create_schema()
+        except sa.exc.OperationalError as e:  # no server, refused, bad file: say where, in one line
+            self.engine.dispose()
+            reason = str(e.orig or e).strip().splitlines()[0] if str(e.orig or e).strip() else type(e).__name__
+            raise StoreError(f"cannot open the run store {parsed.render_as_string(hide_password=True)}: "
+                             f"{reason}") from None
 
     @property
     def db_path(self) -> Path | None:
@@ -260,7 +270,10 @@ class RunStore:
     def _sqlite_engine(self, parsed) -> sa.Engine:
         if not parsed.database or parsed.database == ":memory:":
             raise StoreError("the SQLite store needs a file (several threads and processes share it)")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of {parsed.database}: {e.strerror or e}") from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False},
                                   pool_size=8, max_overflow=16)
 
@@ -465,15 +478,18 @@ class RunStore:
         out = []
         for run_id, owner, hb, epochs_done in rows:
             o_host, _, o_pid = (owner or "").rpartition(":")
-            dead = False
-            if o_host == host and o_pid.isdigit():
+            stale = hb is None or now - hb > stale_seconds
+            if run_id in mine:
+                dead = False
+            elif o_host == host and o_pid.isdigit():
                 pid = int(o_pid)
                 if pid == os.getpid():  # only a previous process with our pid wrote before we started
-                    dead = run_id not in mine and (hb is None or hb < _PROCESS_START)
-                else:
-                    dead = not pid_alive(pid)
-            if not dead and (hb is None or now - hb > stale_seconds):
-                dead = run_id not in mine
+                    dead = hb is None or hb < _PROCESS_START
+                else:  # trust a live pid over a late heartbeat (a busy machine), unless it is far too
+                    # late: then the pid most likely belongs to another program now
+                    dead = not pid_alive(pid) or hb is None or now - hb > 10 * stale_seconds
+            else:
+                dead = stale
             if not dead:
                 continue
             cond = [runs.c.id == run_id, runs.c.state.in_(ACTIVE)]
@@ -522,21 +538,25 @@ class RunStore:
         max_models = _env_int("XRAY_LAB_MAX_MODELS", DEFAULT_MAX_MODELS)
         max_disk = _env_int("XRAY_LAB_MAX_DISK_MB", DEFAULT_MAX_DISK_MB) * 1024 * 1024
         newest_first = (runs.c.created_at.desc(), runs.c.id.desc())
+        # a model's age is when it was made: a long run started early still has the newest model
+        newest_model_first = (sa.func.coalesce(runs.c.finished_at, runs.c.created_at).desc(), runs.c.id.desc())
         with self.engine.connect() as conn:
-            ws_runs = conn.execute(sa.select(runs.c.id, runs.c.state, runs.c.model_path)
+            ws_runs = conn.execute(sa.select(runs.c.id, runs.c.state)
                                    .where(runs.c.workspace == workspace).order_by(*newest_first)).all()
+            ws_models = conn.execute(sa.select(runs.c.id)
+                                     .where(runs.c.workspace == workspace, runs.c.model_path.is_not(None))
+                                     .order_by(*newest_model_first)).scalars().all()
         if max_runs:
-            for run_id, state, _ in ws_runs[max_runs:]:
+            for run_id, state in ws_runs[max_runs:]:
                 if state in TERMINAL:
                     self.delete(run_id)
         if max_models:
-            with_model = [r for r in ws_runs if r.model_path]
-            for run_id, _, _ in with_model[max_models:]:
+            for run_id in ws_models[max_models:]:
                 self._drop_model(run_id)
         if max_disk:
             with self.engine.connect() as conn:
                 models = conn.execute(sa.select(runs.c.id, runs.c.model_bytes)
-                                      .where(runs.c.model_path.is_not(None)).order_by(*newest_first)).all()
+                                      .where(runs.c.model_path.is_not(None)).order_by(*newest_model_first)).all()
             total = sum(b or 0 for _, b in models)
             for run_id, size in reversed(models):  # oldest first
                 if total <= max_disk:
@@ -559,7 +579,9 @@ def get_store() -> RunStore:
     key = (os.environ.get("XRAY_LAB_HOME"), os.environ.get("XRAY_LAB_DB"))
     with _STORE_LOCK:
         if _STORE is None or _STORE_KEY != key:
-            _STORE, _STORE_KEY = RunStore(), key
+            old, _STORE, _STORE_KEY = _STORE, RunStore(), key
+            if old is not None:
+                old.engine.dispose()  # idle connections only; a recorder still using it reconnects
         return _STORE
 
 

@@ -1,0 +1,333 @@
+"""A class of N simulated students on a real `streamlit run app.py`, speaking Streamlit's own
+websocket protocol (the protobuf BackMsg/ForwardMsg of `streamlit.proto`) as a browser does.
+
+Each student:
+- opens the Train page (BackMsg rerun_script with the page's query string) and waits for
+  its ScriptFinished;
+- presses ▶ Train (a rerun whose WidgetState triggers the button found in the page's
+  deltas by its label) if --train;
+- follows the server's AutoRerun messages like the browser's timers: a fragment rerun
+  (fragment_id, is_auto_rerun) every `interval` until StopAutoRerun;
+- re-runs the whole page every --poke seconds (what a widget change costs) and times it
+  from the BackMsg to its ScriptFinished: the "page round trip";
+- notices its results ("Test accuracy" metric) and records when they appeared.
+The query string the server sets (page_info_changed: the config and the workspace link)
+is sent back on later reruns, as the browser's address bar would.
+
+No browser shares the CPU: the only other load is this process (a few % of a core).
+Reported: round trip median / p90 / max (all and while training), runs finished and
+their click-to-results times, server and trainer CPU (from /proc), messages and bytes
+received per student per second.
+
+    python -m bench.students --students 10 [--train] [--epochs 3] [--duration 120]
+    python -m bench.students --students 100 --duration 60          # idle class
+    python -m bench.students --url http://127.0.0.1:8501 ...         # an already running server
+Loopback only; every wait is bounded by --duration (+ a grace period for the results).
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    import pathlib
+    import sys
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from bench._common import emit, log, machine, median, pct
+
+TRAIN_LABEL = "▶ Train"
+RESULT_LABEL = "Test accuracy"
+
+
+def _proto():
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    return BackMsg, ForwardMsg
+
+
+class Student:
+    def __init__(self, idx: int, ws_url: str, query: str, train: bool, poke: float, t_end: float):
+        self.idx, self.ws_url, self.query, self.train = idx, ws_url, query, train
+        self.poke, self.t_end = poke, t_end
+        self.page_hash = ""
+        self.train_id: str | None = None
+        self.fragments: dict[str, float] = {}        # fragment_id -> interval (auto reruns)
+        self.round_trips: list[tuple[float, float, bool]] = []   # (t_sent, seconds, training)
+        self.t_click: float | None = None
+        self.t_results: float | None = None
+        self.msgs = 0
+        self.bytes = 0
+        self.errors: list[str] = []
+        self._finished = asyncio.Event()
+        self._waiting_full = False
+        self.connected_at: float | None = None
+
+    # -- protocol --
+    def _rerun(self, *, trigger: str | None = None, fragment: str | None = None) -> bytes:
+        BackMsg, _ = _proto()
+        msg = BackMsg()
+        cs = msg.rerun_script
+        cs.query_string = self.query
+        cs.page_script_hash = self.page_hash
+        if trigger:
+            w = cs.widget_states.widgets.add()
+            w.id = trigger
+            w.trigger_value = True
+        if fragment:
+            cs.fragment_id = fragment
+            cs.is_auto_rerun = True
+        return msg.SerializeToString()
+
+    def _on_message(self, data: bytes) -> None:
+        _, ForwardMsg = _proto()
+        self.msgs += 1
+        self.bytes += len(data)
+        fm = ForwardMsg()
+        fm.ParseFromString(data)
+        kind = fm.WhichOneof("type")
+        if kind == "new_session":
+            self.page_hash = fm.new_session.page_script_hash or self.page_hash
+        elif kind == "page_info_changed":
+            self.query = fm.page_info_changed.query_string
+        elif kind == "auto_rerun":
+            self.fragments[fm.auto_rerun.fragment_id] = max(0.1, fm.auto_rerun.interval)
+        elif kind == "stop_auto_rerun":
+            self.fragments.clear()
+        elif kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+            el = fm.delta.new_element
+            et = el.WhichOneof("type")
+            if et == "button" and el.button.label == TRAIN_LABEL:
+                self.train_id = el.button.id
+            elif et == "metric" and el.metric.label == RESULT_LABEL and self.t_click and not self.t_results:
+                self.t_results = time.perf_counter()
+        elif kind == "script_finished":
+            # a whole-page run ends FINISHED_SUCCESSFULLY; fragment runs end
+            # FINISHED_FRAGMENT_RUN_SUCCESSFULLY, and a run cut short by another rerun
+            # FINISHED_EARLY_FOR_RERUN (the rerun that replaced it finishes later)
+            if self._waiting_full and fm.script_finished in (ForwardMsg.FINISHED_SUCCESSFULLY,
+                                                              ForwardMsg.FINISHED_WITH_COMPILE_ERROR):
+                self._finished.set()
+
+    async def _full_run(self, ws, trigger: str | None = None) -> float | None:
+        """Send a whole-page rerun; seconds until its ScriptFinished (None on timeout)."""
+        self._finished.clear()
+        self._waiting_full = True
+        t = time.perf_counter()
+        await ws.send(self._rerun(trigger=trigger))
+        try:
+            await asyncio.wait_for(self._finished.wait(), timeout=max(1.0, self.t_end + 60 - t))
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._waiting_full = False
+        return time.perf_counter() - t
+
+    async def run(self) -> None:
+        import websockets
+        try:
+            async with websockets.connect(self.ws_url, subprotocols=["streamlit"], max_size=None,
+                                          open_timeout=60, ping_interval=None) as ws:
+                self.connected_at = time.perf_counter()
+                reader = asyncio.create_task(self._reader(ws))
+                timers = asyncio.create_task(self._auto_reruns(ws))
+                try:
+                    await self._script(ws)
+                finally:
+                    timers.cancel()
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
+                        await timers
+        except Exception as e:  # a student that cannot connect is a result, not a crash
+            self.errors.append(f"{type(e).__name__}: {e}")
+
+    async def _reader(self, ws) -> None:
+        async for data in ws:
+            if isinstance(data, bytes):
+                self._on_message(data)
+
+    async def _auto_reruns(self, ws) -> None:
+        """The browser's fragment timers: one rerun per interval per fragment."""
+        due: dict[str, float] = {}
+        while True:
+            now = time.perf_counter()
+            for fid, interval in list(self.fragments.items()):
+                if fid not in due:
+                    due[fid] = now + interval
+                elif now >= due[fid]:
+                    due[fid] = now + interval
+                    await ws.send(self._rerun(fragment=fid))
+            for fid in list(due):
+                if fid not in self.fragments:
+                    del due[fid]
+            await asyncio.sleep(0.05)
+
+    async def _script(self, ws) -> None:
+        first = await self._full_run(ws)
+        if first is None:
+            self.errors.append("first page load did not finish")
+            return
+        self.round_trips.append((time.perf_counter(), first, False))
+        if self.train:
+            if self.train_id is None:
+                self.errors.append("no Train button on the page")
+            else:
+                await asyncio.sleep(random.uniform(0, 1.0))   # students do not click in lockstep
+                self.t_click = time.perf_counter()
+                rt = await self._full_run(ws, trigger=self.train_id)
+                if rt is not None:
+                    self.round_trips.append((time.perf_counter(), rt, True))
+        await asyncio.sleep(random.uniform(0, self.poke))
+        while time.perf_counter() < self.t_end:
+            training = bool(self.t_click and not self.t_results)
+            rt = await self._full_run(ws)
+            self.round_trips.append((time.perf_counter(), rt if rt is not None else float("inf"), training))
+            await asyncio.sleep(self.poke)
+
+
+# ---- the server ---------------------------------------------------------------------
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+class CpuMeter:
+    """Server-process CPU and its trainers' (child processes) CPU over the run."""
+
+    def __init__(self, pid: int | None):
+        self.pid = pid
+        self.samples: list[tuple[float, float, float]] = []
+        self._dead_children = 0.0
+        self._last_children: dict[int, float] = {}
+
+    def sample(self) -> None:
+        if not self.pid:
+            return
+        kids = {c: _cpu_seconds(c) for c in _children(self.pid)}
+        for c, v in self._last_children.items():
+            if c not in kids:
+                self._dead_children += v
+        self._last_children = kids
+        self.samples.append((time.perf_counter(), _cpu_seconds(self.pid), self._dead_children + sum(kids.values())))
+
+    def summary(self) -> dict:
+        if len(self.samples) < 2:
+            return {}
+        (t0, s0, c0), (t1, s1, c1) = self.samples[0], self.samples[-1]
+        dt = t1 - t0
+        peaks = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(self.samples, self.samples[1:]) if b[0] > a[0]]
+        return {"server_cores_mean": (s1 - s0) / dt, "server_cores_p90": pct(peaks, 90),
+                "trainers_cores_mean": (c1 - c0) / dt, "seconds": dt}
+
+
+async def _meter(m: CpuMeter, t_end: float) -> None:
+    while time.perf_counter() < t_end:
+        m.sample()
+        await asyncio.sleep(1.0)
+    m.sample()
+
+
+async def _class(args, ws_url: str, pid: int | None) -> dict:
+    t0 = time.perf_counter()
+    t_end = t0 + args.duration
+    query = args.query.lstrip("?")
+    students = [Student(i, ws_url, query, args.train, args.poke, t_end) for i in range(args.students)]
+    meter = CpuMeter(pid)
+    tasks = []
+    for s in students:   # students arrive over --arrive seconds, as a class does
+        tasks.append(asyncio.create_task(s.run()))
+        await asyncio.sleep(args.arrive / max(1, args.students))
+    mt = asyncio.create_task(_meter(meter, t_end))
+    await asyncio.gather(*tasks)
+    # let running jobs finish (bounded) so "runs finished" counts what the class got
+    grace_end = time.perf_counter() + args.grace
+    await mt
+    rts = [rt for s in students for (_, rt, _) in s.round_trips[1:]]
+    rts_training = [rt for s in students for (_, rt, tr) in s.round_trips[1:] if tr]
+    done = [s.t_results - s.t_click for s in students if s.t_results and s.t_click]
+    first = [s.round_trips[0][1] for s in students if s.round_trips]
+    dur = max(1e-9, time.perf_counter() - t0)
+    fin = lambda xs: [x for x in xs if x != float("inf")]  # noqa: E731
+    return {
+        "students": args.students, "train": args.train, "duration_s": args.duration,
+        "first_load_s": {"median": median(first), "max": max(first) if first else None},
+        "round_trip_s": {"n": len(rts), "median": median(rts), "p90": pct(rts, 90), "max": max(rts) if rts else None,
+                         "timeouts": len(rts) - len(fin(rts))},
+        "round_trip_while_training_s": {"n": len(rts_training), "median": median(rts_training),
+                                        "p90": pct(rts_training, 90),
+                                        "max": max(rts_training) if rts_training else None},
+        "runs_finished": len(done), "runs_started": sum(1 for s in students if s.t_click),
+        "click_to_results_s": sorted(round(d, 1) for d in done),
+        "cpu": meter.summary(),
+        "per_student_msgs_per_s": statistics.mean(s.msgs for s in students) / dur,
+        "per_student_kb_per_s": statistics.mean(s.bytes for s in students) / dur / 1024,
+        "errors": [f"student {s.idx}: {e}" for s in students for e in s.errors][:10],
+        "grace_left_s": round(grace_end - time.perf_counter(), 1),
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--students", type=int, default=10)
+    p.add_argument("--train", action="store_true", help="every student presses Train once")
+    p.add_argument("--epochs", type=int, default=3, help="epochs of each student's run (in the link)")
+    p.add_argument("--query", default=None, help="the page's query string (default: ?epochs=E)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of load")
+    p.add_argument("--poke", type=float, default=4.0, help="seconds between whole-page reruns per student")
+    p.add_argument("--arrive", type=float, default=5.0, help="seconds over which the students connect")
+    p.add_argument("--grace", type=float, default=0.0)
+    p.add_argument("--url", help="an already running server (default: start one on a free loopback port)")
+    p.add_argument("--max-jobs", type=int, default=None, help="XRAY_LAB_MAX_JOBS for the started server")
+    args = p.parse_args(argv)
+    if args.query is None:
+        args.query = f"epochs={args.epochs}"
+    t_start = time.perf_counter()
+    result = {"bench": "students", "machine": machine(), "args": vars(args)}
+    with contextlib.ExitStack() as stack:
+        if args.url:
+            url, pid = args.url, None
+        else:
+            from tests.browser import streamlit_server
+            home = stack.enter_context(tempfile.TemporaryDirectory(prefix="xray-lab-students-"))
+            env = {"XRAY_LAB_HOME": home}
+            if args.max_jobs:
+                env["XRAY_LAB_MAX_JOBS"] = str(args.max_jobs)
+            server = stack.enter_context(streamlit_server(env=env, with_process=True))
+            url, pid = server
+        host = urlparse(url)
+        if host.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit("bench.students only talks to a server on loopback")
+        ws_url = f"ws://{host.netloc}/_stcore/stream"
+        log(f"{args.students} students on {url} for {args.duration:.0f}s (train={args.train})")
+        result["result"] = asyncio.run(_class(args, ws_url, pid))
+    emit(result, t_start)
+
+
+if __name__ == "__main__":
+    main()
