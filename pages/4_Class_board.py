@@ -105,14 +105,19 @@ def teacher_login() -> bool:
             st.rerun()
         return True
     with st.sidebar.expander("Teacher"):
-        entered = st.text_input("Teacher password", type="password", key="teacher_password")
-        if entered:
-            if hmac.compare_digest(entered.encode(), password.encode()):
-                st.session_state["_teacher"] = True
-                st.session_state["teacher_password"] = ""  # never kept in the session
-                st.rerun()
+        st.text_input("Teacher password", type="password", key="teacher_password", on_change=_check_password,
+                      args=(password,))
+        if st.session_state.pop("_teacher_wrong", False):
             st.error("Wrong password.")
     return False
+
+
+def _check_password(password: str) -> None:
+    entered = st.session_state.get("teacher_password") or ""
+    st.session_state["teacher_password"] = ""  # never kept in the session
+    ok = hmac.compare_digest(entered.encode(), password.encode())
+    st.session_state["_teacher"] = ok
+    st.session_state["_teacher_wrong"] = bool(entered) and not ok
 
 
 def teacher_panel(recs) -> None:
