@@ -26,7 +26,7 @@ from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.run_views import RunView, workspace_views
 from xray_ui.session import (model_file_bytes, shared_dataset, start_job, store as session_store, warm_workers,
                              workspace, workspace_notice)
-from xray_ui.texts import BN_AXIS_EXPLAINER
+from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
 REFRESH_S = 0.5
@@ -42,7 +42,7 @@ def main() -> None:
     workspace_notice()
     cfg, cfg_error = sidebar()
     if msg := st.session_state.pop("_link_error", None):
-        st.warning(msg)
+        st.warning(plain(msg))  # a link's text: never Markdown
     store = session_store()
     views = workspace_views(store, ws)
     current = current_view(views)
@@ -53,7 +53,7 @@ def main() -> None:
     with left:
         dataset = None
         if cfg_error:
-            st.info(cfg_error)
+            st.info(plain(cfg_error))
         else:
             mirror_to_url(cfg)
             try:

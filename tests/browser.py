@@ -84,10 +84,10 @@ def streamlit_app(env: dict | None = None, timeout: float = 90):
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict | None = None, timeout: float = 90):
-    """Start the real app on a free loopback port; yield its URL; stop it."""
+def streamlit_server(env: dict | None = None, timeout: float = 90, with_process: bool = False):
+    """Start the real app on a free loopback port; yield its URL (and pid if with_process); stop it."""
     with streamlit_app(env, timeout) as server:
-        yield server.url
+        yield (server.url, server.proc.pid) if with_process else server.url
 
 
 @contextlib.contextmanager

@@ -55,11 +55,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def wait_for(pred, timeout: float = 120.0) -> bool:
-    """Poll pred() until it is true or the time is up (every wait in the tests is bounded)."""
+def wait_for(pred, timeout: float = 120.0, every: float = 0.02):
+    """Poll pred() until it returns something true, and return that (None when the time
+    is up). The one polling helper of the tests: every wait in them is bounded."""
     end = time.time() + timeout
     while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    return None

@@ -91,15 +91,16 @@ def test_gif_first_frame():
     assert np.allclose(im, 40 / 255.0, atol=1 / 255)
 
 
-def test_rgb_to_luminance():
+def test_rgb_to_luminance_as_pillow_convert_L():
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :16, 0] = 255          # red
     rgb[:, 16:32, 1] = 255        # green
     rgb[:, 32:, :] = 128          # grey
     im = read_image(enc(rgb, "PNG"), "rgb.png")
-    assert im[0, 0] == pytest.approx(0.299, abs=1e-4)
-    assert im[0, 20] == pytest.approx(0.587, abs=1e-4)
-    assert im[0, 40] == pytest.approx(128 / 255, abs=1e-4)
+    assert im[0, 0] == pytest.approx(76 / 255, abs=1e-6)      # round(0.299 * 255)
+    assert im[0, 20] == pytest.approx(150 / 255, abs=1e-6)    # round(0.587 * 255)
+    assert im[0, 40] == pytest.approx(128 / 255, abs=1e-6)
+    np.testing.assert_array_equal(im * 255, np.asarray(Image.fromarray(rgb).convert("L"), np.float32))
 
 
 def test_palette_and_rgba():
@@ -110,7 +111,7 @@ def test_palette_and_rgba():
     px[:, 20:] = 2
     p.putdata(px.ravel().tolist())
     im = read_image(enc(p, "PNG"), "pal.png")
-    assert im[0, 0] == 0.0 and im[0, 15] == pytest.approx(1.0) and im[0, 25] == pytest.approx(0.114, abs=1e-4)
+    assert im[0, 0] == 0.0 and im[0, 15] == pytest.approx(1.0) and im[0, 25] == pytest.approx(29 / 255, abs=1e-6)
     rgba = np.full((32, 32, 4), 200, np.uint8)
     rgba[..., 3] = 0   # fully transparent: alpha is dropped, not composited
     assert np.allclose(read_image(enc(rgba, "PNG"), "a.png"), 200 / 255, atol=1e-4)

@@ -26,7 +26,8 @@ from PIL import Image
 
 from . import CLASSES, PATCH
 from .errors import ConfigError, DataError, ImageError, XrayLabError
-from .images import MAX_BYTES, _check_2d, _one_line, _to_u8, is_radiograph, patch_input, read_image, to_film
+from .images import MAX_BYTES, _check_2d, _one_line, is_radiograph, patch_input, read_image, to_film
+from .preprocess import from_u8, to_u8
 
 # RGB per class index; background (0) is left transparent (the film shows through).
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -137,7 +138,8 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     """Label every pixel of a radiograph with the class of the patch centred on it.
 
     The image is brought to film scale (`to_film`: long side 256, `window` as there),
-    quantised to 8 bits like the training PNGs, reflection-padded by 16 px so that a
+    quantised to 8 bits with `preprocess.to_u8` (so every map patch is exactly
+    `preprocess.to_model_input` of that piece of the film), reflection-padded by 16 px so that a
     32x32 patch is centred on every pixel, and a patch every `stride` pixels is
     classified. The (h/stride x w/stride x 4) probability grid is upsampled
     bilinearly (to film scale for `probs`, directly to the input size for `labels`)
@@ -157,7 +159,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         raise ImageError("anatomy_map: the film contains NaN or infinite values")
     H, W = img.shape
 
-    f8 = _to_u8(to_film(img, window=window))
+    f8 = to_u8(to_film(img, window=window))
     h, w = f8.shape
     half = PATCH // 2
     padded = np.pad(f8, half, mode="reflect")
@@ -169,7 +171,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     rows = max(1, batch // gw)
     for r0 in range(0, gh, rows):
         chunk = windows[r0:r0 + rows]
-        xb = chunk.reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
+        xb = from_u8(chunk.reshape(-1, PATCH, PATCH, 1))
         p = _predict_batch(model, _model_input(model, xb))
         if p.shape != (xb.shape[0], len(CLASSES)):
             raise ConfigError(f"the model returned shape {p.shape}; expected "
@@ -198,7 +200,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     shares = {c: float(n) / labels.size for c, n in zip(CLASSES, counts)}
     return AnatomyMap(labels=labels, probs=probs, shares=shares, stride=stride,
                       seconds=time.perf_counter() - t0, labels_film=labels_film,
-                      film=f8.astype(np.float32) / np.float32(255.0), grid_shape=(gh, gw))
+                      film=from_u8(f8), grid_shape=(gh, gw))
 
 
 def _upsample(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -229,7 +231,7 @@ def overlay(film: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.n
     if lab.shape != f.shape:
         lab = np.asarray(Image.fromarray(lab.astype(np.uint8)).resize(
             (f.shape[1], f.shape[0]), Image.Resampling.NEAREST))
-    rgb = np.repeat(_to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
+    rgb = np.repeat(to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
     op = np.float32(opacity)
     for c in range(1, len(CLASSES)):
         m = lab == c

@@ -20,6 +20,7 @@ from keras import layers, regularizers  # noqa: E402  (after the quiet import)
 
 from . import CLASSES, PATCH
 from .config import RunConfig
+from .cost import cost  # noqa: F401  (parameters and multiply-adds without building the model)
 
 INPUT_SHAPE = (PATCH, PATCH, 1)
 

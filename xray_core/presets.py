@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import RunConfig
+from .config import KNOBS, RunConfig, applies, arch_defaults, to_text
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,63 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
+for _p in PRESETS.values():  # every preset is a valid config by the knob table (cost caps are per server)
+    _p.config.validate(caps=False)
+
+IGNORED = ("seed", "data", "limit_train")  # a preset run may use any seed, data and patch limit
+
+
 def get_preset(name: str) -> Preset:
-    from .errors import ConfigError
     try:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}") from None
 
 
+def _effective(config: RunConfig) -> dict:
+    """The knob values that shape the run: resolved, and knobs that do not apply
+    (alpha without LeakyReLU, momentum without SGD, ...) at their defaults."""
+    r = config.resolved()
+    base = RunConfig()
+    return {n: (getattr(r, n) if applies(n, r) else getattr(base, n)) for n in KNOBS}
+
+
+def _changes(preset: Preset, config: RunConfig) -> list[str]:
+    """Knobs of config that differ from the preset, in table order, ignoring lr/L2/dropout
+    that merely follow a changed architecture's own defaults."""
+    mine, theirs = _effective(config), _effective(preset.config)
+    own = arch_defaults(mine["arch"], mine["cnn_mode"])
+    moved = (mine["arch"], mine["cnn_mode"]) != (theirs["arch"], theirs["cnn_mode"])
+    return [n for n in KNOBS if n not in IGNORED and mine[n] != theirs[n]
+            and not (moved and n in own and mine[n] == own[n])]
+
+
 def matching_preset(config: RunConfig) -> Preset | None:
     """The preset this config is, ignoring the seed, data and patch limit (None if edited)."""
-    norm = lambda c: c.resolved().replace(seed=0, data="phantom", limit_train=None)  # noqa: E731
     for p in PRESETS.values():
-        if norm(p.config) == norm(config):
+        if not _changes(p, config):
             return p
     return None
+
+
+def _short(name: str, value) -> str:
+    k = KNOBS[name]
+    if k.kind is bool:
+        return k.noun if value else f"no {k.noun}"
+    text = to_text(value)
+    out = k.short.format(noun=k.noun, value=value if "{value:" in k.short else text,
+                         label=k.choice_labels.get(value, text))
+    return out[:-1] if value == 1 and out.endswith(" epochs") else out
+
+
+def describe(config: RunConfig, most: int = 3) -> str:
+    """A run's label: the closest preset plus what changed, e.g. "p1-task5, 10 epochs"."""
+    best = min(PRESETS.values(), key=lambda p: len(_changes(p, config)))  # first wins a tie
+    changed = _changes(best, config)
+    r = config.resolved()
+    parts = [_short(n, getattr(r, n)) for n in changed[:most]]
+    if len(changed) > most:
+        parts.append(f"+{len(changed) - most} more")
+    if r.limit_train:
+        parts.append(_short("limit_train", r.limit_train))
+    return ", ".join([best.name, *parts])

@@ -1,11 +1,15 @@
 """Training that streams: a Keras `fit` in a background thread that publishes
 every batch and epoch to any number of readers.
 
-How it fits together (see ../shared/notes/live-training.md for why):
+How it fits together (Streamlit drops `st.*` calls made from threads it did not
+start, and a widget interaction interrupts training run in the script thread, so
+the job lives in its own thread and the page only polls it):
 - `TrainingJob.start()` starts a plain thread; it never touches any UI.
 - The thread waits its turn in the process-wide `SCHEDULER` (a queue with a cap on
-  concurrent jobs), loads data, builds the model and calls `fit` with `_Stream`,
-  a Keras callback that appends metrics to the job's lock-protected state.
+  concurrent jobs), loads data, builds the model and calls `fit` with
+  `callbacks.Stream`, which appends metrics to the job's lock-protected state.
+- `isolated=True` runs the same job in a worker process instead (`worker.py`
+  mirrors its progress back into this job).
 - Readers call `job.snapshot()` at any time: a consistent copy taken under the lock
   in microseconds, so polling never slows training.
 - `job.stop()` sets an Event that the callback turns into `model.stop_training`
@@ -15,11 +19,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import os
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import CLASSES
+from .callbacks import Stream, UnitMonitor
 from .config import RunConfig
 from .dataset import Dataset, Split
 from .errors import XrayLabError, one_line
@@ -37,6 +42,8 @@ QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
 FINISHED = (DONE, STOPPED, FAILED)
 PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
+
+_log = logging.getLogger(__name__)
 
 
 # ---- the process-wide scheduler --------------------------------------------------
@@ -109,7 +116,6 @@ def get_job(job_id: str) -> "TrainingJob | None":
 class Snapshot:
     job_id: str
     state: str
-    config: dict
     queue_position: int | None
     epoch: int                 # epochs completed
     epochs: int
@@ -145,7 +151,6 @@ class TrainingJob:
         thread of this process — what a long-lived server wants."""
         self.config = config.resolved()
         self.isolated = isolated
-        self._final_remote: str | None = None
         self.id = f"job{next(_ids)}-{os.getpid()}"
         self._dataset = dataset
         self._scheduler = scheduler or SCHEDULER
@@ -212,7 +217,7 @@ class TrainingJob:
             if done_steps and self._state == TRAINING:
                 eta = elapsed / done_steps * max(total - done_steps, 0)
             return Snapshot(
-                job_id=self.id, state=self._state, config=self.config.to_dict(),
+                job_id=self.id, state=self._state,
                 queue_position=pos if self._state == QUEUED else None,
                 epoch=self._epoch, epochs=self.config.epochs, step=self._step,
                 steps_per_epoch=self._steps_per_epoch, elapsed=elapsed, eta=eta,
@@ -233,12 +238,16 @@ class TrainingJob:
             self._set(state=STOPPED, t_end=time.perf_counter())
             return
         try:
-            self._train_isolated() if self.isolated else self._train()
+            if self.isolated:
+                from .worker import train_isolated
+                train_isolated(self)
+            else:
+                self._train()
         except XrayLabError as e:
             self._set(state=FAILED, error=str(e))
-        except Exception as e:  # a job must never die silently: keep the reason
+        except Exception as e:  # a job must never die silently: keep the reason (and log the trace)
             self._set(state=FAILED, error=one_line(e))
-            self._traceback = traceback.format_exc()
+            _log.exception("training job %s failed", self.id)
         finally:
             with self._lock:
                 self._t_end = self._t_end or time.perf_counter()
@@ -268,13 +277,13 @@ class TrainingJob:
         n = len(train)
         steps = math.ceil(n / cfg.batch_size)
         self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter())
-        callbacks = [_Stream(self, n, cfg.batch_size, val)]
+        callbacks = [Stream(self, n, cfg.batch_size, val)]
         if self._probe_enabled and cfg.arch == "fc":
             names = activation_layer_names(model)
             probe_x = train.take(PROBE_SIZE, seed=cfg.seed + 1).x
-            callbacks.append(_UnitMonitor(self, names, probe_x, cfg.activation))
+            callbacks.append(UnitMonitor(self, names, probe_x, cfg.activation))
         fit_start = time.perf_counter()
-        # Validation runs in _Stream.on_epoch_end rather than via validation_data=, so that a
+        # Validation runs in Stream.on_epoch_end rather than via validation_data=, so that a
         # Stop does not first wait for Keras to validate the partial epoch (~6 s for a CNN).
         model.fit(_batches(train, cfg.batch_size, cfg.seed), epochs=cfg.epochs, verbose=0,
                   callbacks=callbacks, shuffle=False)  # _batches shuffles
@@ -299,43 +308,6 @@ class TrainingJob:
             result["val_accuracy"] = hist["val_accuracy"][-1]
         result["params"] = int(model.count_params())
         self._set(result=result, state=STOPPED if stopped else DONE, t_end=time.perf_counter())
-
-    def _train_isolated(self) -> None:
-        from .worker import train_in_worker
-        self._set(state=LOADING)
-        if self._dataset is None:
-            from .data import load_dataset
-            self._dataset = load_dataset(self.config.data)
-        self.dataset = self._dataset
-        self._dataset.split("train")  # fail here, in one line, rather than in the worker
-        if self._stop.is_set():
-            self._set(state=STOPPED)
-            return
-        train_in_worker(self)
-        self._set(state=self._final_remote or FAILED, t_end=time.perf_counter())
-
-    def _apply_remote(self, d: dict) -> None:
-        """Mirror a worker's progress message into this job's state."""
-        with self._lock:
-            state = d["state"]
-            if state in (DONE, STOPPED):
-                # the model still has to come back from the worker: finish in _train_isolated
-                self._final_remote, state = state, EVALUATING
-            elif state == FAILED:
-                self._final_remote = FAILED
-            if state == TRAINING and self._t0 is None:
-                self._t0 = time.perf_counter()
-            self._state = state
-            self._epoch, self._step, self._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
-            self._batch_loss += d["batch_loss"]
-            self._batch_acc += d["batch_accuracy"]
-            self._batch_x += d["batch_epoch"]
-            self._history = d["history"]
-            self._unit_stats = d["unit_stats"]
-            self._error = d["error"]
-            self._result = d["result"]
-        if d["batch_loss"] and self.first_batch_at is None:
-            self.first_batch_at = time.perf_counter()
 
     # -- results --
     def record(self) -> dict:
@@ -418,109 +390,3 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray) -> dict:
             "loss": loss, "confusion": conf.tolist(),
             "precision": dict(zip(CLASSES, clean(precision))),
             "recall": dict(zip(CLASSES, clean(recall))), "n": int(len(y_true))}
-
-
-# ---- callbacks -------------------------------------------------------------------
-
-def _keras_callback_base():
-    from .tf_quiet import keras
-    return keras.callbacks.Callback
-
-
-class _Stream(_keras_callback_base()):
-    """Publishes per-batch and per-epoch metrics into the job and honours stop().
-
-    Keras logs a running mean over the epoch; the per-batch value is recovered
-    exactly from consecutive means (weighted by batch sizes), so students see
-    the real jitter of small batches at no extra compute."""
-
-    def __init__(self, job: TrainingJob, n: int, batch_size: int, val: Split | None = None):
-        super().__init__()
-        self.job, self.n, self.bs, self.val = job, n, batch_size, val
-        self._prev = (0.0, 0.0, 0)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._prev = (0.0, 0.0, 0)
-        with self.job._lock:
-            self.job._step = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        loss_mean, acc_mean = float(logs.get("loss", np.nan)), float(logs.get("accuracy", np.nan))
-        seen = min((batch + 1) * self.bs, self.n)
-        p_loss, p_acc, p_seen = self._prev
-        b = seen - p_seen
-        batch_loss = (loss_mean * seen - p_loss * p_seen) / b
-        batch_acc = (acc_mean * seen - p_acc * p_seen) / b
-        self._prev = (loss_mean, acc_mean, seen)
-        job = self.job
-        with job._lock:
-            job._step = batch + 1
-            job._batch_loss.append(batch_loss)
-            job._batch_acc.append(min(max(batch_acc, 0.0), 1.0))
-            job._batch_x.append(job._epoch + seen / self.n)
-        if job.first_batch_at is None:
-            job.first_batch_at = time.perf_counter()
-        if job._stop.is_set():
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        job = self.job
-        if self.val is not None and not job._stop.is_set():
-            res = self.model.evaluate(self.val.x, self.val.y, batch_size=512, verbose=0, return_dict=True)
-            logs["val_loss"], logs["val_accuracy"] = res["loss"], res["accuracy"]
-        with job._lock:
-            for k in job._history:
-                if k in logs:
-                    job._history[k].append(float(logs[k]))
-            job._epoch = epoch + 1
-            job._step = 0
-
-
-class _UnitMonitor(_keras_callback_base()):
-    """Dead-unit monitor: share of hidden units that never fire on a fixed probe batch.
-
-    ReLU: output exactly 0 on every probe sample ("dead": no gradient flows).
-    LeakyReLU / ELU: negative on every probe sample (not dead: the slope still passes gradient).
-    sigmoid / tanh: saturated (output within 0.02 of its bounds) on ≥ 90 % of samples."""
-
-    def __init__(self, job: TrainingJob, layer_names: list[str], probe_x: np.ndarray, activation: str):
-        super().__init__()
-        self.job, self.names, self.x, self.activation = job, layer_names, probe_x, activation
-        self._probe = None
-
-    def _measure(self, epoch: int) -> None:
-        import keras
-        if self._probe is None:
-            outs = [self.model.get_layer(n).output for n in self.names]
-            self._probe = keras.Model(self.model.input, outs)
-        acts = self._probe(self.x, training=False)
-        if not isinstance(acts, (list, tuple)):
-            acts = [acts]
-        shares = {}
-        for name, a in zip(self.names, acts):
-            shares[name] = unit_share(np.asarray(a), self.activation)
-        kind = "saturated" if self.activation in ("sigmoid", "tanh") else (
-            "dead" if self.activation == "relu" else "negative")
-        with self.job._lock:
-            self.job._unit_stats.append({"epoch": epoch, "kind": kind, "layers": shares})
-
-    def on_train_begin(self, logs=None):
-        self._measure(0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._measure(epoch + 1)
-
-
-def unit_share(a: np.ndarray, activation: str) -> float:
-    """Share of units (columns of a) that are dead / negative / saturated on the probe rows."""
-    if activation == "relu":
-        flags = np.all(a <= 0, axis=0)
-    elif activation in ("leaky_relu", "elu"):
-        flags = np.all(a < 0, axis=0)
-    elif activation == "sigmoid":
-        flags = np.mean((a < 0.02) | (a > 0.98), axis=0) >= 0.9
-    else:  # tanh
-        flags = np.mean(np.abs(a) > 0.98, axis=0) >= 0.9
-    return float(np.mean(flags))

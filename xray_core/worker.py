@@ -10,7 +10,9 @@ the streamed metrics and the final model, and a worker exits after
 
 The worker runs the very same `TrainingJob` code (in its own thread) and forwards
 what a reader would see: new per-batch values, per-epoch history and progress,
-every 0.1 s. `stop` is forwarded the other way.
+every 0.1 s. `stop` is forwarded the other way. On the server side,
+`train_isolated(job)` runs a `TrainingJob(isolated=True)` here and `apply_remote`
+mirrors each message into that job's own state, so `job.snapshot()` works unchanged.
 """
 from __future__ import annotations
 
@@ -188,9 +190,10 @@ class WorkerPool:
 POOL = WorkerPool()
 
 
-def train_in_worker(job) -> None:
+def train_in_worker(job) -> str | None:
     """Run `job` (a TrainingJob in this process) in a worker; mirror its progress into
-    `job`'s own state so snapshot() works unchanged."""
+    `job`'s own state so snapshot() works unchanged. Returns the worker's final state
+    (done / stopped / failed), None if it never said."""
     from .tf_quiet import keras
     worker = POOL.acquire()
     healthy = False
@@ -199,6 +202,7 @@ def train_in_worker(job) -> None:
             worker.conn.send((job.config.to_dict(), job._dataset, out_dir))
             stop_sent = False
             final = None
+            final_state = None
             while final is None:
                 if job._stop.is_set() and not stop_sent:
                     worker.conn.send("stop")
@@ -206,7 +210,7 @@ def train_in_worker(job) -> None:
                 if worker.conn.poll(0.05):
                     kind, payload = worker.conn.recv()
                     if kind == "progress":
-                        job._apply_remote(payload)
+                        final_state = apply_remote(job, payload) or final_state
                     elif kind == "done":
                         final = payload
                 elif not worker.alive():
@@ -216,10 +220,58 @@ def train_in_worker(job) -> None:
                 job.model = keras.models.load_model(final["model_path"])
             job.test_predictions = final["test_predictions"]
             healthy = True
+            return final_state
         except (EOFError, OSError, BrokenPipeError) as e:
             raise RuntimeError(f"lost the training process: {e}") from None
         finally:
             POOL.release(worker, healthy=healthy)
+
+
+# ---- mirroring a worker's job into the server's TrainingJob ----------------------
+
+def train_isolated(job) -> None:
+    """What `TrainingJob._run` does for an isolated job: load the data here (so a bad
+    dataset fails in one line, before a worker is taken), then train in a worker."""
+    from .training import FAILED, LOADING, STOPPED
+    job._set(state=LOADING)
+    if job._dataset is None:
+        from .data import load_dataset
+        job._dataset = load_dataset(job.config.data)
+    job.dataset = job._dataset
+    job._dataset.split("train")  # fail here, in one line, rather than in the worker
+    if job._stop.is_set():
+        job._set(state=STOPPED)
+        return
+    final = train_in_worker(job)
+    job._set(state=final or FAILED, t_end=time.perf_counter())
+
+
+def apply_remote(job, d: dict) -> str | None:
+    """Mirror a worker's progress message into `job`'s state. Returns the run's final
+    state when this message ends it (the server job shows EVALUATING meanwhile: the
+    model still has to come back from the worker), else None."""
+    from .training import DONE, EVALUATING, FAILED, STOPPED, TRAINING
+    final = None
+    with job._lock:
+        state = d["state"]
+        if state in (DONE, STOPPED):
+            final, state = state, EVALUATING
+        elif state == FAILED:
+            final = FAILED
+        if state == TRAINING and job._t0 is None:
+            job._t0 = time.perf_counter()
+        job._state = state
+        job._epoch, job._step, job._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
+        job._batch_loss += d["batch_loss"]
+        job._batch_acc += d["batch_accuracy"]
+        job._batch_x += d["batch_epoch"]
+        job._history = d["history"]
+        job._unit_stats = d["unit_stats"]
+        job._error = d["error"]
+        job._result = d["result"]
+    if d["batch_loss"] and job.first_batch_at is None:
+        job.first_batch_at = time.perf_counter()
+    return final
 
 
 if __name__ == "__main__":  # the child: python -m xray_core.worker FD

@@ -33,7 +33,7 @@ from .session import runs, shared_dataset, start_job
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "dcm", "dicom"]
 QUICK_PRESET = "p1-task5"
 QUICK_EPOCHS = 10
-QUICK_OVERRIDES = "_cls_quick_overrides"   # tests may put e.g. {"limit_train": 256, "epochs": 2} here
+QUICK_LIMIT_TRAIN = None  # all training patches
 DISPLAY_SIDE = 512        # originals are shown at most this size (full films would be MBs per rerun)
 MAP_PX = 480              # display width of an anatomy map (film scale 256 px, enlarged by the browser)
 INPUT_ZOOM = 4            # the 32x32 model input is shown 4x, nearest neighbour
@@ -148,9 +148,8 @@ def use_uploaded_model(name: str, data: bytes) -> ModelChoice:
 
 def quick_config() -> RunConfig:
     """The Task 5 FC (batch norm, LeakyReLU) with fewer epochs, on the phantom."""
-    cfg = get_preset(QUICK_PRESET).config.replace(epochs=QUICK_EPOCHS, data="phantom")
-    extra = st.session_state.get(QUICK_OVERRIDES)
-    return cfg.replace(**extra) if extra else cfg
+    return get_preset(QUICK_PRESET).config.replace(epochs=QUICK_EPOCHS, limit_train=QUICK_LIMIT_TRAIN,
+                                                   data="phantom")
 
 
 def start_quick_train() -> TrainingJob:

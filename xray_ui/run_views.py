@@ -79,7 +79,7 @@ class RunView:
 def snapshot_of(rec: RunRecord) -> Snapshot:
     """The same shape as a live job's snapshot, from the stored rows."""
     end = rec.finished_at or time.time()
-    return Snapshot(job_id=rec.id, state=_SNAP_STATE.get(rec.state, rec.state), config=rec.config,
+    return Snapshot(job_id=rec.id, state=_SNAP_STATE.get(rec.state, rec.state),
                     queue_position=None, epoch=rec.epochs_done, epochs=rec.epochs, step=0, steps_per_epoch=0,
                     elapsed=end - rec.started_at if rec.started_at else 0.0, eta=None,
                     batch_loss=list(rec.batch_loss), batch_accuracy=[], batch_epoch=list(rec.batch_epoch),

@@ -151,9 +151,9 @@ class Run:
 
     @property
     def label(self) -> str:
-        c = self.job.config
-        what = f"cnn/{c.cnn_mode}" if c.arch == "cnn" else f"fc/{c.activation}{'+bn' if c.batch_norm else ''}"
-        return f"#{self.number} {self.preset or what}"
+        """e.g. "#3 p1-task5, 10 epochs": the closest preset and what the run changed."""
+        from xray_core.presets import describe
+        return f"#{self.number} {describe(self.job.config)}"
 
 
 @dataclass
