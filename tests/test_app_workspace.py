@@ -165,7 +165,7 @@ def test_refresh_reattaches_the_live_run_and_its_chart_keeps_moving(visit):
     # "F5": a new session with the same link
     again = visit(ws)
     assert not again.exception
-    assert labels(again) == ["fc/relu"]
+    assert labels(again) == [get_store().get(run.run_id).label]   # the one run, listed again
     assert job_for(run.run_id) is run.job                     # the same job, found again by its run id
     assert again.get("progress") and not again.button(key="stop").disabled
     x0 = last_batch_x(again)
