@@ -16,6 +16,7 @@ from xray_core.inference import evaluate_map, overlay, predict_patches
 from xray_core.models import estimate_seconds
 from xray_ui import charts
 from xray_ui import classify_view as cv
+from xray_ui.inside_view import film_point_panel
 from xray_ui.nav import page_links
 from xray_ui.progress import job_status
 from xray_ui.session import runs, shared_dataset
@@ -208,6 +209,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
         gh, gw = amap.grid_shape
         st.caption(f"{gh * gw:,} patches ({gw}×{gh}) classified in {amap.seconds:.2f} s"
                    + (" (kept from before: moving the opacity does not recompute the map)" if cached else ""))
+        st.caption(cv.method_note(amap), help="How the map was computed: README, 'Dense anatomy maps'.")
         if truth is not None:
             ev = evaluate_map(amap.labels, truth)
             m1, m2 = st.columns(2)
@@ -215,6 +217,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
             m2.metric("Mean Dice", f"{ev['mean_dice']:.2f}" if ev["mean_dice"] is not None else "–")
             st.caption("Dice per class (1 = perfect overlap with the true map): "
                        + " · ".join(f"{c} {ev['dice'][c]:.2f}" for c in CLASSES if c in ev["dice"]))
+    film_point_panel(key, amap, choice)   # "why?" for a point of the film (x/y sliders; xray_ui/inside_view.py)
 
 
 # ---- demos: nothing to upload ------------------------------------------------------------

@@ -21,7 +21,7 @@ from xray_ui.session import job_for, valid_workspace
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 REPORT = "pages/3_Report.py"
-BOARD = "pages/4_Class_board.py"
+BOARD = "pages/6_Class_board.py"
 WS_A, WS_B, WS_C = (secrets.token_urlsafe(16) for _ in range(3))  # never found by chance in chart data
 
 

@@ -101,7 +101,7 @@ def cmd_train(args) -> int:
     from .store import check_workspace, get_store
     from .training import TrainingJob, DONE, STOPPED
     store = get_store()
-    job = TrainingJob(cfg)
+    job = TrainingJob(cfg, backend=args.backend)
     run = store.create_run(check_workspace(args.workspace), cfg)
     recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
     job.start()
@@ -195,7 +195,12 @@ def cmd_classify(args) -> int:
     if not 1 <= args.stride <= 32:
         raise ConfigError(f"--stride must be from 1 to 32, got {args.stride}")
     model = load_model(args.model)
-    results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride)
+    results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride,
+                             method="auto" if args.method == "dense" else args.method)
+    if args.method == "dense" and any(r.get("method") == "patches" for r in results):
+        # asked for dense on a model that cannot go dense: say so once, the maps are still made
+        reason = next(r["method_reason"] for r in results if r.get("method") == "patches")
+        print(f"note: --method dense does not apply; {reason[0].lower()}{reason[1:]}", file=sys.stderr)
     for r in results:
         print(f"{r['file']}: {r['label']}" if r["ok"] else f"{r['file']}: error: {r['error']}")
     _write_json(args.json, results)
@@ -213,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="phantom", help="phantom (default), a folder or a .zip")
     t.add_argument("--out", help="folder for model.keras and run.json")
     t.add_argument("--json", help="write the run record here")
+    t.add_argument("--backend", choices=("local", "ray"), default=None,
+                   help="where the job runs: this process (local, default) or a Ray cluster (RAY_ADDRESS, "
+                        "else a local Ray started now); default XRAY_LAB_BACKEND")
     t.add_argument("--workspace", default="cli", help="record the run in this workspace of the run store")
     t.set_defaults(func=cmd_train)
 
@@ -245,9 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("--map-dir", help="write a label-map PNG per radiograph here")
     c.add_argument("--stride", type=int, default=4)
+    c.add_argument("--method", choices=("dense", "patches"), default="dense",
+                   help="dense: one pass of a CNN over the film (falls back to patches, with a note, "
+                        "for models that cannot); patches: every patch on its own")
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
     add_runs_commands(sub)
+    # imported here: these modules reuse this one's knob helpers
+    from .cli_experiments import add_commands as add_experiment_commands
+    from .cli_explain import add_commands as add_explain_commands
+    add_experiment_commands(sub)   # repeat, sweep, compare
+    add_explain_commands(sub)      # explain
     return p
 
 

@@ -195,6 +195,11 @@ class RunConfig:
         widget="number", step=500, off=0, section="training", summary=False, short="{value} patches",
         help="Train on only this many patches (0 = all). A quick way to try the CNN in class: "
              "2,000 patches take a fifth of the time.")
+    lr_schedule: str = knob(
+        "constant", kind=str, label="Learning-rate schedule", noun="lr schedule", widget="select",
+        section="training", **_choices({"constant": "Constant", "cosine": "Cosine decay to 0"}), short="{label}",
+        help="Cosine: the learning rate starts at the value above and decays smoothly to 0 by the last "
+             "epoch, so the final weights are not a snapshot of a still-jumping run.")
     data: str = knob(  # phantom | folder path | .zip path; the sidebar's Data section and --data set it
         "phantom", kind=str, label="Data", noun="data", flag=False)
 

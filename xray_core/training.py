@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import weakref
@@ -41,6 +42,7 @@ from .errors import XrayLabError, one_line
 QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
 FINISHED = (DONE, STOPPED, FAILED)
+BACKENDS = ("local", "ray")
 PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
 
 _log = logging.getLogger(__name__)
@@ -146,11 +148,18 @@ class Snapshot:
 
 class TrainingJob:
     def __init__(self, config: RunConfig, dataset: Dataset | None = None,
-                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False):
-        """`isolated`: train in a recycled worker process (see worker.py) instead of a
+                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False,
+                 backend: str | None = None):
+        """`backend`: "local" (this machine) or "ray" (an actor on the Ray cluster, see
+        ray_backend.py); default XRAY_LAB_BACKEND, else local.
+        `isolated`: on the local backend, train in a recycled worker process (see worker.py) instead of a
         thread of this process — what a long-lived server wants."""
         self.config = config.resolved()
-        self.isolated = isolated
+        self.backend = backend or os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
+        if self.backend not in BACKENDS:
+            raise XrayLabError(f"unknown backend {self.backend!r}: choose local or ray")
+        self.isolated = isolated or self.backend == "ray"
+        self.where = {"backend": self.backend, "node": socket.gethostname()}   # set by the remote side
         self.id = f"job{next(_ids)}-{os.getpid()}"
         self._dataset = dataset
         self._scheduler = scheduler or SCHEDULER
@@ -272,10 +281,10 @@ class TrainingJob:
         if self._stop.is_set():
             self._set(state=STOPPED)
             return
-        model = build_model(cfg)
-        self.model = model
         n = len(train)
         steps = math.ceil(n / cfg.batch_size)
+        model = build_model(cfg, steps_per_epoch=steps)
+        self.model = model
         self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter())
         callbacks = [Stream(self, n, cfg.batch_size, val)]
         if self._probe_enabled and cfg.arch == "fc":
@@ -327,7 +336,9 @@ class TrainingJob:
             "val_accuracy": res.get("val_accuracy"),
             "test": res.get("test"),
             "classes": list(CLASSES),
-            "timing": res.get("timing"),
+            "timing": {**(res.get("timing") or {}), "backend": self.where.get("backend"),
+                       "node": self.where.get("host") or self.where.get("node"),
+                       **({"node_id": self.where["node_id"]} if "node_id" in self.where else {})},
             "dataset": self.dataset.summary() if self.dataset else None,
             "unit_stats": snap.unit_stats,
         }

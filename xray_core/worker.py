@@ -242,7 +242,11 @@ def train_isolated(job) -> None:
     if job._stop.is_set():
         job._set(state=STOPPED)
         return
-    final = train_in_worker(job)
+    if job.backend == "ray":
+        from .ray_backend import train_in_ray
+        final = train_in_ray(job)
+    else:
+        final = train_in_worker(job)
     job._set(state=final or FAILED, t_end=time.perf_counter())
 
 

@@ -234,6 +234,15 @@ def film_map(choice: ModelChoice, image_key: str, film: np.ndarray, stride: int)
     return _remember("_cls_maps", key, amap, MAX_MAPS), False
 
 
+def method_note(amap: AnatomyMap) -> str:
+    """One sentence: dense pass or patch by patch, and why (e.g. the seed CNN's row-wise BN)."""
+    if amap.method == "dense":
+        return ("Method: dense — the film went through the convolutions once and the dense head was read off "
+                "the feature map at every patch position.")
+    reason = amap.method_reason or "Patch by patch."
+    return "Method: " + reason[0].lower() + reason[1:]
+
+
 def blend(amap: AnatomyMap, opacity: float) -> np.ndarray:
     """The map over the very film the model classified (film scale), for display."""
     return overlay(amap.film, amap.labels_film, opacity=float(opacity))

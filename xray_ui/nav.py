@@ -4,8 +4,10 @@ import streamlit as st
 
 PAGES = (("app.py", "Train", ":material/model_training:"),
          ("pages/2_Classify.py", "Classify", ":material/radiology:"),
+         ("pages/4_Experiments.py", "Experiments", ":material/science:"),
+         ("pages/5_Inside.py", "Inside", ":material/neurology:"),
          ("pages/3_Report.py", "Report", ":material/description:"),
-         ("pages/4_Class_board.py", "Class board", ":material/leaderboard:"))
+         ("pages/6_Class_board.py", "Class board", ":material/leaderboard:"))
 
 
 def page_links() -> None:
