@@ -184,5 +184,7 @@ def mirror_to_url(cfg: RunConfig) -> None:
     for k, v in arch_defaults(cfg.arch, cfg.cnn_mode).items():
         if getattr(cfg, k) == v:
             q.pop(k, None)
+    if "ws" in st.query_params:  # the workspace key (xray_ui.session.workspace) stays in the link
+        q["ws"] = st.query_params["ws"]
     if dict(st.query_params) != q:
         st.query_params.from_dict(q)
