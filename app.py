@@ -30,6 +30,7 @@ from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
 REFRESH_S = 0.5
+QUEUED_REFRESH_S = 2.0  # a queued run: only its queue position moves
 STORE_REFRESH_S = 1.0  # a run on another server: its row is rewritten each epoch and every few s
 
 
@@ -78,7 +79,9 @@ def data_panel(dataset, cfg) -> None:
     summ = dataset.summary()
     sizes = " · ".join(f"{k} {v['n']:,}" for k, v in summ.items())
     with st.expander(f"Data: {dataset.name} — {sizes} patches", expanded=False):
-        st.plotly_chart(charts.class_balance(summ), width="stretch", key="balance_chart")
+        key = ("balance", repr(sorted((k, v["n"], tuple(v["per_class"].values())) for k, v in summ.items())))
+        st.plotly_chart(charts.FIGURES.get(key, lambda: charts.class_balance(summ)), width="stretch",
+                        key="balance_chart")
         for w in dataset.warnings:
             st.warning(w)
 
@@ -142,8 +145,13 @@ def _picked_ids(views: list[RunView]) -> list[str]:
 def live_panel(view: RunView, views: list[RunView]) -> None:
     # Poll while the run trains, and (a job of this process) until its end and model are
     # written to the store; the store-only view of another server's run polls its row.
+    # A queued run polls slowly (its queue position is all that moves) and reruns the page
+    # once when it starts, to poll at the training rate.
     polling = view.active or view.rec.state in ("queued", "training")
-    every = (REFRESH_S if view.live_here else STORE_REFRESH_S) if polling else None
+    queued = view.live_here and view.snapshot().state == "queued"
+    every = None
+    if polling:
+        every = (QUEUED_REFRESH_S if queued else REFRESH_S) if view.live_here else STORE_REFRESH_S
     overlays = _overlays(views, view)
 
     @st.fragment(run_every=every)
@@ -151,10 +159,21 @@ def live_panel(view: RunView, views: list[RunView]) -> None:
         v = view.refresh(session_store()) if polling and not view.live_here else view
         snap = v.snapshot()
         status_line(v, snap)
-        st.plotly_chart(charts.curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=overlays),
-                        width="stretch", key="live_curves")
+        headline(v, snap)
+        if queued and snap.state != "queued" and not st.session_state.get("_started_" + v.id):
+            st.session_state["_started_" + v.id] = True
+            st.rerun()  # once: poll at the training rate from now on
+        # Figures are shared by every watcher of the run and rebuilt only when its data moved
+        # (charts.FIGURES); a refresh with nothing new resends the same small figure.
+        if snap.batch_loss or snap.history.get("loss"):
+            fig = charts.live_curves(snap, overlays)
+        else:
+            fig = charts.FIGURES.get(("waiting", snap.state), lambda: charts.waiting(waiting_text(snap)))
+        st.plotly_chart(fig, width="stretch", key="live_curves")
         if snap.unit_stats:
-            st.plotly_chart(charts.unit_monitor(snap.unit_stats), width="stretch", key="live_units")
+            units = charts.FIGURES.get(("units", snap.job_id, len(snap.unit_stats), snap.state),
+                                       lambda: charts.unit_monitor(snap.unit_stats))
+            st.plotly_chart(units, width="stretch", key="live_units")
             st.caption("Dead-unit monitor: ReLU units that output 0 for every patch of a fixed probe batch get no "
                        "gradient and may never recover (dying ReLU). LeakyReLU/ELU units only go negative; "
                        "sigmoid/tanh units can saturate, where their gradient vanishes.")
@@ -169,6 +188,29 @@ def live_panel(view: RunView, views: list[RunView]) -> None:
             st.rerun()  # once more when the store has the end (and the model): stop polling
 
     live()
+
+
+def waiting_text(snap) -> str:
+    if snap.state == "queued":
+        return f"Waiting for a free trainer (position {snap.queue_position or '…'}): the curves start here."
+    if snap.state in ("failed", "stopped", "interrupted"):
+        return "No batch was trained."
+    return "Starting: building the model and its first training step… the first point appears here."
+
+
+def headline(v: RunView, snap) -> None:
+    """When a run has ended: its headline figures where the eye already is (next to the
+    status line), with a pointer to the full results below."""
+    if not snap.finished and snap.state != "interrupted":
+        return
+    res = snap.result or {}
+    test = res.get("test")
+    if not test:
+        return
+    parts = [f"**Test accuracy {100 * test['accuracy']:.1f} %**", f"test loss {test['loss']:.3f}"]
+    if res.get("train_accuracy") is not None:
+        parts.append(f"train accuracy {100 * res['train_accuracy']:.1f} %")
+    st.markdown(" · ".join(parts) + " — [full results below ↓](#results)")
 
 
 def status_line(v: RunView, snap) -> None:
@@ -208,30 +250,34 @@ def results_panel(view: RunView) -> None:
             st.info("Stopped before training started.")
         return
     stopped = view.state == "stopped"
-    st.subheader(f"Results · {view.label}" + (" (stopped early)" if stopped else ""))
+    st.subheader(f"Results · {view.label}" + (" (stopped early)" if stopped else ""), anchor="results")
     reported = PRESETS[view.preset].reported if view.preset in PRESETS else {}
     c = st.columns(4)
-    c[0].metric("Test accuracy", f"{100 * test['accuracy']:.1f} %",
-                delta=(f"course: {reported['test_accuracy']} %" if "test_accuracy" in reported else None),
-                delta_color="off")
-    c[1].metric("Test loss", f"{test['loss']:.3f}",
-                delta=(f"course: {reported['test_loss']}" if "test_loss" in reported else None), delta_color="off")
+    # The course's figure as a caption: st.metric's delta would draw an arrow ("an increase of").
+    c[0].metric("Test accuracy", f"{100 * test['accuracy']:.1f} %")
+    if "test_accuracy" in reported:
+        c[0].caption(f"course: {reported['test_accuracy']} %")
+    c[1].metric("Test loss", f"{test['loss']:.3f}")
+    if "test_loss" in reported:
+        c[1].caption(f"course: {reported['test_loss']}")
     if res.get("train_accuracy") is not None:
-        c[2].metric("Train accuracy", f"{100 * res['train_accuracy']:.1f} %",
-                    delta=(f"course: {reported['train_accuracy']} %" if "train_accuracy" in reported else None),
-                    delta_color="off")
+        c[2].metric("Train accuracy", f"{100 * res['train_accuracy']:.1f} %")
+        if "train_accuracy" in reported:
+            c[2].caption(f"course: {reported['train_accuracy']} %")
     c[3].metric("Time", fmt_time((res.get("timing") or {}).get("fit_seconds")))
     if reported:
         st.caption("The course's figures were measured on its own X-ray patches; the built-in phantom is "
                    "synthetic, so expect the same trends rather than the same numbers.")
-    a, b = st.columns(2)
+    a, b = st.columns([3, 2])
     with a:
-        event = st.plotly_chart(charts.confusion(test["confusion"]), width="stretch", key="confusion_chart",
+        conf = charts.FIGURES.get(("confusion", view.id, view.state), lambda: charts.confusion(test["confusion"]))
+        event = st.plotly_chart(conf, width="stretch", key="confusion_chart",
                                 on_select="rerun", selection_mode="points")
         _select_cell_from_chart(event)
     with b:
-        st.plotly_chart(charts.precision_recall(test["precision"], test["recall"]), width="stretch",
-                        key="pr_chart")
+        pr = charts.FIGURES.get(("pr", view.id, view.state),
+                                lambda: charts.precision_recall(test["precision"], test["recall"]))
+        st.plotly_chart(pr, width="stretch", key="pr_chart")
     share_panel(view)
     misclassified_viewer(view)
     cfg = view.rec.config
@@ -314,8 +360,9 @@ def model_panel(cfg) -> None:
     st.dataframe(pd.DataFrame(table["layers"]), hide_index=True, width="stretch", height=280,
                  key="layer_table")
     if cfg.arch == "fc" or cfg.activation != "relu":
-        st.plotly_chart(charts.activation_function(cfg.activation, cfg.alpha), width="stretch",
-                        key="activation_chart")
+        st.plotly_chart(charts.FIGURES.get(("activation", cfg.activation, cfg.alpha),
+                                           lambda: charts.activation_function(cfg.activation, cfg.alpha)),
+                        width="stretch", key="activation_chart")
     if cfg.arch == "cnn":
         with st.expander("Why the course CNN does not learn", expanded=cfg.cnn_mode == "seed"):
             st.markdown(BN_AXIS_EXPLAINER)

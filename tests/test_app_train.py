@@ -200,7 +200,7 @@ def test_settings_come_from_and_go_to_the_url():
     assert not bad.exception and any("ignored" in w.value for w in bad.warning)
 
 
-def test_short_training_reaches_results(at):
+def test_short_training_reaches_results(at, monkeypatch):
     at.number_input(key="epochs").set_value(2).run()
     at.number_input(key="limit_train").set_value(600).run()
     at.button(key="train").click().run()
@@ -212,6 +212,31 @@ def test_short_training_reaches_results(at):
     snap = runs.current.job.snapshot()
     assert snap.state == "done" and len(snap.history["loss"]) == 2
     assert len(at.get("plotly_chart")) >= 4  # curves, dead units, confusion, precision/recall
+    # results in view: the headline figures next to the status line, pointing at the full results
+    test = snap.result["test"]
+    head = [m.value for m in at.markdown if "full results below" in m.value]
+    assert head and f"Test accuracy {100 * test['accuracy']:.1f} %" in head[0] and "(#results)" in head[0]
+    assert not any(m.delta for m in at.metric)  # course figures are captions, never a delta arrow
+    # nothing moved: page reruns reuse the run's figures instead of building them again
+    from xray_ui import charts
+    built = []
+    for name in ("curves", "unit_monitor", "confusion", "precision_recall", "class_balance",
+                 "activation_function"):
+        real = getattr(charts, name)
+        monkeypatch.setattr(charts, name, lambda *a, _f=real, _n=name, **k: built.append(_n) or _f(*a, **k))
+    at.run()
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) >= 4
+    assert built == []
+
+
+def test_the_course_figure_is_a_caption_without_an_arrow(at):
+    at.selectbox(key="preset").set_value("p1-task1").run()
+    at.number_input(key="limit_train").set_value(300).run()   # 25 short epochs; still the preset
+    at.button(key="train").click().run()
+    assert poll(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
+    assert any(c.value == "course: 66.8 %" for c in at.caption)
+    assert not any(m.delta for m in at.metric)
 
 
 def test_stop_ends_the_run_and_keeps_results(at):

@@ -39,6 +39,8 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
+import numpy as np
+
 from .errors import XrayLabError
 
 SEND_EVERY = 0.1                  # seconds between progress messages
@@ -127,6 +129,7 @@ def _worker_main(conn) -> None:
     from .config import RunConfig
     from .training import FINISHED, Scheduler, TrainingJob
     conn.send(("ready", os.getpid()))
+    datasets: dict = {}             # content id -> Dataset: sent once, kept for this worker's next jobs
     while True:
         try:
             msg = conn.recv()
@@ -139,7 +142,8 @@ def _worker_main(conn) -> None:
             continue
         if msg == "stop":           # a Stop that arrived after the job had ended
             continue
-        cfg_dict, dataset, out_dir = msg
+        cfg_dict, data, out_dir = msg
+        dataset = _dataset_from(data, datasets)
         job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1)).start()
         sent = 0
         while True:
@@ -158,6 +162,41 @@ def _worker_main(conn) -> None:
             job.model.save(model_path)
         conn.send(("done", {"model_path": model_path, "test_predictions": job.test_predictions}))
         del job
+
+
+KEEP_DATASETS = 2   # datasets a worker keeps between jobs (a class mostly trains on one or two)
+
+
+def _dataset_from(data, datasets: dict):
+    """("data", cid, Dataset): a dataset sent with the job, kept under its content id;
+    ("cached", cid): one this worker already holds."""
+    kind, cid = data[0], data[1]
+    if kind == "data":
+        datasets.pop(cid, None)
+        datasets[cid] = data[2]
+        while len(datasets) > KEEP_DATASETS:
+            datasets.pop(next(iter(datasets)))
+        return data[2]
+    return datasets[cid]
+
+
+def dataset_id(dataset) -> str:
+    """A content id for a dataset (hash of its arrays), computed once per Dataset object."""
+    cid = getattr(dataset, "_content_id", None)
+    if cid is None:
+        import hashlib
+        h = hashlib.blake2b(dataset.name.encode(), digest_size=16)
+        for name in sorted(dataset.splits):
+            sp = dataset.splits[name]
+            h.update(name.encode())
+            h.update(memoryview(np.ascontiguousarray(sp.x)).cast("B"))
+            h.update(memoryview(np.ascontiguousarray(sp.y)).cast("B"))
+        cid = h.hexdigest()
+        try:
+            dataset._content_id = cid
+        except AttributeError:
+            pass
+    return cid
 
 
 def _delta(snap, sent: int) -> dict:
@@ -192,6 +231,7 @@ class Worker:
         child.close()
         self.conn = Connection(parent.detach())
         self.runs = 0
+        self.datasets: list[str] = []     # content ids the child holds (its KEEP_DATASETS newest)
         self.pid = self.process.pid
         self._ready = threading.Event()
 
@@ -313,6 +353,16 @@ class WorkerPool:
 POOL = WorkerPool()
 
 
+def _ship(worker: Worker, dataset) -> tuple:
+    """The dataset reaches a worker once: later jobs on it send only its content id."""
+    cid = dataset_id(dataset)
+    if cid in worker.datasets:
+        return ("cached", cid)
+    worker.datasets.append(cid)
+    del worker.datasets[:-KEEP_DATASETS]
+    return ("data", cid, dataset)
+
+
 def train_in_worker(job) -> str | None:
     """Run `job` (a TrainingJob in this process) in a worker; mirror its progress into
     `job`'s own state so snapshot() works unchanged. Watches the worker: silent too
@@ -325,7 +375,7 @@ def train_in_worker(job) -> str | None:
     limit = max_job_seconds()
     with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
         try:
-            worker.conn.send((job.config.to_dict(), job._dataset, out_dir))
+            worker.conn.send((job.config.to_dict(), _ship(worker, job._dataset), out_dir))
             last_heard = time.monotonic()
             started: float | None = None          # the time limit counts training time
             stop_sent_at: float | None = None

@@ -2,6 +2,9 @@
 benchmarks can time a page refresh and tests can check what a chart holds."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -10,24 +13,39 @@ from xray_core import CLASSES
 
 from xray_core.inference import CLASS_COLOURS as _RGB
 
-# One colour per class everywhere: the bars use the anatomy overlay's colours.
+# One colour per class everywhere (bars, legends, the anatomy overlay): the overlay's table.
+# Background is its grey, never white, so it shows on a white page and in legends.
 CLASS_COLOURS = {c: "#%02x%02x%02x" % rgb for c, rgb in zip(CLASSES, _RGB)}
-MAX_BATCH_POINTS = 2000  # the whole figure is resent on each refresh: cap the per-batch series
+# The whole figure is resent to every watcher on each change: the per-batch trace is cut to
+# at most this many points (min and max of each bin, so the noise band keeps its width).
+MAX_BATCH_POINTS = 400
+TITLE_FONT = 16       # readable on a projector at 1280x720
 
 
 def _layout(fig: go.Figure, title: str, height: int = 300) -> go.Figure:
     # uirevision keeps the student's zoom across the twice-a-second refreshes.
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      uirevision="keep", legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(title=dict(text=title, font=dict(size=TITLE_FONT)), height=height,
+                      margin=dict(l=10, r=10, t=50, b=10), font=dict(size=13),
+                      uirevision="keep", legend=dict(orientation="h", y=-0.25))
     return fig
 
 
 def downsample(x: list, y: list, limit: int = MAX_BATCH_POINTS) -> tuple[list, list]:
-    """Every k-th point, always keeping the last, so the chart stays light."""
+    """At most `limit` points: the first and last, and the minimum and maximum of each of
+    (limit - 2) // 2 equal bins in order, so spikes and the noise band survive."""
     n = len(x)
     if n <= limit:
-        return x, y
-    idx = np.unique(np.r_[np.linspace(0, n - 1, limit).astype(int), n - 1])
+        return list(x), list(y)
+    yv = np.asarray(y, dtype=float)
+    bins = max(1, (limit - 2) // 2)
+    edges = np.linspace(1, n - 1, bins + 1).astype(int)
+    keep = {0, n - 1}
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b > a:
+            seg = yv[a:b]
+            keep.add(a + int(np.nanargmin(seg)) if not np.all(np.isnan(seg)) else a)
+            keep.add(a + int(np.nanargmax(seg)) if not np.all(np.isnan(seg)) else a)
+    idx = sorted(keep)
     return [x[i] for i in idx], [y[i] for i in idx]
 
 
@@ -45,16 +63,82 @@ def curves(history: dict, batch_epoch: list | None = None, batch_loss: list | No
                                    ("accuracy", 2, "#1f77b4", None), ("val_accuracy", 2, "#ff7f0e", None)):
         vals = history.get(key) or []
         if vals:
-            fig.add_trace(go.Scatter(x=epochs[:len(vals)], y=vals, name=key.replace("_", " "),
+            fig.add_trace(go.Scatter(x=epochs[:len(vals)], y=_in_unit(key, vals), name=key.replace("_", " "),
                                      mode="lines+markers", line=dict(color=colour, dash=dash)), 1, col)
     for label, h in overlays:
         for key, col, dash in (("val_loss", 1, "dot"), ("val_accuracy", 2, "dot")):
             vals = h.get(key) or []
             if vals:
-                fig.add_trace(go.Scatter(x=list(range(1, len(vals) + 1)), y=vals, mode="lines",
+                fig.add_trace(go.Scatter(x=list(range(1, len(vals) + 1)), y=_in_unit(key, vals), mode="lines",
                                          name=f"{label} {key.replace('_', ' ')}", line=dict(dash=dash)), 1, col)
     fig.update_xaxes(title_text="epoch")
-    return _layout(fig, "Training curves", 340)
+    fig.update_yaxes(title_text="loss (cross-entropy)", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy (%)", range=[0, 100], row=1, col=2)
+    return _layout(fig, "Training curves", 360)
+
+
+def _in_unit(key: str, vals: list) -> list:
+    """Accuracy in % on every chart (the status line and metrics say % too)."""
+    if "accuracy" in key:
+        return [None if v is None else 100 * v for v in vals]
+    return list(vals)
+
+
+def curves_key(snap, overlays: list[tuple[str, dict]] = ()) -> tuple:
+    """What the curves figure depends on, cheap to compare: a figure is rebuilt only when
+    this moves (a new batch, epoch or state), not on every poll of every watcher."""
+    return (snap.job_id, snap.state, snap.epoch, len(snap.batch_loss),
+            tuple(len(v or ()) for v in snap.history.values()),
+            tuple((label, len(h.get("val_loss") or ())) for label, h in overlays))
+
+
+class FigureCache:
+    """Figures shared by all watchers of a run, process-wide: built once per version of the
+    run's data, then reused by every session's refresh. Small LRU; thread-safe."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._d: "OrderedDict[tuple, go.Figure]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.builds = 0          # figures actually built (tests and benchmarks read it)
+
+    def get(self, key: tuple, build) -> go.Figure:
+        with self._lock:
+            fig = self._d.get(key)
+            if fig is not None:
+                self._d.move_to_end(key)
+                return fig
+        fig = build()
+        with self._lock:
+            self.builds += 1
+            self._d[key] = fig
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        return fig
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self.builds = 0
+
+
+FIGURES = FigureCache()
+
+
+def live_curves(snap, overlays: list[tuple[str, dict]] = ()) -> go.Figure:
+    """The live panel's curves for a snapshot, built once per (run, data version)."""
+    return FIGURES.get(("curves",) + curves_key(snap, overlays),
+                       lambda: curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=overlays))
+
+
+def waiting(message: str) -> go.Figure:
+    """A placeholder instead of empty axes while nothing is measured yet."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=18, color="#555"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, "Training curves", 360)
 
 
 def unit_monitor(unit_stats: list) -> go.Figure:
@@ -90,21 +174,34 @@ def activation_function(name: str, alpha: float = 0.01) -> go.Figure:
     return _layout(fig, f"{name}{f' (α={alpha:g})' if name == 'leaky_relu' else ''} and its gradient", 250)
 
 
+CONFUSION_HEIGHT = 420   # px: readable on a projector (issue 10: at least ~300)
+
+
 def confusion(conf: list[list[int]]) -> go.Figure:
-    z = np.asarray(conf)
-    fig = go.Figure(go.Heatmap(z=z, x=list(CLASSES), y=list(CLASSES), colorscale="Blues",
-                               text=z, texttemplate="%{text}", hovertemplate="true %{y} → predicted %{x}: %{z}<extra></extra>"))
-    fig.update_xaxes(title_text="predicted")
-    fig.update_yaxes(title_text="true", autorange="reversed")
-    return _layout(fig, "Confusion matrix (test)", 340)
+    """Counts and row percentages (share of each true class), labels horizontal."""
+    z = np.asarray(conf, dtype=float)
+    rows = z.sum(1, keepdims=True)
+    share = np.divide(100 * z, rows, out=np.zeros_like(z), where=rows > 0)
+    text = [[f"{int(z[i, j]):,}<br>{share[i, j]:.1f} %" for j in range(z.shape[1])] for i in range(z.shape[0])]
+    fig = go.Figure(go.Heatmap(z=share, x=list(CLASSES), y=list(CLASSES), colorscale="Blues", zmin=0, zmax=100,
+                               text=text, texttemplate="%{text}", textfont=dict(size=15),
+                               customdata=z.astype(int),
+                               colorbar=dict(title=dict(text="% of true"), ticksuffix=" %"),
+                               hovertemplate="true %{y} → predicted %{x}: %{customdata} patches "
+                                             "(%{z:.1f} % of the true %{y})<extra></extra>"))
+    fig.update_xaxes(title_text="predicted class", tickangle=0, side="bottom")
+    fig.update_yaxes(title_text="true class", tickangle=0, autorange="reversed")
+    return _layout(fig, "Confusion matrix (test): count and % of each true class", CONFUSION_HEIGHT)
 
 
 def precision_recall(precision: dict, recall: dict) -> go.Figure:
+    pct = lambda d: [None if d.get(c) is None else 100 * d[c] for c in CLASSES]  # noqa: E731
     fig = go.Figure([
-        go.Bar(x=list(CLASSES), y=[precision.get(c) for c in CLASSES], name="precision"),
-        go.Bar(x=list(CLASSES), y=[recall.get(c) for c in CLASSES], name="recall")])
-    fig.update_yaxes(range=[0, 1])
-    return _layout(fig, "Per-class precision and recall (test)", 300)
+        go.Bar(x=list(CLASSES), y=pct(precision), name="precision"),
+        go.Bar(x=list(CLASSES), y=pct(recall), name="recall")])
+    fig.update_yaxes(range=[0, 100], title_text="% of patches")
+    fig.update_xaxes(tickangle=0)
+    return _layout(fig, "Per-class precision and recall (test)", CONFUSION_HEIGHT)
 
 
 def class_balance(summary: dict) -> go.Figure:
@@ -112,13 +209,14 @@ def class_balance(summary: dict) -> go.Figure:
     for split, info in summary.items():
         fig.add_trace(go.Bar(x=list(info["per_class"]), y=list(info["per_class"].values()),
                              name=f"{split} ({info['n']})"))
+    fig.update_yaxes(title_text="patches")
     return _layout(fig, "Patches per class", 250)
 
 
 def probabilities(probs: dict) -> go.Figure:
-    fig = go.Figure(go.Bar(x=list(probs), y=list(probs.values()),
+    fig = go.Figure(go.Bar(x=list(probs), y=[100 * v for v in probs.values()],
                            marker_color=[CLASS_COLOURS[c] for c in probs]))
-    fig.update_yaxes(range=[0, 1], title_text="probability")
+    fig.update_yaxes(range=[0, 100], title_text="probability (%)")
     return _layout(fig, "", 220)
 
 
