@@ -358,7 +358,7 @@ def model_panel(cfg) -> None:
               help="Weights the network learns. Trainable excludes batch norm's running mean and variance.")
     st.caption(f"trainable {table['trainable_params']:,} · non-trainable {table['non_trainable_params']:,}")
     st.dataframe(pd.DataFrame(table["layers"]), hide_index=True, width="stretch", height=280,
-                 key="layer_table")
+                 key="layer_table", column_config=LAYER_COLUMNS)
     if cfg.arch == "fc" or cfg.activation != "relu":
         st.plotly_chart(charts.FIGURES.get(("activation", cfg.activation, cfg.alpha),
                                            lambda: charts.activation_function(cfg.activation, cfg.alpha)),
@@ -418,7 +418,7 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
         })
     df = pd.DataFrame(rows)
     st.dataframe(df, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
-                 selection_mode="multi-row")
+                 selection_mode="multi-row", column_config=RUN_COLUMNS)
     chosen = _picked_ids(views)
     st.caption("Select runs to show one (the last selected) above, overlay the others' validation curves, "
                "and download or delete it.")
@@ -444,6 +444,35 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
             d1, d2 = st.columns(2)
             d1.button("Yes, delete it", key="delete_confirm", type="primary", on_click=_delete, args=(pick.id,))
             d2.button("Cancel", key="delete_cancel", on_click=_ask_delete, args=(None,))
+
+
+# Widths that fit each column's longest usual value, so nothing is cut off at 1280 px.
+LAYER_COLUMNS = {
+    "name": st.column_config.TextColumn("layer", width="medium"),
+    "type": st.column_config.TextColumn("type", width="medium"),
+    "output_shape": st.column_config.TextColumn("output shape", width="medium"),
+    "params": st.column_config.NumberColumn("params", format="localized", width="small"),
+}
+RUN_COLUMNS = {
+    "run": st.column_config.NumberColumn("run", width=40),
+    "label": st.column_config.TextColumn("label", width="large"),
+    "state": st.column_config.TextColumn("state", width="medium"),
+    "arch": st.column_config.TextColumn("arch", width=50),
+    "activation": st.column_config.TextColumn("activation", width=90),
+    "epochs": st.column_config.TextColumn("epochs", width=60),
+    "batch": st.column_config.NumberColumn("batch", width=55),
+    "lr": st.column_config.NumberColumn("lr", format="%.0e", width=60),
+    "bn": st.column_config.CheckboxColumn("bn", width=40),
+    "filters": st.column_config.TextColumn("filters", width="medium"),
+    "mode": st.column_config.TextColumn("mode", width=80),
+    "seed": st.column_config.NumberColumn("seed", width=50),
+    "train acc": st.column_config.NumberColumn("train acc", format="%.1f %%", width=80),
+    "val acc": st.column_config.NumberColumn("val acc", format="%.1f %%", width=75),
+    "test acc": st.column_config.NumberColumn("test acc", format="%.1f %%", width=75),
+    "test loss": st.column_config.NumberColumn("test loss", format="%.3f", width=75),
+    "time s": st.column_config.NumberColumn("time s", format="%.1f", width=60),
+    "shared": st.column_config.CheckboxColumn("shared", width=60),
+}
 
 
 def _ask_delete(run_id: str | None) -> None:

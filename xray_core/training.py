@@ -44,6 +44,7 @@ QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
 FINISHED = (DONE, STOPPED, FAILED)
 BACKENDS = ("local", "ray")
 PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
+QUEUE_POLL_S = 1.0
 
 _log = logging.getLogger(__name__)
 
@@ -101,7 +102,10 @@ class Scheduler:
                 while not (self._waiting[0] == job_id and len(self._running) < self.cap):
                     if cancelled.is_set():
                         return False
-                    self._cond.wait(timeout=0.1)
+                    # Woken at once when a job ends (notify_all); the timeout only bounds how
+                    # late a Stop of a queued job is seen. 1 s, not 0.1: a class of 30 queues
+                    # 28 waiting threads, each waking would take the server's GIL.
+                    self._cond.wait(timeout=QUEUE_POLL_S)
                 if cancelled.is_set():
                     return False
                 self._running.add(job_id)
