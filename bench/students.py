@@ -289,6 +289,8 @@ async def _class(args, ws_url: str, pid: int | None) -> dict:
         "per_student_kb_per_s": statistics.mean(s.bytes for s in students) / dur / 1024,
         "errors": [f"student {s.idx}: {e}" for s in students for e in s.errors][:10],
         "grace_left_s": round(grace_end - time.perf_counter(), 1),
+        # the machine may be shared: how loaded it was when the class ended (1, 5, 15 min)
+        "loadavg_at_end": [round(v, 2) for v in os.getloadavg()],
     }
 
 

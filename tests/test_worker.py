@@ -67,3 +67,42 @@ def test_a_worker_that_dies_fails_the_job_with_a_reason(toy_dataset, monkeypatch
     s = job.snapshot()
     assert s.state == FAILED and "training process" in s.error
     pool.shutdown()
+
+
+def test_a_dataset_reaches_a_worker_once_then_goes_by_its_content_id(toy_dataset):
+    from types import SimpleNamespace
+
+    from xray_core import worker as w
+    fake = SimpleNamespace(datasets=[])          # what the server knows the child holds
+    kept: dict = {}                              # what the child holds
+    first = w._ship(fake, toy_dataset)
+    assert first[0] == "data" and first[2] is toy_dataset
+    again = w._ship(fake, toy_dataset)
+    assert again == ("cached", first[1])         # the second job sends 32 bytes, not the arrays
+    assert w._dataset_from(first, kept) is toy_dataset and w._dataset_from(again, kept) is toy_dataset
+    # same arrays under another object: same id; other arrays: another id, sent again
+    copy = Dataset(toy_dataset.name, dict(toy_dataset.splits))
+    assert w.dataset_id(copy) == first[1]
+    other = Dataset("other", {"train": make_split(64, 3)})
+    assert w._ship(fake, other)[0] == "data"
+    third = Dataset("third", {"train": make_split(64, 4)})
+    w._dataset_from(w._ship(fake, other), kept)
+    w._dataset_from(w._ship(fake, third), kept)  # evicts the oldest on both sides alike
+    assert set(kept) == set(fake.datasets) and first[1] not in kept
+    assert w._ship(fake, toy_dataset)[0] == "data"
+
+
+def test_jobs_on_one_dataset_in_one_worker_train_alike(toy_dataset):
+    """The second job gets the dataset from the worker's own copy and trains the same."""
+    pool = WorkerPool(max_runs=5)
+    import xray_core.worker as w
+    real, w.POOL = w.POOL, pool
+    try:
+        a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+        assert [x.datasets for x in pool._idle] == [[w.dataset_id(toy_dataset)]]
+        b = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+    finally:
+        w.POOL = real
+        pool.shutdown()
+    assert a.state == b.state == DONE
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)

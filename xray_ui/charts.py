@@ -24,9 +24,11 @@ TITLE_FONT = 16       # readable on a projector at 1280x720
 
 def _layout(fig: go.Figure, title: str, height: int = 300) -> go.Figure:
     # uirevision keeps the student's zoom across the twice-a-second refreshes.
+    # The legend sits at the bottom of the figure (container coordinates), below the x-axis
+    # title whatever the height: a paper-relative y overlapped it on short charts.
     fig.update_layout(title=dict(text=title, font=dict(size=TITLE_FONT)), height=height,
-                      margin=dict(l=10, r=10, t=50, b=10), font=dict(size=13),
-                      uirevision="keep", legend=dict(orientation="h", y=-0.25))
+                      margin=dict(l=10, r=10, t=50, b=75), font=dict(size=13), uirevision="keep",
+                      legend=dict(orientation="h", yref="container", y=0.0, yanchor="bottom"))
     return fig
 
 
