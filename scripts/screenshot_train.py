@@ -3,7 +3,7 @@
 projector's 1280x720 (issue 10).
 
     python scripts/screenshot_train.py [--out docs] [--epochs 15]
-writes train-start, train-live, train-results, classify-uploads (1400x1000) and the same
+writes train-start, train-live, train-done, train-results, classify (1400x1000) and the same
 names with -720p (1280x720) into --out.
 """
 from __future__ import annotations
@@ -52,11 +52,10 @@ def classify(page, url: str, out: Path, suffix: str) -> None:
     """The Classify page with one of the phantom's films, using the session's run."""
     page.get_by_role("link", name="Classify").first.click()
     page.get_by_text("Classify").first.wait_for(timeout=120_000)
-    demo = page.get_by_role("button", name="phantom", exact=False)
-    if demo.count():
-        demo.first.click()
-    time.sleep(8)
-    shoot(page, out, "classify-uploads", suffix)
+    page.get_by_role("button", name="Map a test radiograph").first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Map a test radiograph").first.click()
+    time.sleep(10)    # the anatomy map of one film (FC: well under a second of work)
+    shoot(page, out, "classify", suffix)
 
 
 def main() -> None:
