@@ -37,7 +37,8 @@ def main() -> None:
     page_links()
     st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
-    warm_workers()  # idle training processes, so the first Train starts quickly
+    if problem := warm_workers():  # idle training processes, so the first Train starts quickly
+        st.warning(problem, icon=":material/cloud_off:")
     ws = workspace()
     workspace_notice()
     cfg, cfg_error = sidebar()

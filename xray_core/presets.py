@@ -68,6 +68,10 @@ for _p in PRESETS.values():  # every preset is a valid config by the knob table 
 IGNORED = ("seed", "data", "limit_train")  # a preset run may use any seed, data and patch limit
 
 
+# The reference course's own seven experiments (its table, the report, the study); other
+# presets are the app's additions.
+COURSE_PRESETS = ("p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2")
+
 def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
