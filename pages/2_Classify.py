@@ -63,15 +63,8 @@ def model_sidebar() -> cv.ModelChoice | None:
     sb = st.sidebar
     sb.header("Model")
     picker = sb.container()   # filled below, once an uploaded model has been loaded
-    up = sb.file_uploader("Use a saved model (.keras)", type=["keras"], key="model_upload",
-                          help="A model downloaded from the Train page, or saved by "
-                               "`python -m xray_core train --out DIR`.")
-    if up is not None:
-        try:
-            with st.spinner(f"Loading {up.name}…"):
-                cv.use_uploaded_model(up.name, up.getvalue())
-        except XrayLabError as e:
-            sb.error(one_line(e))
+    cv.model_upload(sb, "Use a saved model (.keras)", "model_upload",
+                    help="A model downloaded from the Train page, or saved by `python -m xray_core train --out DIR`.")
     choices = cv.session_models()
     if not choices:
         picker.caption("No model yet: train one here (one click) or on the Train page, or upload a .keras file.")

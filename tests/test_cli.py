@@ -11,16 +11,14 @@ from PIL import Image
 
 from xray_core.cli import main
 
-from .fixtures_data import course_layout, rids
+from .fixtures_data import course_layout, rids, tiny_course
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    course_layout(root, {"train": rids(6), "validation": rids(2, "V"), "test": rids(2, "T")}, per_class=4)
-    return root
+    return tiny_course(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,17 @@ def pending_run():
     return next((r for r in reversed(runs().runs) if not r.job.snapshot().finished), None)
 
 
+def model_upload(container, label: str, key: str, **kw) -> None:
+    """A .keras uploader: the file is checked and loaded once, and joins session_models()."""
+    up = container.file_uploader(label, type=["keras"], key=key, **kw)
+    if up is not None:
+        try:
+            with st.spinner(f"Loading {up.name}…"):
+                use_uploaded_model(up.name, up.getvalue())
+        except XrayLabError as e:
+            container.error(one_line(e))
+
+
 def use_uploaded_model(name: str, data: bytes) -> ModelChoice:
     """Load an uploaded .keras file (once per content). Raises XrayLabError naming the file."""
     key = f"upload:{digest(data)}"
