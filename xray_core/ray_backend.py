@@ -233,7 +233,9 @@ def train_in_ray(job) -> str | None:
     actor, key, healthy = None, None, False
     try:
         key, actor = _acquire(_options(job.config))
-        actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled)
+        # waited for: with max_concurrency 2 a poll() could otherwise run before the job exists
+        ray.get(actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled),
+                timeout=START_TIMEOUT)
         try:
             job.where = {"backend": "ray", **ray.get(actor.where.remote(), timeout=START_TIMEOUT)}
         except GetTimeoutError:
