@@ -99,8 +99,18 @@ def cmd_train(args) -> int:
     from .recorder import RunRecorder
     from .store import check_workspace, get_store
     from .training import TrainingJob, DONE, STOPPED
+    from .data import load_dataset
+    from .estimate import estimate, learn
     store = get_store()
-    job = TrainingJob(cfg)
+    ds = load_dataset(cfg.data)
+    sizes = _split_sizes(ds)
+    try:  # measured on this machine (a few timed steps, cached per model): see estimate.py
+        est = estimate(cfg, *sizes)
+    except Exception:  # an estimate must never stop a run
+        est = None
+    if est:
+        print(f"estimated {est['total']:.1f}s ({est['source']})", flush=True)
+    job = TrainingJob(cfg, ds)
     run = store.create_run(check_workspace(args.workspace), cfg)
     recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
     job.start()
@@ -127,6 +137,14 @@ def cmd_train(args) -> int:
         return _fail(snap.error or f"training ended as {snap.state}")
     record = job.record()
     record["run_id"] = run.id
+    timing = dict(record.get("timing") or {})
+    total = (job._t_end or time.perf_counter()) - job.started_at
+    timing["total_seconds"] = total
+    timing["estimated_seconds"] = est["total"] if est else None
+    timing["estimate"] = est
+    record["timing"] = timing
+    if est and snap.state == DONE:
+        learn(cfg, *sizes, timing.get("fit_seconds", 0.0), total)
     if args.out:
         paths = job.save(args.out)
         record["saved"] = paths
@@ -135,6 +153,11 @@ def cmd_train(args) -> int:
         print(f"test accuracy {test['accuracy']:.4f} test loss {test['loss']:.4f}")
     _write_json(args.json, record)
     return 0
+
+
+def _split_sizes(ds) -> tuple[int, int, int]:
+    """Patches in the train, validation and test splits (0 when absent)."""
+    return tuple(len(ds.split(k)) if ds.has(k) else 0 for k in ("train", "validation", "test"))
 
 
 def cmd_evaluate(args) -> int:

@@ -32,6 +32,7 @@ from . import CLASSES
 from .config import RunConfig
 from .dataset import Dataset, Split
 from .errors import XrayLabError, one_line
+from .estimate import eta_seconds
 
 QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
@@ -168,6 +169,9 @@ class TrainingJob:
         self._batch_x: list[float] = []
         self._history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         self._unit_stats: list[dict] = []
+        self._epoch_ends: list[float] = []   # seconds since t0 at each epoch's end (ETA)
+        self._val_seconds: list[float] = []  # each epoch's validation + probe (ETA)
+        self._eta_sizes = (0, 0)             # validation and test patches still to pass (ETA)
         self._error: str | None = None
         self._result: dict | None = None
         self.first_batch_at: float | None = None  # perf_counter of the first published batch
@@ -207,10 +211,13 @@ class TrainingJob:
             now = self._t_end or time.perf_counter()
             elapsed = now - self._t0 if self._t0 else 0.0
             done_steps = self._epoch * self._steps_per_epoch + self._step
-            total = self.config.epochs * self._steps_per_epoch
             eta = None
             if done_steps and self._state == TRAINING:
-                eta = elapsed / done_steps * max(total - done_steps, 0)
+                eta = eta_seconds(elapsed=elapsed, epoch=self._epoch, step=self._step,
+                                  steps=self._steps_per_epoch, epochs=self.config.epochs,
+                                  epoch_ends=self._epoch_ends, val_seconds=self._val_seconds,
+                                  n_val=self._eta_sizes[0], n_test=self._eta_sizes[1],
+                                  batch_size=self.config.batch_size)
             return Snapshot(
                 job_id=self.id, state=self._state, config=self.config.to_dict(),
                 queue_position=pos if self._state == QUEUED else None,
@@ -267,12 +274,15 @@ class TrainingJob:
         self.model = model
         n = len(train)
         steps = math.ceil(n / cfg.batch_size)
-        self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter())
+        n_test = len(ds.split("test")) if ds.has("test") else 0
+        self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter(),
+                  eta_sizes=(len(val) if val is not None else 0, n_test))
         callbacks = [_Stream(self, n, cfg.batch_size, val)]
         if self._probe_enabled and cfg.arch == "fc":
             names = activation_layer_names(model)
             probe_x = train.take(PROBE_SIZE, seed=cfg.seed + 1).x
             callbacks.append(_UnitMonitor(self, names, probe_x, cfg.activation))
+        callbacks.append(_EpochClock(self))  # last: its epoch end comes after validation and probe
         fit_start = time.perf_counter()
         # Validation runs in _Stream.on_epoch_end rather than via validation_data=, so that a
         # Stop does not first wait for Keras to validate the partial epoch (~6 s for a CNN).
@@ -476,6 +486,28 @@ class _Stream(_keras_callback_base()):
                     job._history[k].append(float(logs[k]))
             job._epoch = epoch + 1
             job._step = 0
+
+
+class _EpochClock(_keras_callback_base()):
+    """When each epoch ended and how long its validation + probe took, for the ETA.
+    Runs after the other callbacks, so an epoch's end includes their work."""
+
+    def __init__(self, job: TrainingJob):
+        super().__init__()
+        self.job = job
+        self._last_batch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        job = self.job
+        with job._lock:
+            if job._t0 is not None:
+                job._epoch_ends.append(now - job._t0)
+            if self._last_batch is not None:
+                job._val_seconds.append(now - self._last_batch)
 
 
 class _UnitMonitor(_keras_callback_base()):
