@@ -221,6 +221,8 @@ def cmd_classify(args) -> int:
     for r in results:
         print(f"{r['file']}: {r['label']}" if r["ok"] else f"{r['file']}: error: {r['error']}")
     _write_json(args.json, results)
+    if not any(r["ok"] for r in results):
+        return _fail(f"none of the {len(results)} file(s) could be classified")
     return 0
 
 
@@ -266,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="classify image files; map whole radiographs")
     c.add_argument("--model", required=True)
     c.add_argument("files", nargs="+", metavar="FILE")
-    c.add_argument("--map-dir", help="write a label-map PNG per radiograph here")
+    c.add_argument("--map-dir", help="per radiograph, write NAME.png (the label map: pixel value = class "
+                                     "index 0-3, so it looks black; it is data) and NAME.overlay.png "
+                                     "(the film tinted in the app's class colours: the one to look at)")
     c.add_argument("--stride", type=int, default=4)
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
