@@ -41,6 +41,10 @@ def test_train_writes_the_documented_json_and_model(trained):
     assert set(rec["test"]) >= {"accuracy", "loss", "confusion"}
     assert np.array(rec["test"]["confusion"]).sum() == 2 * 4 * 4  # 2 radiographs × 4 classes × 4 patches
     assert rec["timing"]["fit_seconds"] > 0 and rec["timing"]["samples_per_second"] > 0
+    # the estimate made before the run (measured: the first run of this model shape calibrates it)
+    t = rec["timing"]
+    assert t["estimate"]["source"] == "measured" and t["estimated_seconds"] == t["estimate"]["total"] > 0
+    assert t["total_seconds"] >= t["fit_seconds"]
     assert rec["classes"] == ["background", "clavicle", "lung", "heart"] and rec["params"] == 353_254
     assert (trained / "model.keras").is_file() and (trained / "run.json").is_file()
 
