@@ -66,15 +66,16 @@ def test_estimate_counts_startup_validation_probe_and_evaluation(fake_measure):
     steps = 10
     per_epoch = steps * 0.01 + 128 * 0.001 + est.PROBE_SIZE * 0.002
     assert e["per_epoch"] == pytest.approx(per_epoch)
-    assert e["fit"] == pytest.approx(2 * per_epoch)
-    assert e["startup"] >= 0.5 + 1.0                       # build + first-step trace at least
-    assert e["total"] == pytest.approx(e["startup"] + e["fit"] + 100 * 0.002)
+    assert e["fit"] == pytest.approx(1.0 + 2 * per_epoch)  # the first step's trace is inside fit
+    assert e["startup"] == pytest.approx(est.HANDOFF_SECONDS + 0.5 + 1.0)   # hand-off + build + trace
+    assert e["evaluation"] == pytest.approx(100 * 0.002)
+    assert e["total"] == pytest.approx(est.HANDOFF_SECONDS + 0.5 + e["fit"] + e["evaluation"])
     no_val = est.estimate(FC, 640, 0, 0)
     assert no_val["per_epoch"] < e["per_epoch"] and no_val["total"] < e["total"]
     # the CNN has no dead-unit probe; limit_train counts
     cnn = RunConfig(arch="cnn", epochs=1, limit_train=64)
     ec = est.estimate(cnn, 9600, 0, 0)
-    assert ec["per_epoch"] == pytest.approx(1 * 0.01)
+    assert ec["per_epoch"] == pytest.approx(1 * 0.01) and ec["fit"] == pytest.approx(1.0 + 0.01)
 
 
 def test_learned_ratio_preferred(fake_measure):
