@@ -132,6 +132,12 @@ def test_eta_counts_validation_and_evaluation():
     no_val = est.eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, batch_size=64)
     assert no_val == pytest.approx(0.2 * 15) and early > no_val
     assert est.eta_seconds(elapsed=0.0, epoch=0, step=0, steps=10, epochs=2) is None
+    # the first step's trace is paid once: left out of the rates
+    traced = est.eta_seconds(elapsed=5.0, epoch=0, step=5, steps=10, epochs=2, first_step=4.2)
+    assert traced == pytest.approx(0.2 * 15)
+    one = est.eta_seconds(elapsed=8.0, epoch=1, step=0, steps=10, epochs=3, epoch_ends=[8.0],
+                          val_seconds=[0.0], first_step=6.0)
+    assert one == pytest.approx(2 * 2.0 + 0.0)
 
 
 def test_job_eta_uses_measured_epochs(toy_dataset):

@@ -217,7 +217,9 @@ class TrainingJob:
                                   steps=self._steps_per_epoch, epochs=self.config.epochs,
                                   epoch_ends=self._epoch_ends, val_seconds=self._val_seconds,
                                   n_val=self._eta_sizes[0], n_test=self._eta_sizes[1],
-                                  batch_size=self.config.batch_size)
+                                  batch_size=self.config.batch_size,
+                                  first_step=(self.first_batch_at - self._t0
+                                              if self.first_batch_at and self._t0 else None))
             return Snapshot(
                 job_id=self.id, state=self._state, config=self.config.to_dict(),
                 queue_position=pos if self._state == QUEUED else None,
