@@ -174,7 +174,11 @@ def calibrate(config: RunConfig, force: bool = False) -> dict:
 def _measure(cfg: RunConfig) -> dict:
     from .dataset import Split
     from .models import build_model
-    from .training import TrainingJob, _batches, _Stream
+    from .training import TrainingJob, _batches
+    try:   # the streaming callback moves to callbacks.py (issue 15's module split)
+        from .callbacks import Stream as _Stream
+    except ImportError:
+        from .training import _Stream
     rng = np.random.default_rng(0)
     k = _steps_to_time(cfg)
     bs = cfg.batch_size
