@@ -1,10 +1,15 @@
 """X-ray Lab — Train page. `streamlit run app.py`.
 
 A thin view: the sidebar builds a RunConfig (xray_ui.controls), Train starts an
-xray_core TrainingJob in a background thread, and a fragment polls its snapshot
-twice a second to redraw the live charts (see ../shared/notes/live-training.md).
+xray_core TrainingJob in a background thread and records it in the run store under the
+link's workspace (xray_ui.session), and a fragment polls its snapshot twice a second to
+redraw the live charts (see ../shared/notes/live-training.md). Runs of earlier visits,
+of a restarted server or of another replica are drawn from their stored records
+(xray_ui.run_views).
 """
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -19,22 +24,30 @@ from xray_ui import charts
 from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
-from xray_ui.session import model_bytes, runs, shared_dataset, start_job, warm_workers
-from xray_ui.texts import BN_AXIS_EXPLAINER
+from xray_ui.run_views import RunView, workspace_views
+from xray_ui.session import (model_file_bytes, shared_dataset, start_job, store as session_store, warm_workers,
+                             workspace, workspace_notice)
+from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
 REFRESH_S = 0.5
+STORE_REFRESH_S = 1.0  # a run on another server: its row is rewritten each epoch and every few s
 
 
 def main() -> None:
     page_links()
     st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
-    warm_workers()  # idle training processes, so the first Train starts quickly
+    if problem := warm_workers():  # idle training processes, so the first Train starts quickly
+        st.warning(problem, icon=":material/cloud_off:")
+    ws = workspace()
+    workspace_notice()
     cfg, cfg_error = sidebar()
     if msg := st.session_state.pop("_link_error", None):
-        st.warning(msg)
-    session = runs()
+        st.warning(plain(msg))  # a link's text: never Markdown
+    store = session_store()
+    views = workspace_views(store, ws)
+    current = current_view(views)
     left, right = st.columns([3, 2], gap="large")
 
     with right:
@@ -42,7 +55,7 @@ def main() -> None:
     with left:
         dataset = None
         if cfg_error:
-            st.info(cfg_error)
+            st.info(plain(cfg_error))
         else:
             mirror_to_url(cfg)
             try:
@@ -53,13 +66,12 @@ def main() -> None:
                 st.error(f"Could not load the data: {one_line(e)}")
         if dataset is not None:
             data_panel(dataset, cfg)
-        controls_row(cfg, dataset, session)
-        current = session.current
+        controls_row(cfg, dataset, current)
         if current is not None:
-            live_panel(current)
-            if current.job.snapshot().finished:
+            live_panel(current, views)
+            if not current.active:
                 results_panel(current)
-    runs_panel(session)
+    runs_panel(views, current)
 
 
 # ---- panels ------------------------------------------------------------------------
@@ -73,14 +85,17 @@ def data_panel(dataset, cfg) -> None:
             st.warning(w)
 
 
-def controls_row(cfg, dataset, session) -> None:
-    current = session.current
-    busy = current is not None and not current.job.snapshot().finished
+def controls_row(cfg, dataset, current) -> None:
+    busy = current is not None and current.active
     c1, c2, c3 = st.columns([1, 1, 3])
     can_train = cfg is not None and dataset is not None and dataset.has("train")
     train = c1.button("▶ Train", key="train", type="primary", disabled=busy or not can_train, width="stretch")
-    stop = c2.button("■ Stop", key="stop", disabled=not busy, width="stretch")
-    if cfg is not None and dataset is not None and dataset.has("train"):
+    can_stop = busy and current.live_here
+    stop = c2.button("■ Stop", key="stop", disabled=not can_stop, width="stretch")
+    if busy and not current.live_here:
+        c3.caption("This run trains on another server of this class: it goes on until it finishes or is "
+                   "stopped from a page served by that server.")
+    elif cfg is not None and dataset is not None and dataset.has("train"):
         n = len(dataset.split("train"))
         n_val = len(dataset.splits["validation"]) if dataset.has("validation") else 0
         est = page_estimate(cfg, n, n_val, len(dataset.splits["test"]) if dataset.has("test") else 0)["total"]
@@ -90,51 +105,113 @@ def controls_row(cfg, dataset, session) -> None:
                    f"{used:,} patches, if it trains alone.{tip}")
     elif dataset is not None and not dataset.has("train"):
         c3.warning("This dataset has no training split: it can only be used to evaluate (Classify page).")
-    if stop and busy:
-        current.job.stop()  # this session's own job only
+    if stop and can_stop:
+        current.job.stop()  # this workspace's own job only
         st.toast("Stopping after the current batch…")
     if train and can_train:
         preset = matching_preset(cfg)
-        start_job(cfg, dataset, preset.name if preset else None)
+        try:
+            start_job(cfg, dataset, preset.name if preset else None)
+        except XrayLabError as e:
+            st.error(str(e))
+            return
         st.rerun()
 
 
-def live_panel(run) -> None:
-    active = not run.job.snapshot().finished
+def current_view(views: list[RunView]) -> RunView | None:
+    """The run the live and results panels show: the last one picked in the runs table,
+    the one just started, or (a new tab, a refresh) the workspace's newest."""
+    if not views:
+        return None
+    by_id = {v.id: v for v in views}
+    picked = _picked_ids(views)
+    if picked != st.session_state.get("_prev_pick"):
+        st.session_state["_prev_pick"] = picked
+        if picked:
+            st.session_state["current_run"] = picked[-1]
+    return by_id.get(st.session_state.get("current_run")) or views[-1]
 
-    @st.fragment(run_every=REFRESH_S if active else None)
+
+def _picked_ids(views: list[RunView]) -> list[str]:
+    state = st.session_state.get("runs_table")
+    try:
+        rows = state["selection"]["rows"]
+    except (KeyError, TypeError):
+        rows = []
+    return [views[i].id for i in rows if isinstance(i, int) and 0 <= i < len(views)]
+
+
+def live_panel(view: RunView, views: list[RunView]) -> None:
+    # Poll while the run trains, and (a job of this process) until its end and model are
+    # written to the store; the store-only view of another server's run polls its row.
+    polling = view.active or view.rec.state in ("queued", "training")
+    every = (REFRESH_S if view.live_here else STORE_REFRESH_S) if polling else None
+    overlays = _overlays(views, view)
+
+    @st.fragment(run_every=every)
     def live() -> None:
-        snap = run.job.snapshot()
-        job_status(snap, run.label)
-        st.plotly_chart(charts.curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=_overlays(run)),
+        v = view.refresh(session_store()) if polling and not view.live_here else view
+        snap = v.snapshot()
+        status_line(v, snap)
+        st.plotly_chart(charts.curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=overlays),
                         width="stretch", key="live_curves")
         if snap.unit_stats:
             st.plotly_chart(charts.unit_monitor(snap.unit_stats), width="stretch", key="live_units")
             st.caption("Dead-unit monitor: ReLU units that output 0 for every patch of a fixed probe batch get no "
                        "gradient and may never recover (dying ReLU). LeakyReLU/ELU units only go negative; "
                        "sigmoid/tanh units can saturate, where their gradient vanishes.")
-        if snap.finished and not run.announced:
-            run.announced = True
-            st.rerun()  # once: show the results and stop polling
+        if not polling:
+            return
+        announced = st.session_state.setdefault("_announced", set())
+        if not v.active and v.id not in announced:
+            announced.add(v.id)
+            st.rerun()  # once: show the results
+        if v.rec.state not in ("queued", "training") and ("stored", v.id) not in announced:
+            announced.add(("stored", v.id))
+            st.rerun()  # once more when the store has the end (and the model): stop polling
 
     live()
 
 
-def _overlays(run) -> list:
-    chosen = st.session_state.get("_overlay_runs", [])
-    return [(r.label, r.job.snapshot().history) for r in runs().runs if r.number in chosen and r is not run]
+def status_line(v: RunView, snap) -> None:
+    if v.live_here or (v.job is not None and v.rec.state in ("queued", "training")):
+        job_status(snap, v.label)
+        return
+    r = v.rec
+    if r.state == "queued":
+        st.info(f"{v.label} is waiting for a free trainer on another server.")
+    elif r.state == "training":
+        val = r.history.get("val_accuracy") or []
+        val_txt = f" · val acc {100 * val[-1]:.1f} %" if val and val[-1] is not None else ""
+        st.progress(min(1.0, r.epochs_done / max(r.epochs, 1)),
+                    text=f"Training · {v.label} · {r.epochs_done}/{r.epochs} epochs done{val_txt} · "
+                         "on another server (updated every few seconds)")
+    elif r.state == "interrupted":
+        st.warning(f"{v.label} was **interrupted at epoch {r.epochs_done}** of {r.epochs}: the server stopped. "
+                   f"The {r.epochs_done} finished epochs are kept below; train again to finish it.")
+    elif r.state == "failed":
+        st.error(f"Training failed: {r.error}")
+    else:
+        st.progress(1.0, text=f"{'Done' if r.state == 'finished' else 'Stopped'} · {v.label} · "
+                              f"{r.epochs_done}/{r.epochs} epochs · {fmt_time(snap.elapsed)}")
 
 
-def results_panel(run) -> None:
-    snap = run.job.snapshot()
+def _overlays(views: list[RunView], current: RunView) -> list:
+    chosen = set(_picked_ids(views))
+    return [(v.label, v.snapshot().history) for v in views if v.id in chosen and v.id != current.id]
+
+
+def results_panel(view: RunView) -> None:
+    snap = view.snapshot()
     res = snap.result or {}
     test = res.get("test")
     if not test:
-        if snap.state == "stopped" and not res:
+        if view.state == "stopped" and not res:
             st.info("Stopped before training started.")
         return
-    st.subheader(f"Results · {run.label}" + (" (stopped early)" if snap.state == "stopped" else ""))
-    reported = PRESETS[run.preset].reported if run.preset else {}
+    stopped = view.state == "stopped"
+    st.subheader(f"Results · {view.label}" + (" (stopped early)" if stopped else ""))
+    reported = PRESETS[view.preset].reported if view.preset in PRESETS else {}
     c = st.columns(4)
     c[0].metric("Test accuracy", f"{100 * test['accuracy']:.1f} %",
                 delta=(f"course: {reported['test_accuracy']} %" if "test_accuracy" in reported else None),
@@ -145,7 +222,7 @@ def results_panel(run) -> None:
         c[2].metric("Train accuracy", f"{100 * res['train_accuracy']:.1f} %",
                     delta=(f"course: {reported['train_accuracy']} %" if "train_accuracy" in reported else None),
                     delta_color="off")
-    c[3].metric("Time", fmt_time(res.get("timing", {}).get("fit_seconds")))
+    c[3].metric("Time", fmt_time((res.get("timing") or {}).get("fit_seconds")))
     if reported:
         st.caption("The course's figures were measured on its own X-ray patches; the built-in phantom is "
                    "synthetic, so expect the same trends rather than the same numbers.")
@@ -157,10 +234,34 @@ def results_panel(run) -> None:
     with b:
         st.plotly_chart(charts.precision_recall(test["precision"], test["recall"]), width="stretch",
                         key="pr_chart")
-    misclassified_viewer(run)
-    if run.job.config.arch == "cnn" and run.job.config.cnn_mode == "seed":
+    share_panel(view)
+    misclassified_viewer(view)
+    cfg = view.rec.config
+    if cfg.get("arch") == "cnn" and cfg.get("cnn_mode") == "seed":
         st.info("This is the course CNN in **seed** mode. See the panel on the right for what "
                 "`BatchNormalization(axis=1)` does, and try **corrected** mode.")
+
+
+def share_panel(view: RunView) -> None:
+    """A nickname and the "share with the class" switch (the class board shows config and
+    results only, never the workspace key)."""
+    if st.session_state.get("_share_for") != view.id:  # another run shown: its own values
+        st.session_state["_share_for"] = view.id
+        st.session_state["nickname"] = view.rec.nickname or ""
+        st.session_state["share"] = bool(view.rec.shared)
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    c1.text_input("Nickname on the class board", key="nickname", max_chars=40, on_change=_save_share,
+                  args=(view.id,), placeholder="e.g. Ada")
+    c2.toggle("Share with the class", key="share", on_change=_save_share, args=(view.id,),
+              help="Shows this run's settings and results (not your workspace link) on the Class board page.")
+
+
+def _save_share(run_id: str) -> None:
+    try:
+        session_store().set_shared(run_id, bool(st.session_state.get("share")),
+                                   nickname=st.session_state.get("nickname") or "")
+    except XrayLabError as e:
+        st.session_state["_link_error"] = str(e)
 
 
 def _select_cell_from_chart(event) -> None:
@@ -175,9 +276,10 @@ def _select_cell_from_chart(event) -> None:
         st.session_state["mis_true"], st.session_state["mis_pred"] = cell
 
 
-def misclassified_viewer(run) -> None:
-    job = run.job
-    if job.test_predictions is None or job.dataset is None or not job.dataset.has("test"):
+def misclassified_viewer(view: RunView) -> None:
+    job = view.job
+    if job is None or job.test_predictions is None or job.dataset is None or not job.dataset.has("test"):
+        st.caption("The misclassified-patch viewer is available for runs trained since the server started.")
         return
     test = job.dataset.split("test")
     pred = job.test_predictions.argmax(1)
@@ -244,43 +346,77 @@ def _fallback_config():
         return None
 
 
-def runs_panel(session) -> None:
-    if not session.runs:
+def runs_panel(views: list[RunView], current: RunView | None) -> None:
+    if not views:
         return
     st.divider()
-    st.subheader("Runs in this session")
+    st.subheader("Runs in this workspace")
+    st.caption("Kept on the server under this page's link (the `ws` key in the address bar): bookmark it to "
+               "come back to these runs; anyone with the link sees them.")
     rows = []
-    for r in session.runs:
-        s = r.job.snapshot()
+    for v in views:
+        s = v.snapshot()
         res = s.result or {}
         t = res.get("test") or {}
-        c = r.job.config
+        c = v.rec.config
+        cnn = c.get("arch") == "cnn"
         rows.append({
-            "run": r.number, "label": r.label, "state": s.state, "arch": c.arch,
-            "activation": c.activation, "epochs": f"{s.epoch}/{c.epochs}", "batch": c.batch_size, "lr": c.lr,
-            "bn": c.batch_norm, "filters": ",".join(map(str, c.filters)) if c.arch == "cnn" else "",
-            "mode": c.cnn_mode if c.arch == "cnn" else "", "seed": c.seed,
+            "run": v.number, "label": v.rec.label, "state": v.state_text(), "arch": c.get("arch"),
+            "activation": c.get("activation"), "epochs": f"{s.epoch}/{s.epochs}", "batch": c.get("batch_size"),
+            "lr": c.get("lr"), "bn": c.get("batch_norm"),
+            "filters": ",".join(map(str, c.get("filters") or ())) if cnn else "",
+            "mode": c.get("cnn_mode") if cnn else "", "seed": c.get("seed"),
             "train acc": _pct(res.get("train_accuracy")), "val acc": _pct(res.get("val_accuracy")),
             "test acc": _pct(t.get("accuracy")), "test loss": t.get("loss"),
-            "time s": round(res.get("timing", {}).get("fit_seconds", 0.0), 1),
+            "time s": round((res.get("timing") or {}).get("fit_seconds") or 0.0, 1),
+            "shared": v.rec.shared,
         })
     df = pd.DataFrame(rows)
-    event = st.dataframe(df, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
-                         selection_mode="multi-row")
-    chosen = [int(df.iloc[i]["run"]) for i in (event.selection.rows if event else [])]
-    st.session_state["_overlay_runs"] = chosen
-    st.caption("Select runs to overlay their validation curves on the chart above and to download them.")
-    c1, c2, c3 = st.columns(3)
+    st.dataframe(df, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
+                 selection_mode="multi-row")
+    chosen = _picked_ids(views)
+    st.caption("Select runs to show one (the last selected) above, overlay the others' validation curves, "
+               "and download or delete it.")
+    pick = next((v for v in views if v.id == (chosen[-1] if chosen else None)), current)
+    c1, c2, c3, c4 = st.columns(4)
     c1.download_button("Runs table (CSV)", df.to_csv(index=False), "xray_lab_runs.csv", "text/csv",
                        key="dl_csv")
-    pick = next((r for r in session.runs if r.number == (chosen[-1] if chosen else session.runs[-1].number)), None)
-    if pick is not None and pick.job.snapshot().finished:
-        import json
-        c2.download_button(f"Run {pick.number} record (JSON)", lambda: json.dumps(pick.job.record(), indent=2),
+    if pick is None:
+        return
+    if not pick.active:
+        c2.download_button(f"Run {pick.number} record (JSON)", lambda: json.dumps(pick.rec.to_json(), indent=2),
                            f"xray_lab_run{pick.number}.json", "application/json", key="dl_json")
-        if pick.job.model is not None:
-            c3.download_button(f"Run {pick.number} model (.keras)", lambda: model_bytes(pick.job),
+        if pick.rec.model_path:
+            c3.download_button(f"Run {pick.number} model (.keras)", lambda: model_file_bytes(pick.rec.model_path),
                                f"xray_lab_run{pick.number}.keras", "application/octet-stream", key="dl_model")
+        elif pick.rec.state in ("queued", "training"):
+            c3.caption("Saving the model…")
+        c4.button(f"Delete run {pick.number}", key="delete_run", on_click=_ask_delete, args=(pick.id,))
+    if st.session_state.get("_confirm_delete") == pick.id:
+        with st.container(border=True):
+            st.warning(f"Delete run {pick.number} ({pick.rec.label}) with its curves, results and model? "
+                       "This cannot be undone.")
+            d1, d2 = st.columns(2)
+            d1.button("Yes, delete it", key="delete_confirm", type="primary", on_click=_delete, args=(pick.id,))
+            d2.button("Cancel", key="delete_cancel", on_click=_ask_delete, args=(None,))
+
+
+def _ask_delete(run_id: str | None) -> None:
+    st.session_state["_confirm_delete"] = run_id
+
+
+def _delete(run_id: str) -> None:
+    st.session_state["_confirm_delete"] = None
+    rec = session_store().get(run_id)
+    if rec is None or rec.workspace != st.session_state.get("xray_ws"):
+        return  # only this workspace's runs
+    if rec.state in ("queued", "training"):
+        st.session_state["_link_error"] = "A run that is still training cannot be deleted: stop it first."
+        return
+    session_store().delete(run_id)
+    if st.session_state.get("current_run") == run_id:
+        st.session_state.pop("current_run", None)
+    st.toast("Run deleted.")
 
 
 def _pct(v) -> float | None:

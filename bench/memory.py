@@ -17,9 +17,8 @@ Run 0 is a warm-up (TensorFlow's one-time allocations) and is reported apart.
 RSS = VmRSS from /proc/self/status. Growth per run is the least-squares slope over
 runs 1..N (MiB/run); "bound" projects it to a class.
 
-Then, in this process: the app's session release (xray_ui.session._release on a
-_Guard, the on_release hook of the per-session cache_resource) is shown to stop a
-training job and a queued one, and the released jobs become collectable.
+(Closing a tab no longer stops its jobs: runs live in the run store, issue 8, and
+stop when asked; so there is no session-release arm any more.)
 
     python -m bench.memory [--runs 20] [--epochs 2] [--arms drop,app] [--data real|phantom]
 """
@@ -119,44 +118,6 @@ def arm(kind: str, runs: int, epochs: int, data: str) -> dict:
     return out
 
 
-def guard_release(data: str) -> dict:
-    """The app's session-end hook stops the session's jobs (one training, one queued)."""
-    from xray_core.config import RunConfig
-    from xray_core.training import QUEUED, STOPPED, TRAINING, Scheduler, TrainingJob, get_job
-    from xray_ui.session import _Guard, _release
-
-    ds = _dataset(data)
-    sched = Scheduler(cap=1)
-    g = _Guard()
-    a = TrainingJob(RunConfig(epochs=500, batch_size=32, data=ds.name), ds, scheduler=sched).start()
-    g.watch(a)
-    end = time.perf_counter() + 120
-    while time.perf_counter() < end and len(a.snapshot().batch_loss) < 20:
-        time.sleep(0.01)
-    b = TrainingJob(RunConfig(epochs=500, batch_size=32, seed=1, data=ds.name), ds, scheduler=sched).start()
-    g.watch(b)
-    time.sleep(0.3)
-    states_before = (a.state, b.state, b.snapshot().queue_position)
-    n0 = len(a.snapshot().batch_loss)
-    t = time.perf_counter()
-    _release(g)
-    a.join(120)
-    b.join(120)
-    took = time.perf_counter() - t
-    sa, sb = a.snapshot(), b.snapshot()
-    ids, refs = (a.id, b.id), (weakref.ref(a), weakref.ref(b))
-    del a, b
-    return {"before_release": {"job_a": states_before[0], "job_b": states_before[1],
-                               "job_b_queue_position": states_before[2]},
-            "after_release": {"job_a": sa.state, "job_b": sb.state},
-            "job_a_batches_after_release": len(sa.batch_loss) - n0,
-            "both_finished_within_s": took,
-            "guard_jobs_left": len(g.jobs),
-            "ok": states_before[0] == TRAINING and states_before[1] == QUEUED
-                  and sa.state == STOPPED and sb.state == STOPPED and not g.jobs,
-            "_refs": (ids, refs)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -179,13 +140,6 @@ def main() -> None:
         result["arms"][kind] = json.loads(p.stdout.strip().splitlines()[-1])
         a = result["arms"][kind]
         log(f"arm {kind}: slope {a['slope_mib_per_run']:.2f} MiB/run, run1->last {a['growth_run1_to_last_mib']:.1f} MiB")
-    from xray_core.tf_quiet import keras  # noqa: F401
-    gr = guard_release(args.data)
-    (ids, refs) = gr.pop("_refs")
-    gc.collect()
-    from xray_core.training import get_job
-    gr["released_jobs_collected"] = all(r() is None for r in refs) and all(get_job(i) is None for i in ids)
-    result["session_release"] = gr
     drop = result["arms"].get("drop")
     if drop:
         s = max(drop["slope_mib_per_run"], 0.0)

@@ -39,10 +39,10 @@ EPOCH_T: list[tuple[str, float]] = []
 
 
 def _instrument_job_epochs() -> None:
-    from xray_core import training as T
-    if getattr(T._Stream, "_bench_wrapped", False):
+    from xray_core import callbacks as cb
+    if getattr(cb.Stream, "_bench_wrapped", False):
         return
-    ob, oe = T._Stream.on_epoch_begin, T._Stream.on_epoch_end
+    ob, oe = cb.Stream.on_epoch_begin, cb.Stream.on_epoch_end
 
     def on_epoch_begin(self, epoch, logs=None):
         EPOCH_T.append(("b", time.perf_counter()))
@@ -52,8 +52,8 @@ def _instrument_job_epochs() -> None:
         EPOCH_T.append(("e", time.perf_counter()))
         return oe(self, epoch, logs)
 
-    T._Stream.on_epoch_begin, T._Stream.on_epoch_end = on_epoch_begin, on_epoch_end
-    T._Stream._bench_wrapped = True
+    cb.Stream.on_epoch_begin, cb.Stream.on_epoch_end = on_epoch_begin, on_epoch_end
+    cb.Stream._bench_wrapped = True
 
 
 def _epoch_timer():

@@ -16,6 +16,7 @@ from xray_core.inference import evaluate_map, overlay, predict_patches
 from xray_core.models import estimate_seconds
 from xray_ui import charts
 from xray_ui import classify_view as cv
+from xray_ui.inside_view import film_point_panel
 from xray_ui.nav import page_links
 from xray_ui.progress import job_status
 from xray_ui.session import runs, shared_dataset
@@ -47,7 +48,10 @@ def main() -> None:
         if choice is None:
             st.info("Files are classified as soon as there is a model (see above).")
             return
-        for i, f in enumerate(files):
+        from xray_core.uploads import max_files
+        if len(files) > max_files():  # bounded like training: one request, at most N films
+            st.warning(f"Only the first {max_files()} of {len(files)} files are classified.")
+        for i, f in enumerate(files[:max_files()]):
             file_result(i, f, choice, stride, opacity)
     elif choice is not None:
         demo_panel(choice, stride, opacity)
@@ -59,15 +63,8 @@ def model_sidebar() -> cv.ModelChoice | None:
     sb = st.sidebar
     sb.header("Model")
     picker = sb.container()   # filled below, once an uploaded model has been loaded
-    up = sb.file_uploader("Use a saved model (.keras)", type=["keras"], key="model_upload",
-                          help="A model downloaded from the Train page, or saved by "
-                               "`python -m xray_core train --out DIR`.")
-    if up is not None:
-        try:
-            with st.spinner(f"Loading {up.name}…"):
-                cv.use_uploaded_model(up.name, up.getvalue())
-        except XrayLabError as e:
-            sb.error(one_line(e))
+    cv.model_upload(sb, "Use a saved model (.keras)", "model_upload",
+                    help="A model downloaded from the Train page, or saved by `python -m xray_core train --out DIR`.")
     choices = cv.session_models()
     if not choices:
         picker.caption("No model yet: train one here (one click) or on the Train page, or upload a .keras file.")
@@ -208,6 +205,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
         gh, gw = amap.grid_shape
         st.caption(f"{gh * gw:,} patches ({gw}×{gh}) classified in {amap.seconds:.2f} s"
                    + (" (kept from before: moving the opacity does not recompute the map)" if cached else ""))
+        st.caption(cv.method_note(amap), help="How the map was computed: README, 'Dense anatomy maps'.")
         if truth is not None:
             ev = evaluate_map(amap.labels, truth)
             m1, m2 = st.columns(2)
@@ -215,6 +213,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
             m2.metric("Mean Dice", f"{ev['mean_dice']:.2f}" if ev["mean_dice"] is not None else "–")
             st.caption("Dice per class (1 = perfect overlap with the true map): "
                        + " · ".join(f"{c} {ev['dice'][c]:.2f}" for c in CLASSES if c in ev["dice"]))
+    film_point_panel(key, amap, choice)   # "why?" for a point of the film (x/y sliders; xray_ui/inside_view.py)
 
 
 # ---- demos: nothing to upload ------------------------------------------------------------

@@ -5,7 +5,9 @@ so nothing is downloaded at test time."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -13,6 +15,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.conftest import wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,17 +31,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server:
+    """A running `streamlit run app.py`: its URL and process (its own process group, so a
+    kill -9 also ends the training workers it started)."""
+
+    def __init__(self, url: str, proc: subprocess.Popen):
+        self.url, self.proc = url, proc
+
+    def kill9(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(20)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):  # leftover workers of this server only
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
 @contextlib.contextmanager
-def streamlit_server(env: dict | None = None, timeout: float = 90, with_process: bool = False):
-    """Start the real app on a free loopback port; yield its URL (and pid if with_process); stop it."""
+def streamlit_app(env: dict | None = None, timeout: float = 90):
+    """Start the real app on a free loopback port; yield a Server; stop it."""
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]
     log = open(REPO / ".pytest_cache" / f"streamlit-{port}.log", "w") if (REPO / ".pytest_cache").exists() \
         else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=log,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    server = Server(url, proc)
     try:
         end = time.time() + timeout
         while time.time() < end:
@@ -50,13 +81,16 @@ def streamlit_server(env: dict | None = None, timeout: float = 90, with_process:
                 raise RuntimeError(f"streamlit exited with {proc.returncode}")
         else:
             raise RuntimeError("streamlit did not become healthy")
-        yield (url, proc.pid) if with_process else url
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
+
+
+@contextlib.contextmanager
+def streamlit_server(env: dict | None = None, timeout: float = 90, with_process: bool = False):
+    """Start the real app on a free loopback port; yield its URL (and pid if with_process); stop it."""
+    with streamlit_app(env, timeout) as server:
+        yield (server.url, server.proc.pid) if with_process else server.url
 
 
 @contextlib.contextmanager
@@ -79,3 +113,13 @@ BATCH_POINTS_JS = """() => {
   }
   return 0;
 }"""
+
+
+def workspace_of(page) -> str:
+    """The ?ws= key the app put in the page's address."""
+    from urllib.parse import parse_qs, urlparse
+    return parse_qs(urlparse(page.url).query).get("ws", [""])[0]
+
+
+# the tests' one polling helper, at a pace a browser page can take
+wait_until = functools.partial(wait_for, timeout=90.0, every=0.25)

@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny learnable dataset made in code, and the real data's location."""
+"""Shared fixtures: a tiny learnable dataset made in code, and the real data's location.
+
+XRAY_LAB_REQUIRE_ALL=1 (set by .ci/run): a skipped test fails the run, with its skip
+reason, and so does a missing ../shared/data -- CI must not pass by not testing."""
+import os
 from pathlib import Path
 
 import time
@@ -11,6 +15,23 @@ from xray_core.dataset import Dataset, Split
 from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REQUIRE_ALL = os.environ.get("XRAY_LAB_REQUIRE_ALL") == "1"
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_ALL and not (SHARED_DATA / "jsrt_patches").is_dir():
+        raise pytest.UsageError(f"XRAY_LAB_REQUIRE_ALL=1 but the real data is missing at {SHARED_DATA}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under XRAY_LAB_REQUIRE_ALL=1 a skip (in setup or in the test) is reported as a failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    if REQUIRE_ALL and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped, but XRAY_LAB_REQUIRE_ALL=1 forbids skips: {reason}"
 
 
 def make_split(n: int, seed: int) -> Split:
@@ -55,11 +76,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def wait_for(pred, timeout: float = 120.0) -> bool:
-    """Poll pred() until it is true or the time is up (every wait in the tests is bounded)."""
+def wait_for(pred, timeout: float = 120.0, every: float = 0.02):
+    """Poll pred() until it returns something true, and return that (None when the time
+    is up). The one polling helper of the tests: every wait in them is bounded."""
     end = time.time() + timeout
     while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    return None

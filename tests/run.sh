@@ -14,4 +14,6 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >
     || echo "warning: could not install postgresql; PostgreSQL store tests will be skipped" >&2
 fi
 python -m pip install -q -r requirements-dev.txt
+# Ray is not in the app's default install (README "Scaling out"), but CI tests the Ray backend.
+python -m pip install -q -r requirements-scale.txt
 exec python -m pytest "$@"

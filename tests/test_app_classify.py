@@ -3,7 +3,6 @@ model choice (session run, uploaded .keras, one-click quick train), uploads of
 films / patches / DICOM / broken files, the anatomy map and the demos."""
 import importlib.util
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ from xray_core.config import RunConfig
 from xray_core.phantom import phantom_radiographs
 from xray_core.training import TrainingJob
 from xray_ui.session import SessionRuns
+
+from .conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -126,9 +127,11 @@ def test_page_loads_without_a_model_and_offers_quick_train(page):
         t.lstrip(".") for t in at.file_uploader(key="uploads").allowed_type}
 
 
-def test_quick_train_gives_a_usable_model_that_the_train_page_sees(page, film):
+def test_quick_train_gives_a_usable_model_that_the_train_page_sees(page, film, monkeypatch):
+    from xray_ui import classify_view
+    monkeypatch.setattr(classify_view, "QUICK_EPOCHS", 1)  # a shorter quick train, same code path
+    monkeypatch.setattr(classify_view, "QUICK_LIMIT_TRAIN", 256)
     at = page()
-    at.session_state["_cls_quick_overrides"] = {"limit_train": 256, "epochs": 1}
     at.button(key="quick_train").click().run()
     assert not at.exception
     session = at.session_state["xray_runs"]
@@ -136,11 +139,13 @@ def test_quick_train_gives_a_usable_model_that_the_train_page_sees(page, film):
     cfg = session.runs[0].job.config
     assert cfg.batch_norm and cfg.activation == "leaky_relu" and cfg.limit_train == 256 and cfg.epochs == 1
     job = session.runs[0].job
-    deadline = time.time() + 120
-    while not job.snapshot().finished and time.time() < deadline:
-        time.sleep(0.5)
+
+    def finished():
         at.run()  # run_every does not fire in AppTest: poll
         assert not at.exception
+        return job.snapshot().finished
+
+    wait_for(finished, every=0.5)
     assert job.snapshot().state == "done", job.snapshot().error
     at.run()
     assert not at.exception and not at.error

@@ -1,10 +1,12 @@
 """AppTest drives the Train page by its stable widget keys."""
-import time
+import re
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+
+from .conftest import wait_for
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -33,13 +35,8 @@ def params(app) -> str:
 
 
 def poll(app, pred, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        app.run()
-        if pred(app):
-            return True
-        time.sleep(0.3)
-    return False
+    """Rerun the page until pred(page) holds (run_every does not fire in AppTest)."""
+    return wait_for(lambda: pred(app.run()), timeout, every=0.3)
 
 
 def test_page_starts_clean_and_counts_parameters_as_controls_change(at):
@@ -62,10 +59,114 @@ def test_every_named_widget_key_exists(at):
     keys = {w.key for kind in ("selectbox", "radio", "number_input", "slider", "checkbox", "text_input", "button")
             for w in getattr(at, kind)}
     for k in ("data_source", "arch", "activation", "alpha", "epochs", "batch_size", "lr", "optimizer",
-              "dropout", "filters", "cnn_mode", "l2", "seed", "preset", "train", "stop"):
+              "dropout", "filters", "cnn_mode", "l2", "seed", "preset", "train", "stop", "limit_train"):
         assert k in keys, k
     at.radio(key="arch").set_value("fc").run()
     assert "batch_norm" in {w.key for w in at.checkbox}
+    at.selectbox(key="optimizer").set_value("sgd").run()
+    assert at.slider(key="momentum").value == 0.9  # SGD's momentum has its widget
+
+
+def _widget_keys(app) -> set:
+    return {w.key for kind in ("selectbox", "radio", "number_input", "slider", "checkbox", "text_input")
+            for w in getattr(app, kind)}
+
+
+def test_every_knob_of_the_table_has_its_widget_with_the_tables_range():
+    from xray_core.config import KNOBS, bounds
+    from xray_ui.controls import WIDGET_KNOBS
+    seen = set()
+    for q in ({"arch": "cnn"}, {"activation": "leaky_relu", "optimizer": "sgd"}):
+        app = page_with_link(q)
+        assert not app.exception
+        seen |= _widget_keys(app)
+        for w in [*app.slider, *app.number_input]:
+            if w.key in KNOBS and not KNOBS[w.key].cap:
+                lo, hi = bounds(w.key)
+                assert (w.max, w.min) == (hi, KNOBS[w.key].off if KNOBS[w.key].off is not None else lo), w.key
+    assert set(WIDGET_KNOBS) == {n for n, k in KNOBS.items() if k.widget} and set(WIDGET_KNOBS) <= seen
+
+
+def shown(element) -> str:
+    """What the browser shows for a message made with texts.plain (backslash escapes removed)."""
+    return re.sub(r"\\(.)", r"\1", element.value)
+
+
+def page_with_link(query: dict) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120)
+    for k, v in query.items():
+        app.query_params[k] = v
+    return app.run()
+
+
+@pytest.mark.parametrize("query, key, value", [
+    ({"dropout": "0.95"}, "dropout", 0.95),
+    ({"activation": "leaky_relu", "alpha": "0.995"}, "alpha", 0.995),
+    ({"optimizer": "sgd", "momentum": "0.999"}, "momentum", 0.999),
+    ({"epochs": "200", "batch_size": "1024", "lr": "1e-7"}, "batch_size", 1024),
+])
+def test_links_at_the_configs_limits_render(query, key, value):
+    app = page_with_link(query)
+    assert not app.exception and not app.warning, [w.value for w in app.warning]
+    assert app.session_state[key] == value
+    app.number_input(key="seed").set_value(3).run()
+    assert not app.exception
+    assert dict(app.query_params)[key] in (query[key], [query[key]])  # the knob survives in the link
+
+
+def test_a_link_over_a_cost_cap_is_refused_in_one_line():
+    app = page_with_link({"arch": "cnn", "filters": "2048,2048,2048,2048,2048"})
+    assert not app.exception
+    msgs = [shown(w) for w in app.warning]
+    assert len(msgs) == 1 and "XRAY_LAB_MAX_PARAMS" in msgs[0] and "\n" not in msgs[0]
+    assert params(app) == "353,254"  # the defaults, not the refused model
+
+
+def test_the_sidebar_refuses_over_the_caps_without_building_the_model(at, monkeypatch):
+    at.radio(key="arch").set_value("cnn").run()
+    at.text_input(key="filters").input("64,256,256,64,64").run()
+    assert not at.exception
+    assert any("XRAY_LAB_MAX_MACS" in shown(i) for i in at.info) and at.button(key="train").disabled
+    monkeypatch.setenv("XRAY_LAB_MAX_EPOCHS", "10")  # a teacher's cap below the page's 25 epochs
+    at.text_input(key="filters").input("64,128,128,256,256").run()
+    assert not at.exception and at.number_input(key="epochs").value == 25
+    assert any("XRAY_LAB_MAX_EPOCHS" in shown(i) for i in at.info)
+    at.number_input(key="epochs").set_value(10).run()
+    assert not at.exception and not at.info and not at.button(key="train").disabled
+
+
+def test_the_picker_names_the_preset_the_controls_equal(at):
+    assert at.selectbox(key="preset").value == "p1-task1"  # the defaults are Task 1
+    at.number_input(key="epochs").set_value(3).run()
+    assert at.selectbox(key="preset").value == "(custom)"
+    at.number_input(key="epochs").set_value(25).run()
+    assert at.selectbox(key="preset").value == "p1-task1"
+
+
+def test_text_from_a_link_is_shown_as_plain_text_not_markdown():
+    import markdown_it
+    app = page_with_link({"epochs": "[click me](https://evil.example/login)", "data": "<https://evil.example>"})
+    assert not app.exception
+    shown = " ".join(w.value for w in app.warning)
+    assert "click me" in shown
+    html = markdown_it.MarkdownIt("commonmark").render(shown)
+    assert "<a" not in html and "evil.example/login" in html
+
+
+def test_config_toml_hides_tracebacks_from_students():
+    import tomllib
+    cfg = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert cfg["client"]["showErrorDetails"] == "none"
+
+
+def test_the_streamlit_patch_fails_loudly_if_its_target_is_gone():
+    import types
+    from xray_ui import PATCHED, disable_keras_reset
+    with pytest.raises(RuntimeError, match=PATCHED):
+        disable_keras_reset(types.SimpleNamespace())
+    fake = types.SimpleNamespace(**{PATCHED: lambda: None})
+    disable_keras_reset(fake)
+    assert getattr(fake, PATCHED).__name__ == "_no_keras_reset"
 
 
 @pytest.mark.parametrize("name, expect", [
@@ -114,7 +215,7 @@ def test_short_training_reaches_results(at):
 
 
 def test_stop_ends_the_run_and_keeps_results(at):
-    at.number_input(key="epochs").set_value(500).run()
+    at.number_input(key="epochs").set_value(200).run()  # the longest run the default caps allow
     at.button(key="train").click().run()
     assert poll(at, lambda a: _current_job(a).snapshot().state == "training"
                 and len(_current_job(a).snapshot().batch_loss) > 0)
@@ -124,12 +225,25 @@ def test_stop_ends_the_run_and_keeps_results(at):
     assert poll(at, lambda a: any(m.label == "Test accuracy" for m in a.metric))
 
 
-def test_bad_folder_is_a_one_line_error(at, tmp_path):
+def test_a_folder_outside_the_data_roots_cannot_be_named(at, tmp_path, monkeypatch):
+    """The Folder source is a picker of the roots' datasets; a stale or forged name is refused
+    in one line that names no server path."""
+    from xray_core import roots
+    from .fixtures_data import course_layout, rids
+    monkeypatch.setenv("XRAY_LAB_DATA_ROOTS", str(tmp_path / "root"))
+    roots.clear_cache()
+    course_layout(tmp_path / "root" / "course", {"train": rids(2, "A")}, per_class=2)
     at.radio(key="data_source").set_value("folder").run()
-    at.text_input(key="data_path").input(str(tmp_path / "missing")).run()
-    assert not at.exception
-    assert any("no such file or folder" in e.value for e in at.error)
-    assert at.button(key="train").disabled
+    assert at.selectbox(key="data_path").options == ["course"]
+    st.cache_resource.clear()
+    linked = AppTest.from_file(APP, default_timeout=120)
+    linked.query_params["data"] = str(tmp_path / "root" / "course")   # a server path, even a real one
+    linked.run()
+    assert not linked.exception and linked.button(key="train").disabled
+    assert linked.selectbox(key="data_path").value is None
+    shown = [m.value for m in (*linked.error, *linked.info, *linked.warning)]
+    assert any("not available on this server" in m for m in shown)
+    assert not any(str(tmp_path) in m for m in shown)
 
 
 def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
@@ -144,10 +258,13 @@ def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
     assert not app.exception and calls == []
 
 
-def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path):
+def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path, monkeypatch):
+    from xray_core import roots
     from .fixtures_data import course_layout, rids
+    monkeypatch.setenv("XRAY_LAB_DATA_ROOTS", str(tmp_path))
+    roots.clear_cache()
     course_layout(tmp_path / "only_test", {"test": rids(1, "T")}, per_class=2)
     at.radio(key="data_source").set_value("folder").run()
-    at.text_input(key="data_path").input(str(tmp_path / "only_test")).run()
+    at.selectbox(key="data_path").select("only_test").run()
     assert not at.exception and at.button(key="train").disabled
     assert any("no training split" in w.value for w in at.warning)

@@ -12,16 +12,14 @@ from PIL import Image
 from xray_core.cli import main
 from xray_core.presets import PRESETS
 
-from .fixtures_data import course_layout, rids
+from .fixtures_data import course_layout, rids, tiny_course
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    course_layout(root, {"train": rids(6), "validation": rids(2, "V"), "test": rids(2, "T")}, per_class=4)
-    return root
+    return tiny_course(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +102,7 @@ def test_presets_lists_the_course_numbers(tmp_path):
     assert main(["presets", "--json", str(out)]) == 0
     got = {p["name"]: p["reported"] for p in json.loads(out.read_text())}
     assert got["p1-task3"] == {"train_accuracy": 86.9, "test_accuracy": 67.4, "test_loss": 0.79}
-    assert got["p2-task1"] == {"test_accuracy": 34.2} and len(got) == len(PRESETS) >= 7
+    assert got["p2-task1"] == {"test_accuracy": 34.2} and len(got) == len(PRESETS) == 9
 
 
 def test_phantom_writes_the_course_layout(tmp_path):
@@ -139,6 +137,10 @@ def test_phantom_writes_the_course_layout(tmp_path):
     (["evaluate", "--model", "/no/such.keras"], "model"),
     (["phantom", "--out", "x", "--radiographs", "1"], "radiographs"),
     (["summary", "--dropout", "1.5"], "dropout"),
+    (["train", "--epochs", "201"], "XRAY_LAB_MAX_EPOCHS"),
+    (["train", "--batch-size", "4096"], "XRAY_LAB_MAX_BATCH"),
+    (["summary", "--arch", "cnn", "--filters", "2048,2048,2048,2048,2048"], "XRAY_LAB_MAX_PARAMS"),
+    (["train", "--arch", "cnn", "--filters", "64,256,256,64,64"], "XRAY_LAB_MAX_MACS"),
     (["bogus"], "invalid choice"),
     ([], "required"),
 ])
@@ -165,3 +167,32 @@ def test_real_entry_point_prints_one_line_and_no_tensorflow_noise(tmp_path):
     p = subprocess.run([sys.executable, "-m", "xray_core", "summary", "--arch", "cnn"], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "3,271,492" in p.stdout and p.stderr.strip() == ""
+
+
+def test_every_knob_of_the_table_is_a_flag_with_its_type():
+    from xray_core.cli import build_parser, config_from_args
+    from xray_core.config import KNOBS
+    parser = build_parser()
+    argv = ["train"]
+    for name, k in KNOBS.items():
+        if not k.flag:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if k.kind is bool:
+            argv.append(flag)
+        else:
+            value = {tuple: "8,16,16,32,32", int: "7", float: str(k.max)}.get(k.kind) or k.choices[-1]
+            argv += [flag, value]
+    cfg = config_from_args(parser.parse_args(argv))
+    assert (cfg.arch, cfg.batch_norm, cfg.filters, cfg.epochs, cfg.limit_train, cfg.momentum, cfg.optimizer) == \
+        ("cnn", True, (8, 16, 16, 32, 32), 7, 7, KNOBS["momentum"].max, "sgd")
+    summary = {a.dest for a in parser._subparsers._group_actions[0].choices["summary"]._actions}
+    assert {n for n, k in KNOBS.items() if k.flag and k.summary} <= summary and "limit_train" not in summary
+
+
+def test_a_teachers_cap_reaches_the_cli(monkeypatch, capsys):
+    monkeypatch.setenv("XRAY_LAB_MAX_EPOCHS", "3")
+    assert main(["summary", "--epochs", "4"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "limit of 3" in err and "fewer epochs" in err
+    assert main(["summary", "--epochs", "3"]) == 0

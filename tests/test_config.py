@@ -54,8 +54,9 @@ def test_parse_filters():
 
 
 def test_seven_presets_carry_the_course_numbers():
-    assert list(PRESETS)[:7] == ["p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2"]
-    # additive presets after the course's seven: the overfitting lesson on a small subset
+    assert list(PRESETS) == ["p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2",
+                             "p2-corrected", "p1-task5-small"]
+    # additive: the overfitting lesson on a small subset
     small = get_preset("p1-task5-small")
     assert small.config == get_preset("p1-task5").config.replace(limit_train=200)
     assert "phantom" in small.lesson and "real" in small.lesson
@@ -71,3 +72,154 @@ def test_matching_preset_ignores_seed_but_not_knobs():
     cfg = get_preset("p1-task3").config
     assert matching_preset(cfg.replace(seed=5)).name == "p1-task3"
     assert matching_preset(cfg.replace(epochs=41)) is None
+
+
+# ---- the knob table --------------------------------------------------------------
+
+from xray_core.config import CAPS, KNOBS, applies, arch_defaults, cap, parse_text  # noqa: E402
+from xray_core.presets import describe  # noqa: E402
+
+
+def _other_value(name):
+    """A valid value of the knob that is not its default (for round trips)."""
+    k = KNOBS[name]
+    if k.choices:
+        return k.choices[-1]
+    return {bool: True, tuple: (8, 16, 16, 32, 32), str: "/data/course"}.get(k.kind) or \
+        (k.max if k.max is not None and k.kind is float else 7)
+
+
+@pytest.mark.parametrize("name", list(KNOBS))
+def test_every_knob_round_trips_through_the_url_and_dict(name):
+    cfg = RunConfig().replace(**{name: _other_value(name)}).validate()
+    q = cfg.to_query()
+    assert set(q) == {name}
+    assert RunConfig.from_query(q) == cfg and RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_table_describes_every_field_with_label_range_and_help():
+    from dataclasses import fields
+    assert set(KNOBS) == {f.name for f in fields(RunConfig)}
+    for name, k in KNOBS.items():
+        if k.widget:
+            assert k.label and k.help, name
+        if k.kind in (int, float):
+            assert k.min is not None and (k.max is not None or k.cap), name
+        if k.widget in ("slider", "number"):
+            assert k.step, name
+    assert set(arch_defaults("fc")) == {"lr", "l2", "dropout"}
+    assert arch_defaults("cnn", "corrected") == {"lr": 1e-3, "l2": 1e-4, "dropout": 0.2}
+    assert RunConfig(arch="cnn", cnn_mode="corrected").resolved().lr == KNOBS["lr"].per_arch["cnn/corrected"]
+
+
+@pytest.mark.parametrize("name", [n for n, k in KNOBS.items() if k.kind in (int, float) and k.max is not None])
+def test_the_tables_range_is_exactly_what_validation_accepts(name):
+    k = KNOBS[name]
+    for ok in (k.min, k.max):
+        RunConfig(**{name: k.kind(ok)}).validate()
+    step = 1 if k.kind is int else max(abs(k.max), 1e-6) * 1e-6
+    for bad in (k.min - step if k.min > 0 or k.kind is float else -1, k.max + step):
+        with pytest.raises(ConfigError, match=k.noun):
+            RunConfig(**{name: k.kind(bad)}).validate()
+
+
+def test_the_issues_links_are_valid_configs():
+    for q in ({"dropout": "0.95"}, {"alpha": "0.995", "activation": "leaky_relu"},
+              {"optimizer": "sgd", "momentum": "0.99"}):
+        RunConfig.from_query(q)
+
+
+def test_text_parsing_follows_the_table():
+    assert parse_text("lr", "auto") is None and parse_text("limit_train", "") is None
+    assert parse_text("batch_norm", "yes") is True and parse_text("epochs", "12") == 12
+    with pytest.raises(ConfigError, match="epochs"):
+        parse_text("epochs", "2.5")
+    assert RunConfig.from_query({"momentum": "0.5", "optimizer": "sgd"}).momentum == 0.5
+
+
+def test_applies_knows_which_knobs_a_config_uses():
+    assert not applies("alpha", RunConfig()) and applies("alpha", RunConfig(activation="leaky_relu"))
+    assert applies("momentum", {"optimizer": "sgd"}) and not applies("momentum", {"optimizer": "adam"})
+    assert not applies("batch_norm", RunConfig(arch="cnn")) and applies("filters", RunConfig(arch="cnn"))
+
+
+# ---- cost caps -----------------------------------------------------------------------
+
+def test_default_caps_let_every_course_experiment_through():
+    for p in PRESETS.values():
+        p.config.validate()
+    RunConfig(arch="cnn", cnn_mode="corrected", epochs=200, batch_size=1024).validate()
+
+
+@pytest.mark.parametrize("cfg, env", [
+    (RunConfig(epochs=201), "XRAY_LAB_MAX_EPOCHS"),
+    (RunConfig(batch_size=1025), "XRAY_LAB_MAX_BATCH"),
+    (RunConfig(arch="cnn", filters=(2048,) * 5), "XRAY_LAB_MAX_PARAMS"),
+    (RunConfig(arch="cnn", filters=(64, 256, 256, 64, 64)), "XRAY_LAB_MAX_MACS"),  # 1.5 M params, 202 M MACs
+])
+def test_caps_refuse_with_one_line_naming_the_limit_and_what_to_do(cfg, env):
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and env in msg and "limit of" in msg and ": use " in msg
+    cfg.validate(caps=False)  # the knob's own range is fine: only the server's cap refuses it
+
+
+def test_a_teacher_sets_the_caps_by_environment(monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_MAX_EPOCHS", "10")
+    monkeypatch.setenv("XRAY_LAB_MAX_PARAMS", "1_000_000")
+    assert cap("epochs") == 10
+    with pytest.raises(ConfigError, match="10"):
+        RunConfig(epochs=11).validate()
+    RunConfig(epochs=10).validate()
+    with pytest.raises(ConfigError, match="XRAY_LAB_MAX_PARAMS"):
+        RunConfig(arch="cnn", epochs=5).validate()  # the course CNN: 3.27 M
+    monkeypatch.setenv("XRAY_LAB_MAX_EPOCHS", "5000")
+    RunConfig(epochs=5000).validate()
+    monkeypatch.setenv("XRAY_LAB_MAX_BATCH", "lots")
+    with pytest.raises(ConfigError, match="XRAY_LAB_MAX_BATCH"):
+        RunConfig().validate()
+    assert set(CAPS) == {"params", "multiply_adds", "epochs", "batch_size"}
+
+
+def test_a_huge_model_is_refused_without_importing_keras():
+    import subprocess
+    import sys
+    code = ("import sys\nfrom xray_core.config import RunConfig\nfrom xray_core.errors import ConfigError\n"
+            "try:\n    RunConfig(arch='cnn', filters=(2048,) * 5).validate()\nexcept ConfigError as e:\n"
+            "    print(e)\nprint('keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=__file__.rsplit("/tests/", 1)[0]).stdout.splitlines()
+    assert "XRAY_LAB_MAX_PARAMS" in out[0] and out[1] == "False"
+
+
+# ---- labels --------------------------------------------------------------------------
+
+def test_defaults_are_p1_task1_and_inapplicable_knobs_do_not_matter():
+    assert matching_preset(RunConfig()).name == "p1-task1"
+    assert matching_preset(RunConfig(alpha=0.3, momentum=0.5, filters=(8, 8, 8, 8, 8))).name == "p1-task1"
+    assert matching_preset(RunConfig(arch="cnn", lr=1e-5, l2=1e-2, dropout=0.3)).name == "p2-task1"
+    assert matching_preset(RunConfig(batch_norm=True)) is None
+
+
+@pytest.mark.parametrize("cfg, label", [
+    (RunConfig(), "p1-task1"),
+    (get_preset("p1-task5").config.replace(epochs=10), "p1-task5, 10 epochs"),
+    (get_preset("p1-task5").config.replace(epochs=1, limit_train=256), "p1-task5, 1 epoch, 256 patches"),
+    (RunConfig(batch_size=16, seed=4), "p1-task1, batch 16"),
+    (RunConfig(arch="cnn", cnn_mode="corrected"), "p2-task1, corrected"),
+    (get_preset("p2-task2").config.replace(lr=1e-3), "p2-task2, lr 0.001"),
+    (RunConfig(optimizer="sgd", momentum=0.5), "p1-task1, SGD + momentum, momentum 0.5"),
+])
+def test_describe_names_the_closest_preset_and_what_changed(cfg, label):
+    assert describe(cfg) == label
+
+
+def test_caps_guard_the_edges_not_the_engine():
+    """Sidebar, links and CLI validate with caps; resolved() and stored records check only the table."""
+    big = RunConfig(epochs=500)
+    assert big.resolved().epochs == 500 and RunConfig.from_dict(big.to_dict()) == big
+    with pytest.raises(ConfigError, match="XRAY_LAB_MAX_EPOCHS"):
+        RunConfig.from_query({"epochs": "500"})
+    with pytest.raises(ConfigError, match="epochs"):
+        RunConfig(epochs=0).resolved()

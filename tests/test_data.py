@@ -4,10 +4,12 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import sys
 import threading
 import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 from PIL import Image
 
 import xray_core.data as D
+import xray_core.zipsafe as Z
 from xray_core.data import load_dataset, load_folder, load_zip, safe_extract, to_patch
 from xray_core.errors import ConfigError, DataError, XrayLabError
 
@@ -299,7 +302,8 @@ def test_to_patch_16bit_scales_not_clips(mode):
     assert img.mode == mode
     p = to_patch(img)
     assert p.dtype == np.float32
-    assert abs(float(np.median(p)) - 32768 / 65535) < 1e-4    # ~0.5, not clipped to 1
+    # ~0.5, not clipped to 1; within half an 8-bit level (the model sees 8 bits, preprocess.py)
+    assert abs(float(np.median(p)) - 32768 / 65535) <= 0.5 / 255
     assert p[0, 0] == pytest.approx(1.0)
 
 
@@ -313,14 +317,22 @@ def test_to_patch_16bit_png_file_resized(tmp_path):
     assert p[0, 0] < 0.05 and p[-1, -1] > 0.95 and 0.4 < p.mean() < 0.6
 
 
-@pytest.mark.parametrize("mode", ["I", "F"])
-def test_to_patch_int32_and_float_min_max(mode):
-    a = np.linspace(1000, 5000, 50 * 50).reshape(50, 50)
+@pytest.mark.parametrize("mode, lo, hi", [("I", -1000, 70000), ("F", 1000, 5000), ("F", -0.5, 0.5)])
+def test_to_patch_int32_and_float_out_of_range_min_max(mode, lo, hi):
+    a = np.linspace(lo, hi, 50 * 50).reshape(50, 50)
     img = Image.fromarray(a.astype(np.int32 if mode == "I" else np.float32))
     assert img.mode == mode
     p = to_patch(img)
     assert p.shape == (32, 32) and p.dtype == np.float32
     assert p.min() == pytest.approx(0.0, abs=0.02) and p.max() == pytest.approx(1.0, abs=0.02)
+
+
+def test_to_patch_int32_16bit_range_and_unit_float_kept():
+    a = np.linspace(1000, 5000, 32 * 32).reshape(32, 32)
+    p = to_patch(Image.fromarray(a.astype(np.int32)))          # a 16-bit image stored as I
+    np.testing.assert_allclose(p, a / 65535, atol=1 / 255)      # scaled, not min-maxed to 0..1
+    f = np.linspace(0.2, 0.6, 32 * 32, dtype=np.float32).reshape(32, 32)
+    np.testing.assert_allclose(to_patch(Image.fromarray(f)), np.rint(f * 255) / 255, atol=1e-6)
 
 
 def test_to_patch_float_with_nan_and_constant():
@@ -392,7 +404,7 @@ def test_unreadable_file(tmp_path):
     bad.write_bytes(b"this is not a png at all")
     with pytest.raises(DataError) as e:
         load_folder(tmp_path)
-    assert str(e.value).startswith(f"{bad}: not a readable image (")
+    assert str(e.value).startswith(f"{tmp_path.name}/train/T1_009_b.png: not a readable image (")
 
 
 def test_truncated_file(tmp_path):
@@ -404,7 +416,38 @@ def test_truncated_file(tmp_path):
     with pytest.raises(DataError) as e:
         load_folder(tmp_path)
     msg = str(e.value)
-    assert msg.startswith(f"{bad}: not a readable image (") and "truncated" in msg
+    assert msg.startswith(f"{tmp_path.name}/train/T1_009_l.png: not a readable image (") and "truncated" in msg
+
+
+def _png_claiming(w: int, h: int) -> bytes:
+    """A real 32x32 PNG whose header claims w x h pixels (its data is far too short)."""
+    png = png_bytes("b")
+    body = b"IHDR" + struct.pack(">II", w, h) + png[24:29]
+    return png[:8] + struct.pack(">I", 13) + body + struct.pack(">I", zlib.crc32(body)) + png[33:]
+
+
+@pytest.mark.parametrize("w, h", [(8000, 8000), (100_000, 100_000)])
+def test_decompression_bomb_in_a_folder_is_refused_before_decoding(tmp_path, w, h, monkeypatch):
+    root = tmp_path / "course"
+    course_layout(root, {"train": ["T1"]}, per_class=1)
+    (root / "train" / "T1_009_b.png").write_bytes(_png_claiming(w, h))
+    real = D.first_frame
+    monkeypatch.setattr(D, "first_frame",
+                        lambda im: pytest.fail("a bomb reached the decoder") if im.size[0] > 32 else real(im))
+    with pytest.raises(DataError) as e:
+        load_folder(root)
+    msg = str(e.value)
+    assert msg.startswith("course/train/T1_009_b.png: ") and "refused before decoding" in msg
+    assert str(tmp_path) not in msg and "\n" not in msg
+
+
+def test_decompression_bomb_in_a_zip_is_refused_and_named_inside_the_zip(tmp_path, small_course):
+    z = zip_dir(small_course, tmp_path / "u.zip", top="top",
+                extra={"top/train/T0_009_b.png": _png_claiming(8000, 8000)})
+    with pytest.raises(DataError) as e:
+        load_zip(z)
+    assert str(e.value) == ("u.zip/top/train/T0_009_b.png: image is 8000x8000 (64 megapixels), "
+                            "over the 40 MP limit; refused before decoding")
 
 
 def test_first_bad_file_in_sorted_order_is_reported(tmp_path, monkeypatch):
@@ -537,10 +580,10 @@ def test_zip_too_many_members(tmp_path, monkeypatch):
     members = [(f"train/T{i}_000_b.png", png_bytes()) for i in range(30)]
     z = zip_members(tmp_path / "m.zip", members)
     _refused(tmp_path, z, r"30 entries, more than the 20 allowed", max_members=20)
-    monkeypatch.setattr(D, "MAX_MEMBERS", 29)
+    monkeypatch.setattr(Z, "MAX_MEMBERS", 29)
     with pytest.raises(DataError, match="more than the 29 allowed"):
         load_zip(z)
-    monkeypatch.setattr(D, "MAX_MEMBERS", 30)
+    monkeypatch.setattr(Z, "MAX_MEMBERS", 30)
     assert len(load_zip(z).split("train")) > 0
 
 
@@ -559,7 +602,7 @@ def test_zip_total_size_limit(tmp_path, monkeypatch):
     rnd = np.random.default_rng(0).bytes(3000)
     z = zip_members(tmp_path / "t.zip", [("a.bin", rnd), ("b.bin", rnd)], zipfile.ZIP_STORED)
     _refused(tmp_path, z, r"would unpack to more than 5000 bytes", max_total_bytes=5000)
-    monkeypatch.setattr(D, "MAX_TOTAL_BYTES", 5000)
+    monkeypatch.setattr(Z, "MAX_TOTAL_BYTES", 5000)
     with pytest.raises(DataError, match="more than 5000 bytes"):
         load_zip(z)
 
@@ -571,7 +614,7 @@ def test_small_very_compressible_member_is_fine(tmp_path):
     data = buf.getvalue()
     z = zip_members(tmp_path / "k.zip", [("test/A_000_b.bmp", data)])
     info = zipfile.ZipFile(z).getinfo("test/A_000_b.bmp")
-    assert info.file_size / info.compress_size > 200 and info.file_size < D.RATIO_MIN_BYTES
+    assert info.file_size / info.compress_size > 200 and info.file_size < Z.RATIO_MIN_BYTES
     assert len(load_zip(z).split("test")) == 1
 
 

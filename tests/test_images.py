@@ -5,7 +5,6 @@ import importlib.util
 import io
 import struct
 import sys
-import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -91,15 +90,16 @@ def test_gif_first_frame():
     assert np.allclose(im, 40 / 255.0, atol=1 / 255)
 
 
-def test_rgb_to_luminance():
+def test_rgb_to_luminance_as_pillow_convert_L():
     rgb = np.zeros((32, 48, 3), np.uint8)
     rgb[:, :16, 0] = 255          # red
     rgb[:, 16:32, 1] = 255        # green
     rgb[:, 32:, :] = 128          # grey
     im = read_image(enc(rgb, "PNG"), "rgb.png")
-    assert im[0, 0] == pytest.approx(0.299, abs=1e-4)
-    assert im[0, 20] == pytest.approx(0.587, abs=1e-4)
-    assert im[0, 40] == pytest.approx(128 / 255, abs=1e-4)
+    assert im[0, 0] == pytest.approx(76 / 255, abs=1e-6)      # round(0.299 * 255)
+    assert im[0, 20] == pytest.approx(150 / 255, abs=1e-6)    # round(0.587 * 255)
+    assert im[0, 40] == pytest.approx(128 / 255, abs=1e-6)
+    np.testing.assert_array_equal(im * 255, np.asarray(Image.fromarray(rgb).convert("L"), np.float32))
 
 
 def test_palette_and_rgba():
@@ -110,7 +110,7 @@ def test_palette_and_rgba():
     px[:, 20:] = 2
     p.putdata(px.ravel().tolist())
     im = read_image(enc(p, "PNG"), "pal.png")
-    assert im[0, 0] == 0.0 and im[0, 15] == pytest.approx(1.0) and im[0, 25] == pytest.approx(0.114, abs=1e-4)
+    assert im[0, 0] == 0.0 and im[0, 15] == pytest.approx(1.0) and im[0, 25] == pytest.approx(29 / 255, abs=1e-6)
     rgba = np.full((32, 32, 4), 200, np.uint8)
     rgba[..., 3] = 0   # fully transparent: alpha is dropped, not composited
     assert np.allclose(read_image(enc(rgba, "PNG"), "a.png"), 200 / 255, atol=1e-4)
@@ -202,9 +202,11 @@ def test_dicom_bomb_refused_from_header():
     ds.Rows, ds.Columns = 20000, 20000          # pixel data stays 1 KB
     b = io.BytesIO()
     ds.save_as(b, enforce_file_format=True)
-    t = time.perf_counter()
+    tracemalloc.start()
     msg = refused(b.getvalue(), "big.dcm")
-    assert "megapixels" in msg and time.perf_counter() - t < 1.0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "megapixels" in msg and peak < 50_000_000   # 400 MP were never decoded
 
 
 def test_dicom_truncated_pixels_refused():
@@ -261,13 +263,11 @@ def test_png_bomb_refused_from_header(w, h):
     if w * h < Image.MAX_IMAGE_PIXELS:
         assert Image.open(io.BytesIO(bomb)).size == (w, h)   # the crafted header is valid
     tracemalloc.start()
-    t = time.perf_counter()
     msg = refused(bomb, "bomb.png")
-    elapsed = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert "refused before decoding" in msg
-    assert elapsed < 0.5 and peak < 5_000_000
+    assert peak < 5_000_000   # nothing the size of the image was ever allocated
 
 
 def test_too_small_refused():

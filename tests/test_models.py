@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from xray_core.config import RunConfig
-from xray_core.models import build_model, layer_table
+from xray_core.models import build_model, cost, layer_table, multiply_adds
 
 
 @pytest.mark.parametrize("cfg, total, trainable", [
@@ -54,3 +54,14 @@ def test_optimizer_and_learning_rate_follow_the_config():
     m = build_model(RunConfig(optimizer="sgd", lr=0.01, momentum=0.8))
     assert type(m.optimizer).__name__ == "SGD" and np.isclose(float(m.optimizer.learning_rate), 0.01)
     assert type(build_model(RunConfig()).optimizer).__name__ == "Adam"
+
+
+@pytest.mark.parametrize("cfg", [
+    RunConfig(), RunConfig(batch_norm=True), RunConfig(arch="cnn"), RunConfig(arch="cnn", cnn_mode="corrected"),
+    RunConfig(arch="cnn", filters=(32, 64, 64, 128, 128)), RunConfig(arch="cnn", filters=(3, 5, 7, 9, 11)),
+], ids=["fc", "fc+bn", "cnn-seed", "cnn-corrected", "cnn-half", "cnn-odd"])
+def test_cost_arithmetic_equals_keras_counts(cfg):
+    """cost() guards the caps without building a model: it must agree with the model Keras builds."""
+    model = build_model(cfg, compile=False)
+    assert cost(cfg) == {"params": model.count_params(), "multiply_adds": multiply_adds(cfg)}
+    assert cost(cfg)["params"] == layer_table(cfg)["total_params"]

@@ -7,6 +7,7 @@ from PIL import Image
 
 from xray_core import FILM, LETTERS, PATCH
 from xray_core import phantom as P
+from xray_core import phantom_anatomy
 from xray_core.dataset import SPLITS
 
 SMALL = dict(n_train=3, n_val=2, n_test=2)
@@ -237,7 +238,7 @@ def test_lung_base_is_a_dome():
     # (costophrenic) angle and rises towards the middle -- a curve, not a line.
     for lateral, medial in ((0.1, 0.4), (0.9, 0.6)):
         prof = np.tile([min(lateral, medial), max(lateral, medial)], (9, 1))
-        mask = P._lung_mask(0.1, 0.8, prof)
+        mask = phantom_anatomy._lung_mask(0.1, 0.8, prof)
         low = lambda x: np.nonzero(mask[:, int(x * FILM)])[0].max()  # noqa: E731
         near_lat = lateral + (medial - lateral) * 0.05
         near_med = lateral + (medial - lateral) * 0.9

@@ -6,7 +6,8 @@ import pytest
 
 from xray_core.config import RunConfig
 from xray_core.dataset import Dataset
-from xray_core.training import DONE, FAILED, QUEUED, STOPPED, Scheduler, TrainingJob, unit_share
+from xray_core.callbacks import unit_share
+from xray_core.training import DONE, FAILED, QUEUED, STOPPED, Scheduler, TrainingJob
 
 from .conftest import make_split, wait_for
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from . import CLASSES
-from .config import ACTIVATIONS, ARCHS, CNN_MODES, OPTIMIZERS, RunConfig, parse_filters
+from .config import CAPS, KNOBS, RunConfig, parse_filters
 from .cli_runs import add_commands as add_runs_commands
 from .errors import ConfigError, XrayLabError, one_line
 
@@ -36,38 +36,39 @@ def _filters_arg(text: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _add_knobs(p: argparse.ArgumentParser) -> None:
-    """The model/training knobs; None = not given, so a preset's value stands."""
+def _add_knobs(p: argparse.ArgumentParser, train: bool = False) -> None:
+    """The knob table (config.KNOBS) as flags; None = not given, so a preset's value stands."""
     g = p.add_argument_group("model and training knobs (override --preset)")
     g.add_argument("--preset", help="one of the course experiments, e.g. p1-task1 (see `presets`)")
-    g.add_argument("--arch", choices=ARCHS)
-    g.add_argument("--activation", choices=ACTIVATIONS)
-    g.add_argument("--alpha", type=float, help="LeakyReLU slope, in [0, 1)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="learning rate")
-    g.add_argument("--optimizer", choices=OPTIMIZERS)
-    g.add_argument("--momentum", type=float, help="SGD momentum")
-    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--dropout", type=float)
-    g.add_argument("--l2", type=float)
-    g.add_argument("--filters", type=_filters_arg, help="five CNN filter counts, e.g. 64,128,128,256,256")
-    g.add_argument("--cnn-mode", choices=CNN_MODES)
-    g.add_argument("--seed", type=int)
+    for name, k in KNOBS.items():
+        if not k.flag or not (k.summary or train):
+            continue
+        flag = "--" + name.replace("_", "-")
+        label = k.label.split(" (")[0]
+        if k.choices:
+            g.add_argument(flag, choices=k.choices, help=label)
+        elif k.kind is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=label)
+        elif k.kind is tuple:
+            g.add_argument(flag, type=_filters_arg, help="five CNN filter counts, e.g. 64,128,128,256,256")
+        else:
+            lo, hi = k.min, k.max
+            rng = f"{lo:,} to {hi:,}" if k.kind is int and hi is not None else f"{lo:g} to {hi:g}" if hi else ""
+            if k.cap:
+                rng = f"{lo:,} to this server's limit, {CAPS[k.cap].env} (default {CAPS[k.cap].default:,})"
+            g.add_argument(flag, type=k.kind, help=f"{label} ({rng})")
 
 
-_KNOBS = ("arch", "activation", "alpha", "epochs", "batch_size", "lr", "optimizer", "momentum",
-          "batch_norm", "dropout", "l2", "filters", "cnn_mode", "seed")
+def _knob_names(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(n for n, k in KNOBS.items() if k.flag and hasattr(args, n))
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     from .presets import get_preset
     base = get_preset(args.preset).config if getattr(args, "preset", None) else RunConfig()
-    changes = {k: getattr(args, k) for k in _KNOBS if getattr(args, k, None) is not None}
+    changes = {k: getattr(args, k) for k in _knob_names(args) if getattr(args, k) is not None}
     if getattr(args, "data", None):
         changes["data"] = args.data
-    if getattr(args, "limit_train", None) is not None:
-        changes["limit_train"] = args.limit_train
     return base.replace(**changes).validate()
 
 
@@ -110,7 +111,7 @@ def cmd_train(args) -> int:
         est = None
     if est:
         print(f"estimated {est['total']:.1f}s ({est['source']})", flush=True)
-    job = TrainingJob(cfg, ds)
+    job = TrainingJob(cfg, ds, backend=args.backend)  # the dataset loaded once, for both
     run = store.create_run(check_workspace(args.workspace), cfg)
     recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
     job.start()
@@ -217,7 +218,12 @@ def cmd_classify(args) -> int:
     if not 1 <= args.stride <= 32:
         raise ConfigError(f"--stride must be from 1 to 32, got {args.stride}")
     model = load_model(args.model)
-    results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride)
+    results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride,
+                             method="auto" if args.method == "dense" else args.method)
+    if args.method == "dense" and any(r.get("method") == "patches" for r in results):
+        # asked for dense on a model that cannot go dense: say so once, the maps are still made
+        reason = next(r["method_reason"] for r in results if r.get("method") == "patches")
+        print(f"note: --method dense does not apply; {reason[0].lower()}{reason[1:]}", file=sys.stderr)
     for r in results:
         print(f"{r['file']}: {r['label']}" if r["ok"] else f"{r['file']}: error: {r['error']}")
     _write_json(args.json, results)
@@ -233,11 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model (streams one line per epoch)")
-    _add_knobs(t)
+    _add_knobs(t, train=True)
     t.add_argument("--data", default="phantom", help="phantom (default), a folder or a .zip")
-    t.add_argument("--limit-train", type=int, help="use only N training patches")
     t.add_argument("--out", help="folder for model.keras and run.json")
     t.add_argument("--json", help="write the run record here")
+    t.add_argument("--backend", choices=("local", "ray"), default=None,
+                   help="where the job runs: this process (local, default) or a Ray cluster (RAY_ADDRESS, "
+                        "else a local Ray started now); default XRAY_LAB_BACKEND")
     t.add_argument("--workspace", default="cli", help="record the run in this workspace of the run store")
     t.set_defaults(func=cmd_train)
 
@@ -272,9 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "index 0-3, so it looks black; it is data) and NAME.overlay.png "
                                      "(the film tinted in the app's class colours: the one to look at)")
     c.add_argument("--stride", type=int, default=4)
+    c.add_argument("--method", choices=("dense", "patches"), default="dense",
+                   help="dense: one pass of a CNN over the film (falls back to patches, with a note, "
+                        "for models that cannot); patches: every patch on its own")
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
     add_runs_commands(sub)
+    # imported here: these modules reuse this one's knob helpers
+    from .cli_experiments import add_commands as add_experiment_commands
+    from .cli_explain import add_commands as add_explain_commands
+    add_experiment_commands(sub)   # repeat, sweep, compare
+    add_explain_commands(sub)      # explain
     return p
 
 

@@ -1,105 +1,229 @@
 """RunConfig: the one typed, serialisable description of a training run.
 
 The sidebar, the presets, the CLI, the URL query string and the saved run record
-all speak it (like tensorflow/playground's state.ts). Fields left as None mean
-"the architecture's default" and are filled by `resolved()`, so a CNN switched to
-corrected mode gets settings that train unless the student overrides them.
+all speak it (like tensorflow/playground's state.ts). Each field carries its knob
+in its metadata (`KNOBS`): type, default per architecture, range, choices, label,
+help and format. The CLI flags (cli.py), the URL parser/writer (below), the sidebar
+widgets (xray_ui/controls.py) and the presets' check are all made from that table,
+so adding a knob is one field here plus its use in models.py.
+
+Fields left as None mean "the architecture's default" and are filled by
+`resolved()`, so a CNN switched to corrected mode gets settings that train unless
+the student overrides them.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError
 
-ARCHS = ("fc", "cnn")
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu")
-OPTIMIZERS = ("adam", "sgd")
-CNN_MODES = ("seed", "corrected")
 DEFAULT_FILTERS = (64, 128, 128, 256, 256)
-
-# The course's settings (seed) vs settings that let the same CNN learn (corrected).
-_DEFAULTS = {
-    # arch/mode: (lr, l2, dropout)
-    "fc": (1e-5, 0.0, 0.0),
-    "cnn/seed": (1e-5, 1e-2, 0.3),
-    "cnn/corrected": (1e-3, 1e-4, 0.2),
-}
 
 
 @dataclass(frozen=True)
+class Knob:
+    """One row of the knob table. Ranges are inclusive: what validation accepts is
+    exactly what the widget can show, so every link the config accepts renders."""
+    kind: type                          # int, float, bool, str or tuple (the CNN filters)
+    label: str                          # the widget's label
+    noun: str                           # how messages name it ("batch size")
+    help: str = ""                      # what it changes and what to expect (UI help, one place)
+    min: float | None = None
+    max: float | None = None
+    cap: str | None = None              # a cost cap (CAPS) that sets max, per server
+    choices: tuple = ()
+    choice_labels: dict = field(default_factory=dict)
+    per_arch: dict | None = None        # default per "fc", "cnn/seed", "cnn/corrected" (field default None)
+    widget: str | None = None           # radio | select | slider | number | checkbox | text | None
+    step: float | None = None
+    format: str | None = None           # printf format of the widget
+    off: Any = None                     # the widget's value for None (limit_train: 0 = all patches)
+    section: str = "model"              # sidebar section: model | training
+    when: tuple[str, tuple] | None = None  # only used when knob when[0] has one of the values when[1]
+    picks_defaults: bool = False        # changing it loads the architecture's own per_arch defaults
+    flag: bool = True                   # a CLI flag --name-with-dashes
+    summary: bool = True                # also a flag of `summary` (not only of `train`)
+    short: str = "{noun} {value}"       # in run labels: "p1-task5, 10 epochs"
+
+
+def knob(default: Any, **kw: Any) -> Any:
+    return field(default=default, metadata={"knob": Knob(**kw)})
+
+
+def _choices(labels: dict) -> dict:
+    return dict(choices=tuple(labels), choice_labels=labels)
+
+
+# ---- cost caps -------------------------------------------------------------------
+# One student must not hold the class's trainers for hours, and a model must fit the
+# server's memory next to a class's other runs. Defaults let every course experiment
+# through with room to explore: the course CNN has 3.27 M parameters and ~116 M
+# multiply-adds per patch (~35-55 s/epoch on 2 cores); 5 M / 150 M leave room for wider
+# dense layers or a few more filters but refuse a doubled CNN (~8.6 M, ~460 M: about
+# four times as slow). 200 epochs is 5x the longest course task; batch 1024 is a tenth
+# of the real training split, beyond which an epoch is only a handful of updates and the
+# CNN's activations alone need gigabytes. A teacher sets other limits by environment.
+
+@dataclass(frozen=True)
+class Cap:
+    env: str
+    default: int
+    says: str       # the refused value, in words
+    advice: str
+
+
+CAPS = {
+    "params": Cap("XRAY_LAB_MAX_PARAMS", 5_000_000, "this model has {:,} parameters",
+                  "use fewer filters, e.g. Halve them"),
+    "multiply_adds": Cap("XRAY_LAB_MAX_MACS", 150_000_000, "this model needs {:,} multiply-adds per patch",
+                         "use fewer filters, e.g. Halve them"),
+    "epochs": Cap("XRAY_LAB_MAX_EPOCHS", 200, "{:,} epochs", "use fewer epochs"),
+    "batch_size": Cap("XRAY_LAB_MAX_BATCH", 1024, "batch size {:,}", "use a smaller batch size"),
+}
+
+
+def cap(name: str) -> int:
+    """This server's limit: the teacher's environment variable, else the default."""
+    c = CAPS[name]
+    raw = os.environ.get(c.env, "").strip()
+    if not raw:
+        return c.default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{c.env} must be a whole number >= 1, got {raw!r} (fix the server's environment)")
+    return value
+
+
+def _over_cap(name: str, value: int) -> ConfigError:
+    c = CAPS[name]
+    return ConfigError(f"{c.says.format(value)}, more than this server's limit of {cap(name):,}: {c.advice} "
+                       f"(a teacher can raise the limit with {c.env})")
+
+
+# ---- the table ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
 class RunConfig:
-    arch: str = "fc"
-    activation: str = "relu"
-    alpha: float = 0.01            # LeakyReLU negative slope
-    epochs: int = 25
-    batch_size: int = 64
-    lr: float | None = None        # None: 1e-5 (course), 1e-3 for the corrected CNN
-    optimizer: str = "adam"
-    momentum: float = 0.9          # SGD only
-    batch_norm: bool = False       # FC only; the CNN always has its batch norm layers
-    dropout: float | None = None   # None: 0 for FC, 0.3 for the course CNN
-    filters: tuple[int, ...] = DEFAULT_FILTERS
-    cnn_mode: str = "seed"
-    l2: float | None = None        # None: 0 for FC, 1e-2 on the course CNN's convs
-    seed: int = 0
-    data: str = "phantom"          # phantom | folder path | .zip path
-    limit_train: int | None = None  # use only N training patches (quick CNN runs)
+    arch: str = knob(
+        "fc", kind=str, label="Architecture", noun="architecture", widget="radio", picks_defaults=True,
+        **_choices({"fc": "Fully connected", "cnn": "CNN"}), short="{label}",
+        help="FC flattens the 32×32 patch into 1,024 numbers and connects every pixel to every unit: "
+             "it cannot know that neighbouring pixels belong together. A CNN slides small 3×3 filters over the "
+             "image, sharing the same weights everywhere, so a conv layer needs far fewer parameters than a "
+             "dense layer of the same width.")
+    activation: str = knob(
+        "relu", kind=str, label="Activation", noun="activation", widget="select", short="{label}",
+        **_choices({"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "tanh", "sigmoid": "sigmoid", "elu": "ELU"}),
+        help="ReLU passes positives and zeroes negatives; a unit whose input stays negative outputs 0 "
+             "and gets no gradient, so it may never recover ('dying ReLU': watch the dead-unit monitor). "
+             "LeakyReLU keeps a small slope α for negatives so such units still learn. tanh and sigmoid "
+             "saturate: for large inputs their gradient vanishes. ELU is smooth and negative below zero.")
+    alpha: float = knob(  # LeakyReLU negative slope
+        0.01, kind=float, label="LeakyReLU α", noun="alpha", min=0.0, max=0.999, widget="slider", step=0.01,
+        format="%.3g", when=("activation", ("leaky_relu",)), short="α {value}",
+        help="LeakyReLU's slope for negative inputs. 0 is plain ReLU; the course uses 0.01. Larger slopes "
+             "keep more gradient flowing but make the unit more linear.")
+    cnn_mode: str = knob(
+        "seed", kind=str, label="CNN mode", noun="CNN mode", widget="radio", picks_defaults=True,
+        **_choices({"seed": "seed", "corrected": "corrected"}), when=("arch", ("cnn",)), short="{label}",
+        help="seed: the course's CNN exactly, including BatchNormalization(axis=1), which on NHWC tensors "
+             "normalises image rows instead of channels, and lr 1e-5 under L2 1e-2: it barely learns. "
+             "corrected: batch norm over channels before the activation, lr 1e-3, light L2.")
+    filters: tuple[int, ...] = knob(
+        DEFAULT_FILTERS, kind=tuple, label="Filters (five conv layers)", noun="filter counts", min=1, max=2048,
+        widget="text", when=("arch", ("cnn",)), short="filters {value}",
+        help="Number of 3×3 filters in each of the five conv layers (course: 64,128,128,256,256). Each "
+             "filter is a feature detector; halving them roughly halves the conv parameters.")
+    batch_norm: bool = knob(  # FC only; the CNN always has its batch norm layers
+        False, kind=bool, label="Batch normalisation", noun="batch norm", widget="checkbox",
+        when=("arch", ("fc",)), short="batch norm {value}",
+        help="Batch normalisation rescales each layer's outputs to zero mean and unit variance over the "
+             "mini-batch, then learns a scale and shift. It makes training faster and less sensitive to "
+             "the learning rate (course Task 5). The CNN always has its batch-norm layers.")
+    dropout: float | None = knob(
+        None, kind=float, label="Dropout", noun="dropout", min=0.0, max=0.999, widget="slider", step=0.05,
+        format="%.3g", per_arch={"fc": 0.0, "cnn/seed": 0.3, "cnn/corrected": 0.2},
+        help="During training, randomly silences this share of units so the network cannot rely on any "
+             "single one: a regulariser against overfitting. Off at test time.")
+    epochs: int = knob(
+        25, kind=int, label="Epochs", noun="epochs", min=1, cap="epochs", widget="number", step=1,
+        section="training", short="{value} epochs",
+        help="One epoch = one pass over all training patches. More epochs raise training accuracy; when "
+             "validation accuracy stops rising while training accuracy keeps climbing, the model overfits.")
+    batch_size: int = knob(
+        64, kind=int, label="Batch size", noun="batch size", min=1, cap="batch_size", widget="number", step=8,
+        section="training", short="batch {value}",
+        help="Patches per weight update (mini-batch gradient descent). Small batches: more, noisier "
+             "updates per epoch (see the batch-loss jitter, course Task 4). Batch size 1 is plain SGD; "
+             "the whole set is batch gradient descent.")
+    lr: float | None = knob(
+        None, kind=float, label="Learning rate", noun="learning rate", min=1e-7, max=10.0, widget="number",
+        step=1e-5, format="%.1e", section="training", per_arch={"fc": 1e-5, "cnn/seed": 1e-5, "cnn/corrected": 1e-3},
+        short="lr {value:g}",
+        help="Step size of each update. The course uses 1e-5 with Adam: slow but steady. Too large and the loss "
+             "jumps or diverges; too small and nothing moves in the time you have (the course CNN's problem).")
+    optimizer: str = knob(
+        "adam", kind=str, label="Optimizer", noun="optimizer", widget="select", section="training",
+        **_choices({"adam": "Adam", "sgd": "SGD + momentum"}), short="{label}",
+        help="Adam adapts a step size per weight (the course's choice). SGD with momentum is the classic: "
+             "one global step size, with momentum smoothing the direction over batches.")
+    momentum: float = knob(  # SGD only
+        0.9, kind=float, label="SGD momentum", noun="momentum", min=0.0, max=0.999, widget="slider", step=0.01,
+        format="%.3g", section="training", when=("optimizer", ("sgd",)), short="momentum {value}",
+        help="How much of the previous update SGD keeps: 0 is plain SGD; 0.9 (the classic value) averages "
+             "the direction over about ten batches, which smooths the noise of small batches.")
+    l2: float | None = knob(
+        None, kind=float, label="L2 weight decay", noun="L2", min=0.0, max=1.0, widget="number", step=1e-4,
+        format="%.1e", section="training", per_arch={"fc": 0.0, "cnn/seed": 1e-2, "cnn/corrected": 1e-4},
+        short="L2 {value:g}",
+        help="Weight decay: adds λ·Σw² to the loss so weights stay small. Too strong and it overwhelms the data "
+             "term (the course CNN's 1e-2 on every conv).")
+    seed: int = knob(
+        0, kind=int, label="Random seed", noun="seed", min=0, max=2**31 - 1, widget="number", step=1,
+        section="training", short="seed {value}",
+        help="Random seed for weight initialisation, dropout and shuffling: the same seed and settings give "
+             "the same run. Change it to see how much results vary by chance alone.")
+    limit_train: int | None = knob(  # use only N training patches (quick CNN runs)
+        None, kind=int, label="Use N training patches (0 = all)", noun="limit-train", min=1, max=10_000_000,
+        widget="number", step=500, off=0, section="training", summary=False, short="{value} patches",
+        help="Train on only this many patches (0 = all). A quick way to try the CNN in class: "
+             "2,000 patches take a fifth of the time.")
+    lr_schedule: str = knob(
+        "constant", kind=str, label="Learning-rate schedule", noun="lr schedule", widget="select",
+        section="training", **_choices({"constant": "Constant", "cosine": "Cosine decay to 0"}), short="{label}",
+        help="Cosine: the learning rate starts at the value above and decays smoothly to 0 by the last "
+             "epoch, so the final weights are not a snapshot of a still-jumping run.")
+    data: str = knob(  # phantom | folder path | .zip path; the sidebar's Data section and --data set it
+        "phantom", kind=str, label="Data", noun="data", flag=False)
 
     # ---- defaults and validation -------------------------------------------------
-    def _key(self) -> str:
-        return "fc" if self.arch == "fc" else f"cnn/{self.cnn_mode}"
-
     def resolved(self) -> "RunConfig":
-        """A copy with every None replaced by the architecture's default, validated."""
-        self.validate()
-        lr, l2, dropout = _DEFAULTS[self._key()]
+        """A copy with every None replaced by the architecture's default, checked against the
+        table's ranges. Cost caps are the edges' job (validate(): sidebar, links, CLI), so
+        the engine still runs a config it was handed and a stored record stays readable."""
+        self.validate(caps=False)
+        defaults = arch_defaults(self.arch, self.cnn_mode)
         return dataclasses.replace(
-            self,
-            lr=lr if self.lr is None else float(self.lr),
-            l2=l2 if self.l2 is None else float(self.l2),
-            dropout=dropout if self.dropout is None else float(self.dropout),
-            filters=tuple(int(f) for f in self.filters),
-        )
+            self, filters=tuple(int(f) for f in self.filters),
+            **{k: (defaults[k] if getattr(self, k) is None else float(getattr(self, k))) for k in defaults})
 
-    def validate(self) -> "RunConfig":
-        def bad(msg: str) -> ConfigError:
-            return ConfigError(msg)
-
-        if self.arch not in ARCHS:
-            raise bad(f"unknown architecture {self.arch!r}: choose one of {', '.join(ARCHS)}")
-        if self.activation not in ACTIVATIONS:
-            raise bad(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.cnn_mode not in CNN_MODES:
-            raise bad(f"unknown CNN mode {self.cnn_mode!r}: choose seed or corrected")
-        if not _finite(self.alpha) or not 0 <= self.alpha < 1:
-            raise bad(f"alpha must be in [0, 1), got {self.alpha}")
-        if not _is_int(self.epochs) or self.epochs < 1 or self.epochs > 1000:
-            raise bad(f"epochs must be a whole number from 1 to 1000, got {self.epochs}")
-        if not _is_int(self.batch_size) or self.batch_size < 1 or self.batch_size > 65536:
-            raise bad(f"batch size must be a whole number from 1 to 65536, got {self.batch_size}")
-        if self.lr is not None and (not _finite(self.lr) or self.lr <= 0 or self.lr > 10):
-            raise bad(f"learning rate must be a positive finite number (at most 10), got {self.lr}")
-        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
-            raise bad(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.dropout is not None and (not _finite(self.dropout) or not 0 <= self.dropout < 1):
-            raise bad(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.l2 is not None and (not _finite(self.l2) or not 0 <= self.l2 <= 1):
-            raise bad(f"L2 must be in [0, 1], got {self.l2}")
-        if not isinstance(self.filters, (tuple, list)) or len(self.filters) != 5:
-            raise bad(f"the CNN needs exactly five filter counts, got {_fmt_filters(self.filters)}")
-        if not all(_is_int(f) and 1 <= f <= 2048 for f in self.filters):
-            raise bad(f"filter counts must be whole numbers from 1 to 2048, got {_fmt_filters(self.filters)}")
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**31:
-            raise bad(f"seed must be a whole number from 0 to 2147483647, got {self.seed}")
-        if self.limit_train is not None and (not _is_int(self.limit_train) or self.limit_train < 1):
-            raise bad(f"limit-train must be a whole number >= 1, got {self.limit_train}")
-        if not isinstance(self.data, str) or not self.data:
-            raise bad("data must be 'phantom', a folder or a .zip path")
+    def validate(self, caps: bool = True) -> "RunConfig":
+        """Every knob within the table's range; with caps, also within this server's cost caps.
+        Whatever a user typed, linked or passed on the command line goes through here."""
+        for name in KNOBS:
+            _check(name, getattr(self, name), caps)
+        if caps:
+            from .cost import cost  # arithmetic only: a huge model is refused before anything builds it
+            for name, value in cost(self).items():
+                if value > cap(name):
+                    raise _over_cap(name, value)
         return self
 
     # ---- serialisation -----------------------------------------------------------
@@ -110,14 +234,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - set(KNOBS))
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
         d = dict(d)
         if "filters" in d and d["filters"] is not None:
             d["filters"] = parse_filters(d["filters"])
-        return cls(**d).validate()
+        return cls(**d).validate(caps=False)  # records and worker transport: validated where they came in
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -125,43 +248,100 @@ class RunConfig:
     def to_query(self) -> dict[str, str]:
         """Only the fields that differ from the defaults, as strings (for st.query_params)."""
         base = RunConfig()
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if v != getattr(base, f.name):
-                out[f.name] = _to_str(v)
-        return out
+        return {name: to_text(getattr(self, name)) for name in KNOBS
+                if getattr(self, name) != getattr(base, name)}
 
     @classmethod
     def from_query(cls, q: dict[str, str]) -> "RunConfig":
         """Parse a query string dict; unknown keys are ignored, bad values raise ConfigError."""
-        kw: dict[str, Any] = {}
-        types = {f.name: f.type for f in fields(cls)}
-        for name, raw in q.items():
-            if name not in types:
-                continue
-            kw[name] = _parse_field(name, str(raw))
-        return cls(**kw).validate()
+        return cls(**{name: parse_text(name, str(raw)) for name, raw in q.items() if name in KNOBS}).validate()
 
 
-def _parse_field(name: str, raw: str) -> Any:
+KNOBS: dict[str, Knob] = {f.name: f.metadata["knob"] for f in fields(RunConfig)}
+_NONE_WORDS = ("", "none", "None", "auto")
+
+
+def arch_defaults(arch: str, cnn_mode: str = "seed") -> dict[str, Any]:
+    """The per-architecture defaults (lr, l2, dropout) of fc, cnn/seed or cnn/corrected."""
+    key = "fc" if arch != "cnn" else f"cnn/{cnn_mode if cnn_mode in KNOBS['cnn_mode'].choices else 'seed'}"
+    return {name: k.per_arch[key] for name, k in KNOBS.items() if k.per_arch}
+
+
+def applies(name: str, values: Any) -> bool:
+    """Whether a knob is used with these other settings (alpha only for LeakyReLU, ...).
+    `values` is a RunConfig or a mapping such as st.session_state."""
+    when = KNOBS[name].when
+    if when is None:
+        return True
+    other = getattr(values, when[0]) if isinstance(values, RunConfig) else values[when[0]]
+    return other in when[1]
+
+
+def bounds(name: str) -> tuple[Any, Any]:
+    """The knob's inclusive range, with this server's cap as the maximum of a capped knob."""
+    k = KNOBS[name]
+    return k.min, (cap(k.cap) if k.cap else k.max)
+
+
+def _range_text(k: Knob, lo: Any, hi: Any) -> str:
+    if hi is None:
+        return f">= {lo:g}"
+    return f"from {lo:,} to {hi:,}" if k.kind is int else f"from {lo:g} to {hi:g}"
+
+
+def _check(name: str, v: Any, caps: bool) -> None:
+    k = KNOBS[name]
+    if v is None and (k.per_arch or k.off is not None):
+        return
+    if k.choices:
+        if v not in k.choices:
+            raise ConfigError(f"unknown {k.noun} {v!r}: choose one of {', '.join(k.choices)}")
+        return
+    if k.kind is str:
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{k.noun} must be 'phantom', a folder or a .zip path")
+        return
+    if k.kind is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{k.noun} must be true or false, got {v!r}")
+        return
+    lo, hi = k.min, k.max
+    if k.kind is tuple:
+        if not isinstance(v, (tuple, list)) or len(v) != 5:
+            raise ConfigError(f"the CNN needs exactly five filter counts, got {_fmt_filters(v)}")
+        if not all(_is_int(f) and lo <= f <= hi for f in v):
+            raise ConfigError(f"filter counts must be whole numbers from {lo} to {hi}, got {_fmt_filters(v)}")
+        return
+    if k.kind is int:
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            shown_hi = cap(k.cap) if k.cap and caps else hi
+            raise ConfigError(f"{k.noun} must be a whole number {_range_text(k, lo, shown_hi)}, got {v}")
+        if k.cap and caps and v > cap(k.cap):
+            raise _over_cap(k.cap, v)
+        return
+    if not _finite(v) or not lo <= v <= hi:
+        raise ConfigError(f"{k.noun} must be a number {_range_text(k, lo, hi)}, got {v}")
+
+
+# ---- text form (URL query, CLI, widgets) -----------------------------------------
+
+def parse_text(name: str, raw: str) -> Any:
+    """One knob's value from text, as the table types it (ConfigError if unreadable)."""
+    k = KNOBS[name]
     try:
-        if name in ("epochs", "batch_size", "seed"):
-            return int(raw)
-        if name == "limit_train":
-            return None if raw in ("", "none", "None") else int(raw)
-        if name in ("alpha", "momentum"):
-            return float(raw)
-        if name in ("lr", "dropout", "l2"):
-            return None if raw in ("", "none", "None", "auto") else float(raw)
-        if name == "batch_norm":
-            if raw.lower() in ("1", "true", "yes", "on"):
+        if (k.per_arch or k.off is not None) and raw.strip() in _NONE_WORDS:
+            return None
+        if k.kind is tuple:
+            return parse_filters(raw)
+        if k.kind is bool:
+            word = raw.strip().lower()
+            if word in ("1", "true", "yes", "on"):
                 return True
-            if raw.lower() in ("0", "false", "no", "off"):
+            if word in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if name == "filters":
-            return parse_filters(raw)
+        if k.kind in (int, float):
+            return k.kind(raw)
         return raw
     except (ValueError, TypeError):
         raise ConfigError(f"{name}: cannot read {raw!r}") from None
@@ -177,14 +357,11 @@ def parse_filters(value: Any) -> tuple[int, ...]:
         out = tuple(int(p) for p in parts)
     except (ValueError, TypeError):
         raise ConfigError(f"filters must be five whole numbers like 64,128,128,256,256, got {value!r}") from None
-    if len(out) != 5:
-        raise ConfigError(f"the CNN needs exactly five filter counts, got {len(out)}: {value!r}")
-    if any(f < 1 or f > 2048 for f in out):
-        raise ConfigError(f"filter counts must be whole numbers from 1 to 2048, got {value!r}")
+    _check("filters", out, caps=False)
     return out
 
 
-def _to_str(v: Any) -> str:
+def to_text(v: Any) -> str:
     if isinstance(v, (tuple, list)):
         return ",".join(str(x) for x in v)
     if isinstance(v, bool):
@@ -205,3 +382,10 @@ def _finite(x: Any) -> bool:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+# Kept for the modules that import the choice lists by name.
+ARCHS = KNOBS["arch"].choices
+ACTIVATIONS = KNOBS["activation"].choices
+OPTIMIZERS = KNOBS["optimizer"].choices
+CNN_MODES = KNOBS["cnn_mode"].choices

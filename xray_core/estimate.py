@@ -174,11 +174,8 @@ def calibrate(config: RunConfig, force: bool = False) -> dict:
 def _measure(cfg: RunConfig) -> dict:
     from .dataset import Split
     from .models import build_model
+    from .callbacks import Stream
     from .training import TrainingJob, _batches
-    try:   # the streaming callback moves to callbacks.py (issue 15's module split)
-        from .callbacks import Stream as _Stream
-    except ImportError:
-        from .training import _Stream
     rng = np.random.default_rng(0)
     k = _steps_to_time(cfg)
     bs = cfg.batch_size
@@ -202,7 +199,7 @@ def _measure(cfg: RunConfig) -> dict:
     timings = []
     for _ in range(3):          # trace + K steps, then K steps twice (the 2nd still warms up)
         ends: list[float] = []
-        stream = _Stream(holder, len(y), bs, None)
+        stream = Stream(holder, len(y), bs, None)
         t = time.perf_counter()
         model.fit(_batches(split, bs, 0), epochs=1, verbose=0, callbacks=[stream, _Clock()], shuffle=False)
         timings.append(time.perf_counter() - t)

@@ -11,13 +11,12 @@ Accepted: PNG, JPEG, TIFF, BMP, GIF (first frame) through Pillow, and DICOM
 through pydicom. Everything is checked from the header before any pixel is
 decoded: file size, pixel count (decompression bombs), minimum side, aspect ratio.
 
-Intensity conventions (so uploads match the course's 8-bit training PNGs):
-- 8-bit grayscale / RGB / palette: value / 255 (RGB -> ITU-R 601 luminance).
-- 16-bit PNG / TIFF: value / 65535 (the bit depth's full scale, not min-max).
-- 32-bit integer or float TIFF: kept if already in [0, 1], else min-max.
-- DICOM: modality LUT (Rescale Slope/Intercept) -> the file's first Window
-  Center/Width (or its VOI LUT) -> [0, 1]; min-max when the file has no window;
-  MONOCHROME1 is inverted so that dense tissue is bright, as in MONOCHROME2.
+Intensity conventions: Pillow formats follow `preprocess` (the one convention for
+bit depth, shared with the dataset loader: 8-bit via convert('L') / 255, 16-bit /
+65535, float kept in [0, 1] else min-max). DICOM: modality LUT (Rescale
+Slope/Intercept) -> the file's first Window Center/Width (or its VOI LUT) -> [0, 1];
+min-max when the file has no window; MONOCHROME1 is inverted so that dense tissue is
+bright, as in MONOCHROME2.
 """
 from __future__ import annotations
 
@@ -25,13 +24,14 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-from . import FILM, PATCH
+from . import FILM
+from . import preprocess
 from .errors import ImageError
+from .preprocess import MAX_PIXELS, first_frame, minmax, to_float, to_model_input
 
 MAX_BYTES = 50 * 1024 * 1024   # refuse files larger than this before parsing
-MAX_PIXELS = 40_000_000        # refuse images claiming more pixels (from the header)
 MIN_SIDE = 16                  # smaller than this on a side: nothing to classify
 MAX_ASPECT = 4.0               # longer/shorter side beyond this: not a film or patch
 RADIOGRAPH_SIDE = 128          # either side >= this: treated as a whole radiograph
@@ -102,17 +102,11 @@ def is_dicom(data: bytes) -> bool:
 
 
 def patch_input(img2d: np.ndarray) -> np.ndarray:
-    """Exactly the model's input for a whole image: float32 (32, 32) in [0, 1].
-
-    Like the course's preprocessing and the training patches (8-bit PNGs / 255):
-    quantise to 8-bit L, resize to 32x32 with Pillow's BICUBIC, divide by 255.
-    A 32x32 8-bit patch passes through unchanged.
-    """
-    u8 = _to_u8(_check_2d(img2d, "patch_input"))
-    im = Image.fromarray(u8)
-    if im.size != (PATCH, PATCH):
-        im = im.resize((PATCH, PATCH), Image.Resampling.BICUBIC)
-    return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+    """Exactly the model's input for a whole image: `preprocess.to_model_input`."""
+    try:
+        return to_model_input(_check_2d(img2d, "patch_input"))
+    except ValueError as e:
+        raise ImageError(f"patch_input: {e}") from None
 
 
 def is_radiograph(img2d: np.ndarray) -> bool:
@@ -128,8 +122,7 @@ def to_film(img2d: np.ndarray, window: bool = False, gamma: float = 2.0) -> np.n
 
     window=False (default) keeps intensities as read. window=True re-applies the
     training films' intensity recipe (data/README.md): stretch the 2nd..99.5th
-    percentiles to [0, 1], then gamma (v ** gamma, skimage's adjust_gamma
-    convention). Use it for raw films that look flat/washed out. The shared JSRT
+    percentiles to [0, 1], then gamma (v ** gamma, `preprocess.window`). Use it for raw films that look flat/washed out. The shared JSRT
     films are ALREADY windowed, and re-windowing them darkens them and lowers map
     quality (see scripts/measure_maps.py --window), hence the default.
     """
@@ -145,9 +138,7 @@ def to_film(img2d: np.ndarray, window: bool = False, gamma: float = 2.0) -> np.n
     else:
         a = a.copy()
     if window:
-        lo, hi = np.percentile(a, [2.0, 99.5])
-        if hi > lo:
-            a = np.clip((a - lo) / (hi - lo), 0.0, 1.0) ** np.float32(gamma)
+        a = preprocess.window(a, gamma)
     return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
 
 
@@ -155,12 +146,9 @@ def to_film(img2d: np.ndarray, window: bool = False, gamma: float = 2.0) -> np.n
 def _open_pillow(data: bytes, name: str) -> Image.Image | None:
     """Open the header only (no pixel decoding); None when Pillow does not recognise it."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=PIL_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: image header claims too many pixels "
-                         "(decompression bomb), refused before decoding") from None
+        im = preprocess.open_checked(io.BytesIO(data), formats=PIL_FORMATS)
+    except preprocess.TooManyPixels as e:
+        raise ImageError(f"{name}: {e}") from None
     except UnidentifiedImageError:
         return None
     except Exception as e:  # malformed headers raise all sorts of things
@@ -174,13 +162,9 @@ def _open_pillow(data: bytes, name: str) -> Image.Image | None:
 def _read_pillow(im: Image.Image, name: str) -> np.ndarray:
     fmt = im.format or "image"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im.seek(0)            # GIF / multi-page TIFF: the first frame
-            im.load()             # full decode: truncated files fail here
-            im = ImageOps.exif_transpose(im)   # phone photos of films
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: {fmt} is too large (decompression bomb), refused") from None
+        im = first_frame(im)
+    except (preprocess.TooManyPixels, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: {fmt} frame refused ({e})") from None
     except Exception as e:
         msg = _one_line(e)
         if "truncat" in msg.lower() or isinstance(e, (EOFError, SyntaxError)):
@@ -189,35 +173,10 @@ def _read_pillow(im: Image.Image, name: str) -> np.ndarray:
     w, h = im.size
     _check_dims(w, h, name)   # exif_transpose may swap; re-check for safety
     try:
-        return _pil_to_float(im)
+        return to_float(im)
     except Exception as e:
         raise ImageError(f"{name}: cannot convert {fmt} mode {im.mode} to grayscale "
                          f"({_one_line(e)})") from None
-
-
-def _pil_to_float(im: Image.Image) -> np.ndarray:
-    mode = im.mode
-    if mode == "L":
-        return np.asarray(im, dtype=np.float32) / np.float32(255.0)
-    if mode.startswith("I;16"):
-        return np.asarray(im).astype(np.float32) / np.float32(65535.0)
-    if mode == "I":
-        a = np.asarray(im).astype(np.float64)
-        if a.size and a.min() >= 0 and a.max() <= 65535:
-            return (a / 65535.0).astype(np.float32)
-        return _minmax(a)
-    if mode == "F":
-        a = np.asarray(im).astype(np.float64)
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-        if a.size and a.min() >= 0 and a.max() <= 1:
-            return a.astype(np.float32)
-        return _minmax(a)
-    if mode == "LA":
-        return np.asarray(im.getchannel(0), dtype=np.float32) / np.float32(255.0)
-    if mode == "1":
-        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
-    rgb = im if mode == "RGB" else im.convert("RGB")   # P, PA, RGBA, CMYK, YCbCr, ...
-    return _luminance(np.asarray(rgb, dtype=np.float32)) / np.float32(255.0)
 
 
 # ---- DICOM ------------------------------------------------------------------------
@@ -261,12 +220,12 @@ def _read_dicom(data: bytes, name: str) -> np.ndarray:
                 out = 1.0 - out
         elif photometric == "PALETTE COLOR" and arr.ndim == 2:
             rgb = np.asarray(apply_color_lut(arr, ds), dtype=np.float64)
-            out = _minmax(_luminance(rgb))
+            out = minmax(_luminance(rgb))
         elif arr.ndim == 3 and arr.shape[-1] == 3:   # RGB / YBR (pydicom converts to RGB)
             bits = int(ds.get("BitsStored", 8) or 8)
             out = _luminance(arr.astype(np.float64)) / float(2 ** bits - 1)
         elif arr.ndim == 2:
-            out = _minmax(arr.astype(np.float64))
+            out = minmax(arr.astype(np.float64))
         else:
             raise ValueError(f"unexpected pixel array shape {arr.shape}")
     except ImageError:
@@ -296,7 +255,7 @@ def _dicom_voi(arr: np.ndarray, ds) -> np.ndarray:
             return np.clip(out / float(2 ** bits - 1), 0.0, 1.0)
         except Exception:
             pass
-    return _minmax(arr)
+    return minmax(arr)
 
 
 def _window_output_range(ds) -> tuple[float, float]:
@@ -342,9 +301,9 @@ def _maybe_headerless_dicom(data: bytes, name: str) -> bool:
 def _check_dims(w: int, h: int, name: str) -> None:
     if w <= 0 or h <= 0:
         raise ImageError(f"{name}: image has no pixels ({w}x{h})")
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"{name}: image is {w}x{h} ({w * h / 1e6:.0f} megapixels), over the "
-                         f"{MAX_PIXELS / 1e6:.0f} MP limit; refused before decoding")
+    too_big = preprocess.pixel_cap_reason(w, h)
+    if too_big:
+        raise ImageError(f"{name}: {too_big}")
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: image is {w}x{h} pixels; at least {MIN_SIDE} px on each "
                          "side is needed")
@@ -380,18 +339,6 @@ def _magic_kind(data: bytes) -> str | None:
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     """ITU-R 601-2 luma, as Pillow's convert('L'), but kept in float."""
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    lo, hi = float(np.min(a)), float(np.max(a))
-    if hi <= lo:
-        return np.zeros(a.shape, dtype=np.float32)
-    return ((a - lo) / (hi - lo)).astype(np.float32)
-
-
-def _to_u8(img: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(img, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _check_2d(img: np.ndarray, what: str) -> np.ndarray:

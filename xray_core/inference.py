@@ -26,7 +26,8 @@ from PIL import Image
 
 from . import CLASSES, PATCH
 from .errors import ConfigError, DataError, ImageError, XrayLabError
-from .images import MAX_BYTES, _check_2d, _one_line, _to_u8, is_radiograph, patch_input, read_image, to_film
+from .images import MAX_BYTES, _check_2d, _one_line, is_radiograph, patch_input, read_image, to_film
+from .preprocess import from_u8, to_u8
 
 # RGB per class index; background (0) is left transparent (the film shows through).
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -36,12 +37,35 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (230, 30, 30),     # heart: red
 )
 MAX_STRIDE = PATCH
+# Anatomy maps are bounded like training: at most XRAY_LAB_MAP_SLOTS maps are computed at
+# once in this process (default: half the cores, at least 1); a request that cannot get
+# a slot within MAP_WAIT_SECONDS is refused in one line instead of starving the server.
+MAP_WAIT_SECONDS = 60.0
+MAP_BUSY = "The server is busy drawing other anatomy maps: try again in a minute, or use a coarser stride."
+
+
+def _map_slots() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_LAB_MAP_SLOTS", "")))
+    except ValueError:
+        return max(1, (os.cpu_count() or 1) // 2)
+
+
+_MAP_SLOTS = threading.BoundedSemaphore(_map_slots())
 DEFAULT_SMOOTH = 8.0  # film pixels; see anatomy_map
 DEFAULT_BATCH = 4096
+METHODS = ("auto", "dense", "patches")
+# A patch cut from the film sees zeros at its border, the whole-film pass sees the
+# neighbours (dense.py): the two differ a little. anatomy_map measures by how much on a
+# sample of grid points, then re-evaluates patch by patch the grid points whose two best
+# classes are close enough for that difference to swap them.
+REFINE_SAMPLE = 64      # grid points checked patch by patch to measure the border effect
+REFINE_SAFETY = 2.0     # refine where the top-2 gap < SAFETY * (largest gap change seen)
+REFINE_GIVE_UP = 0.5    # more than this share of the grid unsure: compute the map patch by patch
 
 __all__ = [
     "AnatomyMap", "CLASS_COLOURS", "predict_patches", "anatomy_map", "overlay",
-    "classify_files", "evaluate_map", "load_model",
+    "classify_files", "evaluate_map", "load_model", "map_method", "METHODS",
 ]
 
 
@@ -55,19 +79,25 @@ class AnatomyMap:
     labels_film: np.ndarray       # uint8 (h, w): argmax of probs, at film scale
     film: np.ndarray              # float32 (h, w): the 8-bit film the patches came from
     grid_shape: tuple[int, int]   # patches classified per column and row
+    method: str = "patches"       # "dense" (one pass over the film) or "patches"
+    method_reason: str = ""       # why that method, one sentence (shown on the Classify page)
+    refined: int = 0              # dense only: grid points re-checked patch by patch
 
 
 # ---- loading ------------------------------------------------------------------------------
 def load_model(path: str):
     """A saved .keras model, checked to map 32x32x1 patches to 4 classes.
     DataError with a one-line reason otherwise (missing file, not a Keras archive,
-    wrong input/output shape)."""
+    wrong input/output shape, layers this app does not build, too many parameters).
+    The archive's architecture is checked before Keras builds anything
+    (xray_core/modelcheck.py): the Classify page and the CLI both come through here."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such model file")
-    from .tf_quiet import load_keras
-    keras = load_keras()
+    from .modelcheck import load_checked
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = load_checked(path, shown=path)   # callers show their own name for `path`
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: cannot load the model ({_one_line(e)})") from None
     try:
@@ -133,11 +163,13 @@ def predict_patches(model, x: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndar
 
 # ---- anatomy maps ---------------------------------------------------------------------
 def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_BATCH,
-                window: bool = False, smooth: float = DEFAULT_SMOOTH) -> AnatomyMap:
+                window: bool = False, smooth: float = DEFAULT_SMOOTH, method: str = "auto",
+                refine_margin: float | None = None) -> AnatomyMap:
     """Label every pixel of a radiograph with the class of the patch centred on it.
 
     The image is brought to film scale (`to_film`: long side 256, `window` as there),
-    quantised to 8 bits like the training PNGs, reflection-padded by 16 px so that a
+    quantised to 8 bits with `preprocess.to_u8` (so every map patch is exactly
+    `preprocess.to_model_input` of that piece of the film), reflection-padded by 16 px so that a
     32x32 patch is centred on every pixel, and a patch every `stride` pixels is
     classified. The (h/stride x w/stride x 4) probability grid is upsampled
     bilinearly (to film scale for `probs`, directly to the input size for `labels`)
@@ -148,6 +180,12 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     of their pixels, so isolated disagreeing patches are usually noise. σ = 8 px (a
     quarter patch) was chosen from that reasoning, not tuned on the evaluation films;
     on the 37 JSRT test films it lifts the Task 5 FC's pixel accuracy 0.69 -> 0.73.
+
+    `method`: "patches" classifies every patch on its own; "dense" runs a convolutional
+    model once over the film (xray_core/dense.py) and evaluates its dense head on the
+    feature map; "auto" (default) uses dense where the model allows it. A model that
+    cannot go dense (FC, the course's row-wise batch norm) falls back to patches with
+    or without being asked; `method`/`method_reason` of the result say what ran and why.
     """
     t0 = time.perf_counter()
     stride = _check_stride(stride)
@@ -157,7 +195,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         raise ImageError("anatomy_map: the film contains NaN or infinite values")
     H, W = img.shape
 
-    f8 = _to_u8(to_film(img, window=window))
+    f8 = to_u8(to_film(img, window=window))
     h, w = f8.shape
     half = PATCH // 2
     padded = np.pad(f8, half, mode="reflect")
@@ -165,16 +203,31 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     windows = sliding_window_view(padded, (PATCH, PATCH))[:h:stride, :w:stride]
     gh, gw = windows.shape[:2]
 
-    grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
-    rows = max(1, batch // gw)
-    for r0 in range(0, gh, rows):
-        chunk = windows[r0:r0 + rows]
-        xb = chunk.reshape(-1, PATCH, PATCH, 1).astype(np.float32) / np.float32(255.0)
-        p = _predict_batch(model, _model_input(model, xb))
-        if p.shape != (xb.shape[0], len(CLASSES)):
-            raise ConfigError(f"the model returned shape {p.shape}; expected "
-                              f"({xb.shape[0]}, {len(CLASSES)}) class probabilities")
-        grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+    if not _MAP_SLOTS.acquire(timeout=MAP_WAIT_SECONDS):
+        raise ImageError(MAP_BUSY)
+    try:
+        used, reason = _choose_method(model, method)
+        refined = 0
+        if used == "dense":
+            from .dense import dense_grid
+            grid = dense_grid(model, from_u8(padded), stride, gh, gw)
+            if refine_margin is None or refine_margin > 0:
+                grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
+                if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
+                    used = "patches"
+                    reason = (f"Patch by patch, because the whole-film pass moved this network's class "
+                              f"probabilities by up to {err:.2f} at the checked points (its patches' zero "
+                              f"borders matter to it), too much to trust the dense labels.")
+        if used != "dense":
+            grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
+            rows = max(1, batch // gw)
+            for r0 in range(0, gh, rows):
+                chunk = windows[r0:r0 + rows]
+                xb = from_u8(chunk.reshape(-1, PATCH, PATCH, 1))
+                p = _checked(_predict_batch(model, _model_input(model, xb)), xb.shape[0])
+                grid[r0:r0 + chunk.shape[0]] = p.reshape(chunk.shape[0], gw, len(CLASSES))
+    finally:
+        _MAP_SLOTS.release()
 
     smooth = _check_smooth(smooth)
     if smooth > 0:
@@ -198,7 +251,68 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     shares = {c: float(n) / labels.size for c, n in zip(CLASSES, counts)}
     return AnatomyMap(labels=labels, probs=probs, shares=shares, stride=stride,
                       seconds=time.perf_counter() - t0, labels_film=labels_film,
-                      film=f8.astype(np.float32) / np.float32(255.0), grid_shape=(gh, gw))
+                      film=from_u8(f8), grid_shape=(gh, gw),
+                      method=used, method_reason=reason, refined=refined)
+
+
+def _refine(model, grid: np.ndarray, windows: np.ndarray, batch: int, margin: float | None):
+    """Replace dense grid values by exact patch values where the label could differ.
+    margin None: calibrate on a sample (see REFINE_SAMPLE); else refine where gap < margin.
+    Returns (grid, points re-checked, largest change seen); grid None when more than
+    REFINE_GIVE_UP of the grid would need re-checking (the caller goes patch by patch)."""
+    gh, gw = grid.shape[:2]
+
+    def exact(idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), len(CLASSES)), np.float32)
+        for k in range(0, len(idx), batch):
+            part = idx[k:k + batch]
+            xb = from_u8(windows[part[:, 0], part[:, 1]].reshape(-1, PATCH, PATCH, 1))
+            out[k:k + len(part)] = _checked(_predict_batch(model, _model_input(model, xb)), len(part))
+        return out
+
+    done = np.zeros((gh, gw), bool)
+    if margin is None:
+        n = min(REFINE_SAMPLE, gh * gw)
+        flat = np.unique(np.linspace(0, gh * gw - 1, n).round().astype(np.intp))
+        idx = np.stack(np.unravel_index(flat, (gh, gw)), -1)
+        p = exact(idx)
+        err = np.abs(p - grid[idx[:, 0], idx[:, 1]]).max()
+        grid[idx[:, 0], idx[:, 1]] = p
+        done[idx[:, 0], idx[:, 1]] = True
+        margin = REFINE_SAFETY * 2 * float(err)   # a gap moves by at most twice the largest change
+    else:
+        err = float("nan")
+    top2 = np.sort(grid, axis=-1)[..., -2:]
+    idx = np.argwhere((top2[..., 1] - top2[..., 0] < margin) & ~done)
+    if len(idx) > REFINE_GIVE_UP * gh * gw:
+        return None, 0, float(err)
+    if len(idx):
+        grid[idx[:, 0], idx[:, 1]] = exact(idx)
+    return grid, int(done.sum()) + len(idx), float(err)
+
+
+def _checked(p: np.ndarray, n: int) -> np.ndarray:
+    if p.shape != (n, len(CLASSES)):
+        raise ConfigError(f"the model returned shape {p.shape}; expected "
+                          f"({n}, {len(CLASSES)}) class probabilities")
+    return p
+
+
+def map_method(model, method: str = "auto") -> tuple[str, str]:
+    """("dense" | "patches", one-sentence reason) -- what anatomy_map will run."""
+    return _choose_method(model, method)
+
+
+def _choose_method(model, method: str) -> tuple[str, str]:
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "patches":
+        return "patches", "Patch by patch, as asked."
+    from .dense import dense_plan
+    plan = dense_plan(model)
+    if plan.ok:
+        return "dense", plan.reason
+    return "patches", "Patch by patch, because " + plan.reason
 
 
 def _upsample(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -229,7 +343,7 @@ def overlay(film: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.n
     if lab.shape != f.shape:
         lab = np.asarray(Image.fromarray(lab.astype(np.uint8)).resize(
             (f.shape[1], f.shape[0]), Image.Resampling.NEAREST))
-    rgb = np.repeat(_to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
+    rgb = np.repeat(to_u8(f)[..., None], 3, axis=-1).astype(np.float32)
     op = np.float32(opacity)
     for c in range(1, len(CLASSES)):
         m = lab == c
@@ -240,7 +354,7 @@ def overlay(film: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.n
 
 # ---- CLI batch ---------------------------------------------------------------------------
 def classify_files(model, paths: list[str], map_dir: str | None = None, stride: int = 4,
-                   window: bool = False) -> list[dict]:
+                   window: bool = False, method: str = "auto") -> list[dict]:
     """One JSON-ready record per path, in order; a bad file never stops the others.
 
     ok:    {"file", "ok": True, "label", "probabilities": {class: p}} -- the model on
@@ -248,7 +362,8 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
            radiographs (either side >= 128 px) also get "shares" (class -> area
            fraction of the anatomy map), "map": the path of the label map and
            "overlay": the path of its coloured overlay (both None without map_dir),
-           and "map_seconds" (wall time of the anatomy map).
+           "method" ("dense" | "patches"), "method_reason" (one sentence) and
+           "map_seconds" (wall time of the anatomy map).
     error: {"file", "ok": False, "error": "<one line>"}
 
     Label maps are written as map_dir/<input stem>.png, 8-bit grayscale, the same
@@ -259,6 +374,7 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
     written earlier in the same call gets a _2, _3... suffix (on both files).
     """
     stride = _check_stride(stride)
+    _choose_method(model, method)   # a bad method name fails once, before any file
     inputs = {os.path.abspath(p) for p in paths}
     written: set[str] = set()
     out: list[dict] = []
@@ -277,9 +393,10 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
             rec.update(ok=True, label=CLASSES[int(np.argmax(p))],
                        probabilities={c: float(v) for c, v in zip(CLASSES, p)})
             if is_radiograph(img):
-                amap = anatomy_map(model, img, stride=stride, window=window)
+                amap = anatomy_map(model, img, stride=stride, window=window, method=method)
                 rec["shares"] = amap.shares
-                rec["map_seconds"] = amap.seconds
+                rec.update(method=amap.method, method_reason=amap.method_reason,
+                           map_seconds=amap.seconds)
                 rec["map"] = rec["overlay"] = None
                 if map_dir is not None:
                     target, tinted = _map_path(map_dir, path, inputs | written)

@@ -20,24 +20,30 @@ from keras import layers, regularizers  # noqa: E402  (after the quiet import)
 
 from . import CLASSES, PATCH
 from .config import RunConfig
+from .cost import cost  # noqa: F401  (parameters and multiply-adds without building the model)
 
 INPUT_SHAPE = (PATCH, PATCH, 1)
 
 
-def build_model(config: RunConfig, compile: bool = True) -> keras.Model:
+def build_model(config: RunConfig, compile: bool = True, steps_per_epoch: int | None = None) -> keras.Model:
     cfg = config.resolved()
     seeds = iter(range(cfg.seed * 1000, cfg.seed * 1000 + 1000))
     model = _build_fc(cfg, seeds) if cfg.arch == "fc" else _build_cnn(cfg, seeds)
     if compile:
-        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy",
+        model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
     return model
 
 
-def make_optimizer(cfg: RunConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    lr = cfg.lr
+    if cfg.lr_schedule == "cosine" and steps_per_epoch:
+        # decays to 0 at the end of the last epoch: the final weights are not a snapshot of
+        # a still-jumping run (the lesson: a big step early, small steps late)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * int(steps_per_epoch))
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum)
-    return keras.optimizers.Adam(learning_rate=cfg.lr)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum)
+    return keras.optimizers.Adam(learning_rate=lr)
 
 
 def _activation(cfg: RunConfig, name: str) -> layers.Layer:

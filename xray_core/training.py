@@ -1,11 +1,15 @@
 """Training that streams: a Keras `fit` in a background thread that publishes
 every batch and epoch to any number of readers.
 
-How it fits together (see ../shared/notes/live-training.md for why):
+How it fits together (Streamlit drops `st.*` calls made from threads it did not
+start, and a widget interaction interrupts training run in the script thread, so
+the job lives in its own thread and the page only polls it):
 - `TrainingJob.start()` starts a plain thread; it never touches any UI.
 - The thread waits its turn in the process-wide `SCHEDULER` (a queue with a cap on
-  concurrent jobs), loads data, builds the model and calls `fit` with `_Stream`,
-  a Keras callback that appends metrics to the job's lock-protected state.
+  concurrent jobs), loads data, builds the model and calls `fit` with
+  `callbacks.Stream`, which appends metrics to the job's lock-protected state.
+- `isolated=True` runs the same job in a worker process instead (`worker.py`
+  mirrors its progress back into this job).
 - Readers call `job.snapshot()` at any time: a consistent copy taken under the lock
   in microseconds, so polling never slows training.
 - `job.stop()` sets an Event that the callback turns into `model.stop_training`
@@ -15,11 +19,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import os
+import socket
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import CLASSES
+from .callbacks import EpochClock, Stream, UnitMonitor
 from .config import RunConfig
 from .dataset import Dataset, Split
 from .errors import XrayLabError, one_line
@@ -37,7 +43,10 @@ from .estimate import eta_seconds
 QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
 FINISHED = (DONE, STOPPED, FAILED)
+BACKENDS = ("local", "ray")
 PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
+
+_log = logging.getLogger(__name__)
 
 
 # ---- the process-wide scheduler --------------------------------------------------
@@ -50,19 +59,45 @@ def _default_cap() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Scheduler:
-    """At most `cap` jobs train at once; the rest wait in FIFO order and know their place."""
+def _max_queue() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_LAB_MAX_QUEUE", "60")))
+    except ValueError:
+        return 60
 
-    def __init__(self, cap: int | None = None):
+
+class Busy(XrayLabError):
+    """The server refuses a job now (queue full, or its owner already has one)."""
+
+
+class Scheduler:
+    """At most `cap` jobs train at once; the rest wait in FIFO order and know their place.
+
+    A classroom server also refuses, in one line: a job when `max_queue` jobs already
+    wait (XRAY_LAB_MAX_QUEUE, default 60), and a second queued/running job of the same
+    owner (a workspace or session id given by the caller; None = no limit)."""
+
+    def __init__(self, cap: int | None = None, max_queue: int | None = None):
         self.cap = cap or _default_cap()
+        self.max_queue = max_queue or _max_queue()
         self._cond = threading.Condition()
         self._waiting: deque[str] = deque()
         self._running: set[str] = set()
+        self._owners: dict[str, str] = {}        # job id -> owner, while queued or running
 
-    def acquire(self, job_id: str, cancelled: threading.Event) -> bool:
-        """Block until the job may run; False if it was cancelled while waiting."""
+    def acquire(self, job_id: str, cancelled: threading.Event, owner: str | None = None) -> bool:
+        """Block until the job may run; False if it was cancelled while waiting.
+        Busy (at once, before waiting) when the queue is full or `owner` has a job already."""
         with self._cond:
+            if owner is not None and owner in self._owners.values():
+                raise Busy("You already have a run queued or training: stop it or wait for it to finish.")
+            if len(self._waiting) >= self.max_queue:
+                raise Busy(f"The server is busy: {len(self._waiting)} runs are waiting. "
+                           "Try again in a few minutes.")
+            if owner is not None:
+                self._owners[job_id] = owner
             self._waiting.append(job_id)
+            admitted = False
             try:
                 while not (self._waiting[0] == job_id and len(self._running) < self.cap):
                     if cancelled.is_set():
@@ -71,14 +106,18 @@ class Scheduler:
                 if cancelled.is_set():
                     return False
                 self._running.add(job_id)
+                admitted = True
                 return True
             finally:
                 self._waiting.remove(job_id)
+                if not admitted:
+                    self._owners.pop(job_id, None)
                 self._cond.notify_all()
 
     def release(self, job_id: str) -> None:
         with self._cond:
             self._running.discard(job_id)
+            self._owners.pop(job_id, None)
             self._cond.notify_all()
 
     def position(self, job_id: str) -> int | None:
@@ -110,7 +149,6 @@ def get_job(job_id: str) -> "TrainingJob | None":
 class Snapshot:
     job_id: str
     state: str
-    config: dict
     queue_position: int | None
     epoch: int                 # epochs completed
     epochs: int
@@ -141,12 +179,20 @@ class Snapshot:
 
 class TrainingJob:
     def __init__(self, config: RunConfig, dataset: Dataset | None = None,
-                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False):
-        """`isolated`: train in a recycled worker process (see worker.py) instead of a
-        thread of this process — what a long-lived server wants."""
+                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False,
+                 backend: str | None = None, owner: str | None = None):
+        """`backend`: "local" (this machine) or "ray" (an actor on the Ray cluster, see
+        ray_backend.py); default XRAY_LAB_BACKEND, else local.
+        `isolated`: on the local backend, train in a recycled worker process (see worker.py) instead of a
+        thread of this process — what a long-lived server wants. `owner` (a workspace or
+        session id): the scheduler runs at most one queued/running job per owner."""
         self.config = config.resolved()
-        self.isolated = isolated
-        self._final_remote: str | None = None
+        self.backend = backend or os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
+        if self.backend not in BACKENDS:
+            raise XrayLabError(f"unknown backend {self.backend!r}: choose local or ray")
+        self.isolated = isolated or self.backend == "ray"
+        self.owner = owner
+        self.where = {"backend": self.backend, "node": socket.gethostname()}   # set by the remote side
         self.id = f"job{next(_ids)}-{os.getpid()}"
         self._dataset = dataset
         self._scheduler = scheduler or SCHEDULER
@@ -221,7 +267,7 @@ class TrainingJob:
                                   first_step=(self.first_batch_at - self._t0
                                               if self.first_batch_at and self._t0 else None))
             return Snapshot(
-                job_id=self.id, state=self._state, config=self.config.to_dict(),
+                job_id=self.id, state=self._state,
                 queue_position=pos if self._state == QUEUED else None,
                 epoch=self._epoch, epochs=self.config.epochs, step=self._step,
                 steps_per_epoch=self._steps_per_epoch, elapsed=elapsed, eta=eta,
@@ -238,16 +284,25 @@ class TrainingJob:
 
     # -- the thread --
     def _run(self) -> None:
-        if not self._scheduler.acquire(self.id, self._stop):
+        try:
+            admitted = self._scheduler.acquire(self.id, self._stop, owner=self.owner)
+        except XrayLabError as e:       # Busy: refused at once, never queued
+            self._set(state=FAILED, error=str(e), t_end=time.perf_counter())
+            return
+        if not admitted:
             self._set(state=STOPPED, t_end=time.perf_counter())
             return
         try:
-            self._train_isolated() if self.isolated else self._train()
+            if self.isolated:
+                from .worker import train_isolated
+                train_isolated(self)
+            else:
+                self._train()
         except XrayLabError as e:
             self._set(state=FAILED, error=str(e))
-        except Exception as e:  # a job must never die silently: keep the reason
+        except Exception as e:  # a job must never die silently: keep the reason (and log the trace)
             self._set(state=FAILED, error=one_line(e))
-            self._traceback = traceback.format_exc()
+            _log.exception("training job %s failed", self.id)
         finally:
             with self._lock:
                 self._t_end = self._t_end or time.perf_counter()
@@ -272,21 +327,21 @@ class TrainingJob:
         if self._stop.is_set():
             self._set(state=STOPPED)
             return
-        model = build_model(cfg)
-        self.model = model
         n = len(train)
         steps = math.ceil(n / cfg.batch_size)
+        model = build_model(cfg, steps_per_epoch=steps)
+        self.model = model
         n_test = len(ds.split("test")) if ds.has("test") else 0
         self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter(),
                   eta_sizes=(len(val) if val is not None else 0, n_test))
-        callbacks = [_Stream(self, n, cfg.batch_size, val)]
+        callbacks = [Stream(self, n, cfg.batch_size, val)]
         if self._probe_enabled and cfg.arch == "fc":
             names = activation_layer_names(model)
             probe_x = train.take(PROBE_SIZE, seed=cfg.seed + 1).x
-            callbacks.append(_UnitMonitor(self, names, probe_x, cfg.activation))
-        callbacks.append(_EpochClock(self))  # last: its epoch end comes after validation and probe
+            callbacks.append(UnitMonitor(self, names, probe_x, cfg.activation))
+        callbacks.append(EpochClock(self))  # last: its epoch end comes after validation and probe
         fit_start = time.perf_counter()
-        # Validation runs in _Stream.on_epoch_end rather than via validation_data=, so that a
+        # Validation runs in Stream.on_epoch_end rather than via validation_data=, so that a
         # Stop does not first wait for Keras to validate the partial epoch (~6 s for a CNN).
         model.fit(_batches(train, cfg.batch_size, cfg.seed), epochs=cfg.epochs, verbose=0,
                   callbacks=callbacks, shuffle=False)  # _batches shuffles
@@ -312,43 +367,6 @@ class TrainingJob:
         result["params"] = int(model.count_params())
         self._set(result=result, state=STOPPED if stopped else DONE, t_end=time.perf_counter())
 
-    def _train_isolated(self) -> None:
-        from .worker import train_in_worker
-        self._set(state=LOADING)
-        if self._dataset is None:
-            from .data import load_dataset
-            self._dataset = load_dataset(self.config.data)
-        self.dataset = self._dataset
-        self._dataset.split("train")  # fail here, in one line, rather than in the worker
-        if self._stop.is_set():
-            self._set(state=STOPPED)
-            return
-        train_in_worker(self)
-        self._set(state=self._final_remote or FAILED, t_end=time.perf_counter())
-
-    def _apply_remote(self, d: dict) -> None:
-        """Mirror a worker's progress message into this job's state."""
-        with self._lock:
-            state = d["state"]
-            if state in (DONE, STOPPED):
-                # the model still has to come back from the worker: finish in _train_isolated
-                self._final_remote, state = state, EVALUATING
-            elif state == FAILED:
-                self._final_remote = FAILED
-            if state == TRAINING and self._t0 is None:
-                self._t0 = time.perf_counter()
-            self._state = state
-            self._epoch, self._step, self._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
-            self._batch_loss += d["batch_loss"]
-            self._batch_acc += d["batch_accuracy"]
-            self._batch_x += d["batch_epoch"]
-            self._history = d["history"]
-            self._unit_stats = d["unit_stats"]
-            self._error = d["error"]
-            self._result = d["result"]
-        if d["batch_loss"] and self.first_batch_at is None:
-            self.first_batch_at = time.perf_counter()
-
     # -- results --
     def record(self) -> dict:
         """The JSON run record: config, params, history, test metrics, classes, timing."""
@@ -367,7 +385,9 @@ class TrainingJob:
             "val_accuracy": res.get("val_accuracy"),
             "test": res.get("test"),
             "classes": list(CLASSES),
-            "timing": res.get("timing"),
+            "timing": {**(res.get("timing") or {}), "backend": self.where.get("backend"),
+                       "node": self.where.get("host") or self.where.get("node"),
+                       **({"node_id": self.where["node_id"]} if "node_id" in self.where else {})},
             "dataset": self.dataset.summary() if self.dataset else None,
             "unit_stats": snap.unit_stats,
         }
@@ -430,131 +450,3 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray) -> dict:
             "loss": loss, "confusion": conf.tolist(),
             "precision": dict(zip(CLASSES, clean(precision))),
             "recall": dict(zip(CLASSES, clean(recall))), "n": int(len(y_true))}
-
-
-# ---- callbacks -------------------------------------------------------------------
-
-def _keras_callback_base():
-    from .tf_quiet import keras
-    return keras.callbacks.Callback
-
-
-class _Stream(_keras_callback_base()):
-    """Publishes per-batch and per-epoch metrics into the job and honours stop().
-
-    Keras logs a running mean over the epoch; the per-batch value is recovered
-    exactly from consecutive means (weighted by batch sizes), so students see
-    the real jitter of small batches at no extra compute."""
-
-    def __init__(self, job: TrainingJob, n: int, batch_size: int, val: Split | None = None):
-        super().__init__()
-        self.job, self.n, self.bs, self.val = job, n, batch_size, val
-        self._prev = (0.0, 0.0, 0)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._prev = (0.0, 0.0, 0)
-        with self.job._lock:
-            self.job._step = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        loss_mean, acc_mean = float(logs.get("loss", np.nan)), float(logs.get("accuracy", np.nan))
-        seen = min((batch + 1) * self.bs, self.n)
-        p_loss, p_acc, p_seen = self._prev
-        b = seen - p_seen
-        batch_loss = (loss_mean * seen - p_loss * p_seen) / b
-        batch_acc = (acc_mean * seen - p_acc * p_seen) / b
-        self._prev = (loss_mean, acc_mean, seen)
-        job = self.job
-        with job._lock:
-            job._step = batch + 1
-            job._batch_loss.append(batch_loss)
-            job._batch_acc.append(min(max(batch_acc, 0.0), 1.0))
-            job._batch_x.append(job._epoch + seen / self.n)
-        if job.first_batch_at is None:
-            job.first_batch_at = time.perf_counter()
-        if job._stop.is_set():
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        job = self.job
-        if self.val is not None and not job._stop.is_set():
-            res = self.model.evaluate(self.val.x, self.val.y, batch_size=512, verbose=0, return_dict=True)
-            logs["val_loss"], logs["val_accuracy"] = res["loss"], res["accuracy"]
-        with job._lock:
-            for k in job._history:
-                if k in logs:
-                    job._history[k].append(float(logs[k]))
-            job._epoch = epoch + 1
-            job._step = 0
-
-
-class _EpochClock(_keras_callback_base()):
-    """When each epoch ended and how long its validation + probe took, for the ETA.
-    Runs after the other callbacks, so an epoch's end includes their work."""
-
-    def __init__(self, job: TrainingJob):
-        super().__init__()
-        self.job = job
-        self._last_batch = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._last_batch = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        job = self.job
-        with job._lock:
-            if job._t0 is not None:
-                job._epoch_ends.append(now - job._t0)
-            if self._last_batch is not None:
-                job._val_seconds.append(now - self._last_batch)
-
-
-class _UnitMonitor(_keras_callback_base()):
-    """Dead-unit monitor: share of hidden units that never fire on a fixed probe batch.
-
-    ReLU: output exactly 0 on every probe sample ("dead": no gradient flows).
-    LeakyReLU / ELU: negative on every probe sample (not dead: the slope still passes gradient).
-    sigmoid / tanh: saturated (output within 0.02 of its bounds) on ≥ 90 % of samples."""
-
-    def __init__(self, job: TrainingJob, layer_names: list[str], probe_x: np.ndarray, activation: str):
-        super().__init__()
-        self.job, self.names, self.x, self.activation = job, layer_names, probe_x, activation
-        self._probe = None
-
-    def _measure(self, epoch: int) -> None:
-        import keras
-        if self._probe is None:
-            outs = [self.model.get_layer(n).output for n in self.names]
-            self._probe = keras.Model(self.model.input, outs)
-        acts = self._probe(self.x, training=False)
-        if not isinstance(acts, (list, tuple)):
-            acts = [acts]
-        shares = {}
-        for name, a in zip(self.names, acts):
-            shares[name] = unit_share(np.asarray(a), self.activation)
-        kind = "saturated" if self.activation in ("sigmoid", "tanh") else (
-            "dead" if self.activation == "relu" else "negative")
-        with self.job._lock:
-            self.job._unit_stats.append({"epoch": epoch, "kind": kind, "layers": shares})
-
-    def on_train_begin(self, logs=None):
-        self._measure(0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._measure(epoch + 1)
-
-
-def unit_share(a: np.ndarray, activation: str) -> float:
-    """Share of units (columns of a) that are dead / negative / saturated on the probe rows."""
-    if activation == "relu":
-        flags = np.all(a <= 0, axis=0)
-    elif activation in ("leaky_relu", "elu"):
-        flags = np.all(a < 0, axis=0)
-    elif activation == "sigmoid":
-        flags = np.mean((a < 0.02) | (a > 0.98), axis=0) >= 0.9
-    else:  # tanh
-        flags = np.mean(np.abs(a) > 0.98, axis=0) >= 0.9
-    return float(np.mean(flags))

@@ -10,7 +10,23 @@ the streamed metrics and the final model, and a worker exits after
 
 The worker runs the very same `TrainingJob` code (in its own thread) and forwards
 what a reader would see: new per-batch values, per-epoch history and progress,
-every 0.1 s. `stop` is forwarded the other way.
+every 0.1 s. `stop` is forwarded the other way. On the server side,
+`train_isolated(job)` runs a `TrainingJob(isolated=True)` here and `apply_remote`
+mirrors each message into that job's own state, so `job.snapshot()` works unchanged.
+
+Sharing a classroom server safely:
+- Heartbeat: those progress messages are the worker's heartbeat while it trains; an
+  idle worker answers a ping when it is handed a job. A worker silent for
+  XRAY_LAB_WORKER_SILENT_SECONDS (default 20), or still training
+  XRAY_LAB_STOP_SECONDS (default 10) after Stop, is killed; its job fails with a reason.
+- A job training longer than XRAY_LAB_MAX_JOB_SECONDS (default 1800) is stopped like a
+  Stop press: kept, marked stopped, with the reason in its error field.
+- Each worker's TensorFlow uses cores // XRAY_LAB_MAX_JOBS threads (at least 1;
+  XRAY_LAB_WORKER_THREADS overrides) so the trainers together do not oversubscribe.
+- Workers run at a lower CPU priority (nice XRAY_LAB_WORKER_NICE, default 10), are the
+  first the OOM killer takes (oom_score_adj 1000) and have a data-segment limit of
+  XRAY_LAB_WORKER_MEM_MB (default 6000; TensorFlow and the course CNN peak near 3 GB of
+  address space): a runaway job fails alone, never the server.
 """
 from __future__ import annotations
 
@@ -23,20 +39,91 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
+from .errors import XrayLabError
+
 SEND_EVERY = 0.1                  # seconds between progress messages
+PING_SECONDS = 5.0                # an idle worker must answer a ping within this
+HUNG = "the training process stopped answering and was ended"
+
+
+class WorkerError(XrayLabError):
+    """A training process that died or hung: its job fails with this one line."""
+
+
+def _env_num(name: str, default: float, lo: float = 0) -> float:
+    try:
+        return max(lo, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def _max_runs() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_WORKER_RUNS", "5")))
-    except ValueError:
-        return 5
+    return int(_env_num("XRAY_LAB_WORKER_RUNS", 5, 1))
+
+
+def silent_seconds() -> float:
+    return _env_num("XRAY_LAB_WORKER_SILENT_SECONDS", 20, 0.5)
+
+
+def stop_seconds() -> float:
+    return _env_num("XRAY_LAB_STOP_SECONDS", 10, 0.5)
+
+
+def max_job_seconds() -> float:
+    return _env_num("XRAY_LAB_MAX_JOB_SECONDS", 1800, 1)
+
+
+def worker_threads() -> int:
+    """TensorFlow threads per worker: the cores shared by the trainers that may run at once."""
+    raw = os.environ.get("XRAY_LAB_WORKER_THREADS", "")
+    if raw.strip():
+        return int(_env_num("XRAY_LAB_WORKER_THREADS", 1, 1))
+    from .training import SCHEDULER
+    return max(1, (os.cpu_count() or 1) // max(1, SCHEDULER.cap))
 
 
 # ---- the child -------------------------------------------------------------------
 
+def _limit_self() -> None:
+    """Lower priority, first in line for the OOM killer, bounded memory. Runs before
+    TensorFlow is imported, in the child only (never the server)."""
+    try:
+        os.nice(int(_env_num("XRAY_LAB_WORKER_NICE", 10)))
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("1000")
+    except OSError:          # not Linux, or not allowed: the limits below still apply
+        pass
+    mb = int(_env_num("XRAY_LAB_WORKER_MEM_MB", 6000))
+    if mb > 0:
+        try:
+            import resource
+            soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+            want = mb << 20
+            if hard != resource.RLIM_INFINITY:
+                want = min(want, hard)
+            resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
+        except (ImportError, ValueError, OSError):
+            pass
+
+
+def _set_tf_threads() -> None:
+    n = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0") or 0)
+    if n > 0:
+        import tensorflow as tf
+        try:  # the env vars already did it if TensorFlow read them; this is belt and braces
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["TF_NUM_INTEROP_THREADS"]))
+        except (RuntimeError, KeyError, ValueError):
+            pass
+
+
 def _worker_main(conn) -> None:
+    _limit_self()
     from . import models  # noqa: F401  -- imports TensorFlow before saying ready
+    _set_tf_threads()
     from .config import RunConfig
     from .training import FINISHED, Scheduler, TrainingJob
     conn.send(("ready", os.getpid()))
@@ -47,6 +134,11 @@ def _worker_main(conn) -> None:
             return
         if msg is None:
             return
+        if msg == "ping":           # the idle heartbeat: asked for when a job is handed over
+            conn.send(("pong", None))
+            continue
+        if msg == "stop":           # a Stop that arrived after the job had ended
+            continue
         cfg_dict, dataset, out_dir = msg
         job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1)).start()
         sent = 0
@@ -90,6 +182,11 @@ class Worker:
         parent, child = socket.socketpair()
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        threads = worker_threads()
+        # read by TensorFlow (and oneDNN's OpenMP) when it initialises in the child
+        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(1 if threads <= 2 else 2),
+                   OMP_NUM_THREADS=str(threads))
+        self.threads = threads
         self.process = subprocess.Popen([sys.executable, "-m", "xray_core.worker", str(child.fileno())],
                                         pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL)
         child.close()
@@ -114,6 +211,30 @@ class Worker:
             if not self.alive():
                 raise RuntimeError(f"the training process exited at start-up (code {self.process.returncode})")
         raise RuntimeError("the training process did not start in time")
+
+    def answers(self, timeout: float = PING_SECONDS) -> bool:
+        """The idle heartbeat: drop anything stale, ping, expect a pong within `timeout`."""
+        try:
+            while self.conn.poll(0):
+                self.conn.recv()
+            self.conn.send("ping")
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if self.conn.poll(0.05):
+                    if self.conn.recv()[0] == "pong":
+                        return True
+                elif not self.alive():
+                    return False
+        except (EOFError, OSError, ValueError):
+            pass
+        return False
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
 
     def close(self) -> None:
         try:
@@ -141,7 +262,11 @@ class WorkerPool:
     def acquire(self) -> Worker:
         with self._lock:
             w = self._idle.pop() if self._idle else None
-        if w is None or not w.alive():
+        if w is not None and not (w.alive() and w.answers()):
+            w.kill()                 # hung or dead while idle: replace it
+            w.close()
+            w = None
+        if w is None:
             w = Worker()
         w.wait_ready()
         with self._lock:
@@ -188,38 +313,117 @@ class WorkerPool:
 POOL = WorkerPool()
 
 
-def train_in_worker(job) -> None:
+def train_in_worker(job) -> str | None:
     """Run `job` (a TrainingJob in this process) in a worker; mirror its progress into
-    `job`'s own state so snapshot() works unchanged."""
+    `job`'s own state so snapshot() works unchanged. Watches the worker: silent too
+    long, or still training too long after Stop -> killed, the job fails with HUNG;
+    over the job time limit -> stopped like a Stop press, with the reason kept.
+    Returns the worker's final state (done / stopped / failed), None if it never said."""
     from .tf_quiet import keras
     worker = POOL.acquire()
     healthy = False
+    limit = max_job_seconds()
     with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
         try:
             worker.conn.send((job.config.to_dict(), job._dataset, out_dir))
-            stop_sent = False
+            last_heard = time.monotonic()
+            started: float | None = None          # the time limit counts training time
+            stop_sent_at: float | None = None
+            training = True
+            over_time = False
             final = None
+            final_state = None
             while final is None:
-                if job._stop.is_set() and not stop_sent:
+                now = time.monotonic()
+                if not over_time and started is not None and now - started > limit:
+                    over_time = True
+                    job._stop.set()
+                if job._stop.is_set() and stop_sent_at is None:
                     worker.conn.send("stop")
-                    stop_sent = True
+                    stop_sent_at = now
                 if worker.conn.poll(0.05):
                     kind, payload = worker.conn.recv()
+                    last_heard = time.monotonic()
                     if kind == "progress":
-                        job._apply_remote(payload)
+                        final_state = apply_remote(job, payload) or final_state
+                        training = payload["state"] in ("queued", "loading", "training")
+                        if started is None and payload["state"] == "training":
+                            started = last_heard
                     elif kind == "done":
                         final = payload
                 elif not worker.alive():
-                    raise RuntimeError(f"the training process died (exit code {worker.process.returncode}); "
-                                       "the server may be out of memory")
+                    raise WorkerError(f"the training process died (exit code {worker.process.returncode}); "
+                                      "the server may be out of memory")
+                # (read each time: cheap, and a test can tighten them once the job runs)
+                if final is None and (time.monotonic() - last_heard > silent_seconds() or (
+                        stop_sent_at is not None and training
+                        and time.monotonic() - stop_sent_at > stop_seconds())):
+                    worker.kill()
+                    raise WorkerError(HUNG)
             if final["model_path"]:
                 job.model = keras.models.load_model(final["model_path"])
             job.test_predictions = final["test_predictions"]
+            if over_time:
+                with job._lock:
+                    job._error = (f"Stopped: the run reached the server's time limit of "
+                                  f"{limit / 60:g} minutes (XRAY_LAB_MAX_JOB_SECONDS).")
             healthy = True
+            return final_state
         except (EOFError, OSError, BrokenPipeError) as e:
-            raise RuntimeError(f"lost the training process: {e}") from None
+            raise WorkerError(f"lost the training process: {e}") from None
         finally:
             POOL.release(worker, healthy=healthy)
+
+
+# ---- mirroring a worker's job into the server's TrainingJob ----------------------
+
+def train_isolated(job) -> None:
+    """What `TrainingJob._run` does for an isolated job: load the data here (so a bad
+    dataset fails in one line, before a worker is taken), then train in a worker."""
+    from .training import FAILED, LOADING, STOPPED
+    job._set(state=LOADING)
+    if job._dataset is None:
+        from .data import load_dataset
+        job._dataset = load_dataset(job.config.data)
+    job.dataset = job._dataset
+    job._dataset.split("train")  # fail here, in one line, rather than in the worker
+    if job._stop.is_set():
+        job._set(state=STOPPED)
+        return
+    if job.backend == "ray":
+        from .ray_backend import train_in_ray
+        final = train_in_ray(job)
+    else:
+        final = train_in_worker(job)
+    job._set(state=final or FAILED, t_end=time.perf_counter())
+
+
+def apply_remote(job, d: dict) -> str | None:
+    """Mirror a worker's progress message into `job`'s state. Returns the run's final
+    state when this message ends it (the server job shows EVALUATING meanwhile: the
+    model still has to come back from the worker), else None."""
+    from .training import DONE, EVALUATING, FAILED, STOPPED, TRAINING
+    final = None
+    with job._lock:
+        state = d["state"]
+        if state in (DONE, STOPPED):
+            final, state = state, EVALUATING
+        elif state == FAILED:
+            final = FAILED
+        if state == TRAINING and job._t0 is None:
+            job._t0 = time.perf_counter()
+        job._state = state
+        job._epoch, job._step, job._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
+        job._batch_loss += d["batch_loss"]
+        job._batch_acc += d["batch_accuracy"]
+        job._batch_x += d["batch_epoch"]
+        job._history = d["history"]
+        job._unit_stats = d["unit_stats"]
+        job._error = d["error"]
+        job._result = d["result"]
+    if d["batch_loss"] and job.first_batch_at is None:
+        job.first_batch_at = time.perf_counter()
+    return final
 
 
 if __name__ == "__main__":  # the child: python -m xray_core.worker FD

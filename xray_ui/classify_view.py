@@ -33,7 +33,7 @@ from .session import runs, shared_dataset, start_job
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "dcm", "dicom"]
 QUICK_PRESET = "p1-task5"
 QUICK_EPOCHS = 10
-QUICK_OVERRIDES = "_cls_quick_overrides"   # tests may put e.g. {"limit_train": 256, "epochs": 2} here
+QUICK_LIMIT_TRAIN = None  # all training patches
 DISPLAY_SIDE = 512        # originals are shown at most this size (full films would be MBs per rerun)
 MAP_PX = 480              # display width of an anatomy map (film scale 256 px, enlarged by the browser)
 INPUT_ZOOM = 4            # the 32x32 model input is shown 4x, nearest neighbour
@@ -102,13 +102,48 @@ def _run_label(run) -> str:
     return f"Run {run.label}" + (f" · test acc {100 * acc:.1f} %" if acc is not None else "")
 
 
+class StoredChoice(ModelChoice):
+    """A finished run of the workspace, from the run store: its .keras is read only when
+    the model is first used (a workspace may hold dozens)."""
+
+    def __init__(self, key: str, label: str, path: str):
+        super().__init__(key, label, None, None)
+        self._path = path
+
+    @property
+    def model(self):
+        return _stored_model(self._path)
+
+    @model.setter
+    def model(self, value):   # the dataclass __init__ assigns it
+        pass
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def _stored_model(path: str):
+    return load_model(path)
+
+
 def session_models() -> list[ModelChoice]:
     """Finished runs of this browser session that still hold their model, oldest first,
-    then the uploaded model (if any)."""
+    then the workspace's other stored runs with a kept model (earlier sessions, before a
+    restart), then the uploaded model (if any)."""
     out = []
+    live = set()
     for run in runs().runs:
         if run.job.model is not None and run.job.snapshot().state in (DONE, STOPPED):
             out.append(ModelChoice(f"run:{run.job.id}", _run_label(run), run.job.model, run.job.dataset))
+            if getattr(run, "run_id", None):
+                live.add(run.run_id)
+    try:
+        from .session import store, workspace
+        for rec in reversed(store().list_runs(workspace(), states=["finished", "stopped"], limit=12)):
+            if rec.id not in live and rec.model_path and os.path.exists(rec.model_path):
+                acc = ((rec.result or {}).get("test") or {}).get("accuracy")
+                label = f"Saved run {rec.label}" + (f" · test acc {100 * acc:.1f} %" if acc is not None else "")
+                out.append(StoredChoice(f"stored:{rec.id}", label, rec.model_path))
+    except XrayLabError:
+        pass   # the store is unavailable: this session's models still work
     up = st.session_state.get("_cls_uploaded_model")
     if up is not None:
         out.append(up)
@@ -118,6 +153,17 @@ def session_models() -> list[ModelChoice]:
 def pending_run():
     """This session's newest run that is still queued or training, if any."""
     return next((r for r in reversed(runs().runs) if not r.job.snapshot().finished), None)
+
+
+def model_upload(container, label: str, key: str, **kw) -> None:
+    """A .keras uploader: the file is checked and loaded once, and joins session_models()."""
+    up = container.file_uploader(label, type=["keras"], key=key, **kw)
+    if up is not None:
+        try:
+            with st.spinner(f"Loading {up.name}…"):
+                use_uploaded_model(up.name, up.getvalue())
+        except XrayLabError as e:
+            container.error(one_line(e))
 
 
 def use_uploaded_model(name: str, data: bytes) -> ModelChoice:
@@ -148,9 +194,8 @@ def use_uploaded_model(name: str, data: bytes) -> ModelChoice:
 
 def quick_config() -> RunConfig:
     """The Task 5 FC (batch norm, LeakyReLU) with fewer epochs, on the phantom."""
-    cfg = get_preset(QUICK_PRESET).config.replace(epochs=QUICK_EPOCHS, data="phantom")
-    extra = st.session_state.get(QUICK_OVERRIDES)
-    return cfg.replace(**extra) if extra else cfg
+    return get_preset(QUICK_PRESET).config.replace(epochs=QUICK_EPOCHS, limit_train=QUICK_LIMIT_TRAIN,
+                                                   data="phantom")
 
 
 def start_quick_train() -> TrainingJob:
@@ -233,6 +278,15 @@ def film_map(choice: ModelChoice, image_key: str, film: np.ndarray, stride: int)
     # the page never shows the (h, w, 4) probabilities: drop them so a session's cache stays small
     amap = dataclasses.replace(amap, probs=None)
     return _remember("_cls_maps", key, amap, MAX_MAPS), False
+
+
+def method_note(amap: AnatomyMap) -> str:
+    """One sentence: dense pass or patch by patch, and why (e.g. the seed CNN's row-wise BN)."""
+    if amap.method == "dense":
+        return ("Method: dense — the film went through the convolutions once and the dense head was read off "
+                "the feature map at every patch position.")
+    reason = amap.method_reason or "Patch by patch."
+    return "Method: " + reason[0].lower() + reason[1:]
 
 
 def blend(amap: AnatomyMap, opacity: float) -> np.ndarray:

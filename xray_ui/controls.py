@@ -4,30 +4,52 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xray_core.config import ACTIVATIONS, RunConfig
+from xray_core.config import KNOBS, RunConfig, applies, arch_defaults, bounds, parse_filters
 from xray_core.errors import ConfigError
-from xray_core.presets import PRESETS, get_preset
+from xray_core.presets import PRESETS, get_preset, matching_preset
 
 from .texts import HELP
 
 CUSTOM = "(custom)"
-KNOB_KEYS = ("arch", "activation", "alpha", "epochs", "batch_size", "lr", "optimizer", "batch_norm", "dropout",
-             "filters", "cnn_mode", "l2", "seed", "limit_train", "data_source", "data_path", "preset")
+# Every knob with a widget, from the knob table (xray_core.config.KNOBS), plus the data and preset keys.
+WIDGET_KNOBS = tuple(name for name, k in KNOBS.items() if k.widget)
+KNOB_KEYS = (*WIDGET_KNOBS, "data_source", "data_path", "preset")
 DATA_CHOICES = ("phantom", "folder", "upload")
-ACT_LABELS = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "tanh", "sigmoid": "sigmoid", "elu": "ELU"}
+
+
+def _to_widget(name: str, value):
+    """A config value as its widget holds it (filters as text, None as the widget's 'off')."""
+    k = KNOBS[name]
+    if value is None:
+        return k.off
+    if k.kind is tuple:
+        return ",".join(str(f) for f in value)
+    return k.kind(value)
+
+
+def _from_widget(name: str, value):
+    k = KNOBS[name]
+    if k.off is not None and value == k.off:
+        return None
+    if k.kind is tuple:
+        return parse_filters(value)
+    return k.kind(value)
 
 
 def _state_from_config(cfg: RunConfig) -> None:
     r = cfg.resolved()
-    st.session_state.update({
-        "arch": r.arch, "activation": r.activation, "alpha": float(r.alpha), "epochs": int(r.epochs),
-        "batch_size": int(r.batch_size), "lr": float(r.lr), "optimizer": r.optimizer,
-        "batch_norm": bool(r.batch_norm), "dropout": float(r.dropout),
-        "filters": ",".join(str(f) for f in r.filters), "cnn_mode": r.cnn_mode, "l2": float(r.l2),
-        "seed": int(r.seed), "limit_train": int(r.limit_train or 0),
-    })
+    st.session_state.update({name: _to_widget(name, getattr(r, name)) for name in WIDGET_KNOBS})
     if r.data not in ("phantom",) and not r.data.endswith(".zip"):
         st.session_state.update({"data_source": "folder", "data_path": r.data})
+
+
+def _state_preset() -> str:
+    """The preset the controls equal (seed, data and patch limit aside), else (custom)."""
+    try:
+        p = matching_preset(config_from_state())
+    except (ConfigError, KeyError, ValueError, TypeError):
+        return CUSTOM
+    return p.name if p else CUSTOM
 
 
 def init_state() -> None:
@@ -42,7 +64,6 @@ def init_state() -> None:
     st.session_state.setdefault("data_source", "phantom")
     st.session_state.setdefault("data_path", "")
     _state_from_config(cfg)
-    st.session_state["preset"] = CUSTOM
     st.session_state["_controls_ready"] = True
 
 
@@ -51,27 +72,45 @@ def apply_preset() -> None:
     if name and name != CUSTOM:
         seed = st.session_state.get("seed", 0)
         _state_from_config(get_preset(name).config.replace(seed=seed))
-        st.session_state["preset"] = name
 
 
 def _arch_defaults() -> None:
     """Switching FC/CNN or seed/corrected loads that architecture's own lr, L2 and dropout."""
-    cfg = RunConfig(arch=st.session_state["arch"], cnn_mode=st.session_state["cnn_mode"]).resolved()
-    st.session_state.update({"lr": cfg.lr, "l2": cfg.l2, "dropout": cfg.dropout})
-    st.session_state["preset"] = CUSTOM
-
-
-def _mark_custom() -> None:
-    st.session_state["preset"] = CUSTOM
+    defaults = arch_defaults(st.session_state["arch"], st.session_state["cnn_mode"])
+    st.session_state.update({name: _to_widget(name, v) for name, v in defaults.items()})
 
 
 def _scale_filters(factor: float) -> None:
+    k = KNOBS["filters"]
     try:
         f = [int(x) for x in st.session_state["filters"].split(",")]
-        st.session_state["filters"] = ",".join(str(max(1, min(2048, round(v * factor)))) for v in f)
+        st.session_state["filters"] = ",".join(str(max(k.min, min(k.max, round(v * factor)))) for v in f)
     except ValueError:
         pass
-    _mark_custom()
+
+
+def _knob_widget(sb, name: str) -> None:
+    """One knob's widget, made from its row of the table."""
+    k = KNOBS[name]
+    kw = dict(key=name, help=HELP.get(name), on_change=_arch_defaults if k.picks_defaults else None)
+    if k.widget in ("radio", "select"):
+        draw = sb.radio if k.widget == "radio" else sb.selectbox
+        extra = dict(horizontal=True) if k.widget == "radio" else {}
+        draw(k.label, k.choices, format_func=lambda c: k.choice_labels.get(c, c), **extra, **kw)
+    elif k.widget == "checkbox":
+        sb.checkbox(k.label, **kw)
+    elif k.widget == "text":
+        sb.text_input(k.label, **kw)
+    else:
+        lo, hi = bounds(name)
+        if k.off is not None:
+            lo = k.off
+        if k.cap:
+            # over this server's cap (a link or preset): show it; validation says why it is refused
+            hi = max(hi, st.session_state.get(name, hi))
+        cast = k.kind
+        draw = sb.slider if k.widget == "slider" else sb.number_input
+        draw(k.label, cast(lo), cast(hi), step=cast(k.step), format=k.format, **kw)
 
 
 def sidebar() -> tuple[RunConfig | None, str | None]:
@@ -82,6 +121,7 @@ def sidebar() -> tuple[RunConfig | None, str | None]:
     for k in KNOB_KEYS:
         if k in st.session_state:
             st.session_state[k] = st.session_state[k]
+    st.session_state["preset"] = _state_preset()  # a config equal to a preset shows its name
     sb = st.sidebar
     sb.header("Experiment")
     sb.selectbox("Course preset", [CUSTOM, *PRESETS], key="preset", on_change=apply_preset,
@@ -93,10 +133,8 @@ def sidebar() -> tuple[RunConfig | None, str | None]:
              format_func={"phantom": "Built-in phantom", "folder": "Folder", "upload": "Upload .zip"}.get)
     source, error = "phantom", None
     if st.session_state["data_source"] == "folder":
-        path = sb.text_input("Folder on the server", key="data_path", placeholder="/path/to/jsrt_patches")
-        source = path.strip() or None
-        if not source:
-            error = "Enter a folder path, or choose the built-in phantom."
+        from .data_source import folder_picker
+        source, error = folder_picker(sb)
     elif st.session_state["data_source"] == "upload":
         up = sb.file_uploader("Dataset .zip", type=["zip"], key="data_zip")
         if up is None:
@@ -105,38 +143,16 @@ def sidebar() -> tuple[RunConfig | None, str | None]:
             from .session import uploaded_zip_path
             source = uploaded_zip_path(up.getvalue())
 
-    sb.subheader("Model")
-    sb.radio("Architecture", ["fc", "cnn"], key="arch", horizontal=True, on_change=_arch_defaults,
-             format_func={"fc": "Fully connected", "cnn": "CNN"}.get, help=HELP["arch"])
-    cnn = st.session_state["arch"] == "cnn"
-    sb.selectbox("Activation", ACTIVATIONS, key="activation", format_func=ACT_LABELS.get,
-                 help=HELP["activation"], on_change=_mark_custom)
-    if st.session_state["activation"] == "leaky_relu":
-        sb.slider("LeakyReLU α", 0.0, 0.99, step=0.01, key="alpha", help=HELP["alpha"], on_change=_mark_custom)
-    if cnn:
-        sb.radio("CNN mode", ["seed", "corrected"], key="cnn_mode", horizontal=True, on_change=_arch_defaults,
-                 help=HELP["cnn_mode"])
-        sb.text_input("Filters (five conv layers)", key="filters", help=HELP["filters"], on_change=_mark_custom)
-        c1, c2 = sb.columns(2)
-        c1.button("Halve", key="filters_halve", on_click=_scale_filters, args=(0.5,), width="stretch")
-        c2.button("Double", key="filters_double", on_click=_scale_filters, args=(2.0,), width="stretch")
-    else:
-        sb.checkbox("Batch normalisation", key="batch_norm", help=HELP["batch_norm"], on_change=_mark_custom)
-    sb.slider("Dropout", 0.0, 0.9, step=0.05, key="dropout", help=HELP["dropout"], on_change=_mark_custom)
-
-    sb.subheader("Training")
-    sb.number_input("Epochs", 1, 1000, step=1, key="epochs", help=HELP["epochs"], on_change=_mark_custom)
-    sb.number_input("Batch size", 1, 65536, step=8, key="batch_size", help=HELP["batch_size"],
-                    on_change=_mark_custom)
-    sb.number_input("Learning rate", min_value=1e-7, max_value=10.0, step=1e-5, format="%.1e", key="lr",
-                    help=HELP["lr"], on_change=_mark_custom)
-    sb.selectbox("Optimizer", ["adam", "sgd"], key="optimizer", help=HELP["optimizer"], on_change=_mark_custom,
-                 format_func={"adam": "Adam", "sgd": "SGD + momentum 0.9"}.get)
-    sb.number_input("L2 weight decay", min_value=0.0, max_value=1.0, step=1e-4, format="%.1e", key="l2",
-                    help=HELP["l2"], on_change=_mark_custom)
-    sb.number_input("Random seed", 0, 2**31 - 1, step=1, key="seed", help=HELP["seed"])
-    sb.number_input("Use N training patches (0 = all)", 0, 10_000_000, step=500, key="limit_train",
-                    help=HELP["limit_train"])
+    for section, title in (("model", "Model"), ("training", "Training")):
+        sb.subheader(title)
+        for name in WIDGET_KNOBS:
+            if KNOBS[name].section == section and applies(name, st.session_state):
+                _knob_widget(sb, name)
+                if name == "filters":
+                    c1, c2 = sb.columns(2)
+                    c1.button("Halve", key="filters_halve", on_click=_scale_filters, args=(0.5,), width="stretch")
+                    c2.button("Double", key="filters_double", on_click=_scale_filters, args=(2.0,),
+                              width="stretch")
     if source is None:
         return None, error
     try:
@@ -146,15 +162,12 @@ def sidebar() -> tuple[RunConfig | None, str | None]:
 
 
 def config_from_state(source: str = "phantom") -> RunConfig:
-    s = st.session_state
-    from xray_core.config import parse_filters
-    return RunConfig(
-        arch=s["arch"], activation=s["activation"], alpha=float(s["alpha"]), epochs=int(s["epochs"]),
-        batch_size=int(s["batch_size"]), lr=float(s["lr"]), optimizer=s["optimizer"],
-        batch_norm=bool(s["batch_norm"]) and s["arch"] == "fc", dropout=float(s["dropout"]),
-        filters=parse_filters(s["filters"]), cnn_mode=s["cnn_mode"], l2=float(s["l2"]), seed=int(s["seed"]),
-        data=source, limit_train=int(s["limit_train"]) or None,
-    ).validate()
+    """The controls as a RunConfig; knobs that do not apply (alpha without LeakyReLU,
+    batch norm on the CNN, ...) keep their defaults so equal runs compare equal."""
+    s, base = st.session_state, RunConfig()
+    values = {name: _from_widget(name, s[name]) for name in WIDGET_KNOBS}
+    values = {name: (v if applies(name, values) else getattr(base, name)) for name, v in values.items()}
+    return RunConfig(**values, data=source).validate()
 
 
 def mirror_to_url(cfg: RunConfig) -> None:
@@ -162,10 +175,16 @@ def mirror_to_url(cfg: RunConfig) -> None:
     q = cfg.to_query()
     if cfg.data.endswith(".zip"):
         q.pop("data", None)
+    elif cfg.data != "phantom":  # a folder is linked by its dataset name, never its server path
+        from .data_source import link_name
+        q.pop("data", None)
+        if name := link_name(cfg.data):
+            q["data"] = name
     # resolved defaults equal to the architecture's own defaults need not be in the link
-    base = RunConfig(arch=cfg.arch, cnn_mode=cfg.cnn_mode).resolved()
-    for k in ("lr", "l2", "dropout"):
-        if getattr(cfg, k) == getattr(base, k):
+    for k, v in arch_defaults(cfg.arch, cfg.cnn_mode).items():
+        if getattr(cfg, k) == v:
             q.pop(k, None)
+    if "ws" in st.query_params:  # the workspace key (xray_ui.session.workspace) stays in the link
+        q["ws"] = st.query_params["ws"]
     if dict(st.query_params) != q:
         st.query_params.from_dict(q)

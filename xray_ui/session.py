@@ -1,46 +1,157 @@
-"""Per-browser-session state (runs, current job) and process-wide shared resources.
+"""Per-browser-session state, the workspace in the link, and process-wide shared resources.
 
-- Each browser session owns its runs in st.session_state; nothing here reaches
-  into another session's jobs, so a Stop in one tab never touches another's job.
+- A workspace is an unguessable token in the link (`?ws=…`): every run is recorded in the
+  run store (xray_core.store) under it, so a refresh, a bookmark, a second tab or a server
+  restart finds the runs again; a link without a token gets a new, empty workspace.
+- Each browser session also keeps the jobs it started in st.session_state (the Classify
+  page uses their models), but closing the tab no longer stops them: a run stops when asked.
+- A job still training in this process is found again by its run id (recorder.live_job),
+  and the few most recent finished jobs stay reachable for the misclassified-patch viewer.
 - Datasets are shared by all sessions (st.cache_resource, read-only arrays).
-- When a session goes away (tab closed), its running jobs are stopped and its
-  models become unreachable, so a long-lived server does not grow without limit.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
+import re
+import secrets
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
 
+from xray_core import recorder
 from xray_core.dataset import Dataset
+from xray_core.store import RunStore, get_store
 from xray_core.training import TrainingJob
 
-MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the model
+MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the in-memory model
 # Train in recycled worker processes (xray_core/worker.py): bounds Keras' per-model
 # memory leak and keeps the server responsive. XRAY_LAB_ISOLATE=0 trains in threads.
 ISOLATE = os.environ.get("XRAY_LAB_ISOLATE", "1") != "0"
+# Tokens the app hands out are secrets.token_urlsafe(16) (22 characters). Shorter names
+# (the CLI's "cli", "alice") are guessable, so a link cannot open them.
+WS_PARAM = "ws"
+_WS_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+RECOVER_EVERY_S = 30.0    # runs of a server that died are marked interrupted at most this late
 
 
-def start_job(config, dataset: Dataset, preset: str | None) -> "Run":
-    """Start this session's new training job and record it as the session's current run."""
-    job = TrainingJob(config, dataset, isolated=ISOLATE).start()
-    guard().watch(job)
-    return runs().add(job, preset)
+# ---- the workspace ----------------------------------------------------------------------
+
+def valid_workspace(token) -> bool:
+    return isinstance(token, str) and bool(_WS_RE.match(token))
 
 
-@st.cache_resource(show_spinner=False)
-def warm_workers() -> bool:
-    """Once per server: start idle training processes so the first Train is quick."""
+def new_workspace() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def workspace() -> str:
+    """This session's workspace token, kept in the link so a refresh or a bookmark finds it.
+
+    The link wins (a bookmark opened in a tab that had another workspace); a page switch
+    that dropped the query string gets the session's token back; no token -> a new one;
+    a malformed token -> a new one and a one-line notice (st.session_state["_ws_notice"])."""
+    raw = st.query_params.get(WS_PARAM)
+    if valid_workspace(raw):
+        st.session_state["xray_ws"] = raw
+        return raw
+    ws = st.session_state.get("xray_ws")
+    if raw is not None:
+        ws = new_workspace()
+        st.session_state["_ws_notice"] = ("That link's workspace key is not valid: this is a new, empty "
+                                          "workspace.")
+    elif not valid_workspace(ws):
+        ws = new_workspace()
+    st.session_state["xray_ws"] = ws
+    st.query_params[WS_PARAM] = ws
+    return ws
+
+
+def workspace_notice() -> None:
+    if msg := st.session_state.pop("_ws_notice", None):
+        st.warning(msg)
+
+
+def store() -> RunStore:
+    """The process-wide run store; runs of a server that died are marked interrupted
+    once at start-up and then at most every RECOVER_EVERY_S (another replica may die)."""
+    s = get_store()
+    _recover(s.url, int(time.time() // RECOVER_EVERY_S))
+    return s
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _recover(url: str, tick: int) -> list[str]:
+    try:
+        return get_store().recover()
+    except Exception:  # a store hiccup must not take the page down; the next tick retries
+        return []
+
+
+# ---- jobs of this process ---------------------------------------------------------------
+
+_RECENT: "OrderedDict[str, TrainingJob]" = OrderedDict()   # run id -> job, newest last
+_RECENT_LOCK = threading.Lock()
+
+
+def job_for(run_id: str) -> TrainingJob | None:
+    """The job of a run trained in this server process: still training (recorder.live_job)
+    or among the last few finished (their test predictions feed the patch viewer)."""
+    job = recorder.live_job(run_id)
+    if job is not None:
+        return job
+    with _RECENT_LOCK:
+        return _RECENT.get(run_id)
+
+
+def _remember(run_id: str, job: TrainingJob) -> None:
+    with _RECENT_LOCK:
+        _RECENT[run_id] = job
+        while len(_RECENT) > MAX_RUNS_WITH_MODELS:
+            _, old = _RECENT.popitem(last=False)
+            if old.snapshot().finished:
+                old.model = None  # the model is in the store; free the weights
+
+
+def start_job(config, dataset: Dataset, preset: str | None, label: str | None = None) -> "Run":
+    """Start a training job, record it in this session's workspace, and make it the
+    session's current run."""
+    ws = workspace()
+    # owner: the server runs at most one queued/running Train-page job per workspace
+    job = TrainingJob(config, dataset, isolated=ISOLATE, owner=ws)
+    run_id = recorder.record_job(store(), job, ws, preset=preset, label=label)
+    job.start()
+    _remember(run_id, job)
+    run = runs().add(job, preset, run_id)
+    st.session_state["current_run"] = run_id
+    return run
+
+
+@st.cache_resource(show_spinner=False, ttl=60)   # re-checked each minute: a cluster may come back
+def warm_workers() -> str | None:
+    """Once per server: start idle training processes so the first Train is quick; on the
+    Ray backend, size the trainer cap to the cluster. Returns a problem to show, or None."""
+    from xray_core.training import BACKENDS
+    backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
+    if backend not in BACKENDS:
+        return f"XRAY_LAB_BACKEND={backend!r} is not a backend (local or ray): training will fail."
+    if backend == "ray":
+        from xray_core import ray_backend
+        from xray_core.errors import XrayLabError
+        from xray_core.training import SCHEDULER
+        try:
+            SCHEDULER.cap = ray_backend.cluster_cap()
+        except XrayLabError as e:   # the app keeps serving; runs fail with the same line until it is back
+            return f"Training cluster: {e}"
+        return None
     if ISOLATE:
         from xray_core.training import SCHEDULER
         from xray_core.worker import POOL
         POOL.prewarm(SCHEDULER.cap)
-    return True
+    return None
 
 
 @dataclass
@@ -48,18 +159,19 @@ class Run:
     number: int
     job: TrainingJob
     preset: str | None = None
+    run_id: str | None = None   # its record in the run store
     announced: bool = False     # the page has rerun once to show the final results
-    record: dict | None = None  # frozen once finished
 
     @property
     def label(self) -> str:
-        c = self.job.config
-        what = f"cnn/{c.cnn_mode}" if c.arch == "cnn" else f"fc/{c.activation}{'+bn' if c.batch_norm else ''}"
-        return f"#{self.number} {self.preset or what}"
+        """e.g. "#3 p1-task5, 10 epochs": the closest preset and what the run changed."""
+        from xray_core.presets import describe
+        return f"#{self.number} {describe(self.job.config)}"
 
 
 @dataclass
 class SessionRuns:
+    """The jobs this browser session started (their models feed the Classify page)."""
     runs: list[Run] = field(default_factory=list)
     counter: int = 0
 
@@ -67,9 +179,9 @@ class SessionRuns:
     def current(self) -> Run | None:
         return self.runs[-1] if self.runs else None
 
-    def add(self, job: TrainingJob, preset: str | None) -> Run:
+    def add(self, job: TrainingJob, preset: str | None, run_id: str | None = None) -> Run:
         self.counter += 1
-        run = Run(self.counter, job, preset)
+        run = Run(self.counter, job, preset, run_id)
         self.runs.append(run)
         for old in self.runs[:-MAX_RUNS_WITH_MODELS]:
             if old.job.snapshot().finished:
@@ -80,32 +192,7 @@ class SessionRuns:
 def runs() -> SessionRuns:
     if "xray_runs" not in st.session_state:
         st.session_state["xray_runs"] = SessionRuns()
-    guard()  # register this session's release hook
     return st.session_state["xray_runs"]
-
-
-class _Guard:
-    """Lives exactly as long as the browser session; knows its jobs to stop them."""
-
-    def __init__(self):
-        self.jobs: list[TrainingJob] = []
-        self.lock = threading.Lock()
-
-    def watch(self, job: TrainingJob) -> None:
-        with self.lock:
-            self.jobs = [j for j in self.jobs if not j.snapshot().finished] + [job]
-
-
-def _release(g: _Guard) -> None:
-    with g.lock:
-        for job in g.jobs:
-            job.stop()
-        g.jobs.clear()
-
-
-@st.cache_resource(scope="session", on_release=_release, show_spinner=False)
-def guard() -> _Guard:
-    return _Guard()
 
 
 @st.cache_resource(max_entries=6, show_spinner="Loading the dataset…")
@@ -116,23 +203,17 @@ def shared_dataset(source: str) -> Dataset:
 
 
 def uploaded_zip_path(data: bytes) -> str:
-    """Store an uploaded zip under a content-addressed name so it is loaded once."""
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "xray_lab_uploads"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{digest}.zip"
-    if not path.exists():
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return str(path)
+    """Store an uploaded zip in the app's private folder under a content-addressed name
+    (xray_core/uploads.py: unique temp names, size-capped, old ones removed)."""
+    from xray_core.uploads import store_zip
+    return store_zip(data)
 
 
-def model_bytes(job: TrainingJob) -> bytes:
-    """The run's model as a .keras file (made only when the download is clicked)."""
-    if job.model is None:
+def model_file_bytes(path: str | None) -> bytes:
+    """A stored run's .keras file (read only when the download is clicked)."""
+    if not path:
         return b""
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "model.keras"
-        job.model.save(path)
-        return path.read_bytes()
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""

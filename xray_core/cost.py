@@ -1,0 +1,55 @@
+"""Parameter and multiply-add counts of a RunConfig's model, by arithmetic alone.
+
+Validation (config.py) refuses a model over the server's cost caps with these
+counts, so a 2048-filter CNN is refused in microseconds instead of being built:
+no Keras here (importing it takes seconds). The arithmetic follows models.py layer
+by layer; tests/test_models.py checks it equals Keras' own counts.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import CLASSES, PATCH
+
+N_CLASSES = len(CLASSES)
+FC_UNITS = (300, 150)
+CNN_POOL_AFTER = (1, 3, 5)   # MaxPooling2D(2) after these convs
+CNN_DENSE = (512, 128)
+
+
+def _dense(n_in: int, n_out: int) -> tuple[int, int]:
+    """(params, multiply-adds) of a Dense layer; the bias counts as one multiply-add,
+    as in models.multiply_adds (weights + bias applied once per output)."""
+    p = n_in * n_out + n_out
+    return p, p
+
+
+def cost(config: Any) -> dict[str, int]:
+    """{"params": total parameters (trainable + batch-norm statistics),
+    "multiply_adds": of one forward pass on one patch}."""
+    params = macs = 0
+    if config.arch == "fc":
+        n = PATCH * PATCH
+        for units in FC_UNITS:
+            p, m = _dense(n, units)
+            params, macs = params + p, macs + m
+            if config.batch_norm:
+                params += 4 * units      # gamma, beta, moving mean, moving variance
+            n = units
+        p, m = _dense(n, N_CLASSES)
+        return {"params": params + p, "multiply_adds": macs + m}
+
+    side, channels = PATCH, 1
+    for i, filters in enumerate(config.filters, start=1):
+        p = 3 * 3 * channels * filters + filters
+        params, macs = params + p, macs + p * side * side   # 'same' padding: one output per pixel
+        # seed mode: BatchNormalization(axis=1) = per image row; corrected: per channel
+        params += 4 * (side if config.cnn_mode == "seed" else filters)
+        channels = filters
+        if i in CNN_POOL_AFTER:
+            side //= 2
+    n = side * side * channels
+    for units in (*CNN_DENSE, N_CLASSES):
+        p, m = _dense(n, units)
+        params, macs, n = params + p, macs + m, units
+    return {"params": params, "multiply_adds": macs}
