@@ -101,10 +101,10 @@ def cmd_train(args) -> int:
     from .store import check_workspace, get_store
     from .training import TrainingJob, DONE, STOPPED
     from .data import load_dataset
-    from .estimate import estimate, learn
+    from .estimate import dataset_sizes, estimate
     store = get_store()
     ds = load_dataset(cfg.data)
-    sizes = _split_sizes(ds)
+    sizes = dataset_sizes(ds)
     try:  # measured on this machine (a few timed steps, cached per model): see estimate.py
         est = estimate(cfg, *sizes)
     except Exception:  # an estimate must never stop a run
@@ -144,8 +144,7 @@ def cmd_train(args) -> int:
     timing["estimated_seconds"] = est["total"] if est else None
     timing["estimate"] = est
     record["timing"] = timing
-    if est and snap.state == DONE:
-        learn(cfg, *sizes, timing.get("fit_seconds", 0.0), total)
+    # the recorder feeds a finished run's actual times back into the estimate (estimate.learn)
     if args.out:
         paths = job.save(args.out)
         record["saved"] = paths
@@ -154,11 +153,6 @@ def cmd_train(args) -> int:
         print(f"test accuracy {test['accuracy']:.4f} test loss {test['loss']:.4f}")
     _write_json(args.json, record)
     return 0
-
-
-def _split_sizes(ds) -> tuple[int, int, int]:
-    """Patches in the train, validation and test splits (0 when absent)."""
-    return tuple(len(ds.split(k)) if ds.has(k) else 0 for k in ("train", "validation", "test"))
 
 
 def cmd_evaluate(args) -> int:

@@ -330,6 +330,21 @@ def page_estimate(config: RunConfig, n_train: int, n_val: int = 0, n_test: int =
 
 # ---- learning from finished runs -------------------------------------------------
 
+def dataset_sizes(ds) -> tuple[int, int, int]:
+    """Patches in the train, validation and test splits (0 when absent)."""
+    return tuple(len(ds.split(k)) if ds.has(k) else 0 for k in ("train", "validation", "test"))
+
+
+def learn_from_job(job) -> dict | None:
+    """After a job finished (not stopped): its actual fit and total time teach the estimate."""
+    res = job.snapshot().result or {}
+    fit = (res.get("timing") or {}).get("fit_seconds", 0.0)
+    if job.dataset is None or job.started_at is None or not fit:
+        return None
+    total = (job._t_end or time.perf_counter()) - job.started_at
+    return learn(job.config, *dataset_sizes(job.dataset), fit, total)
+
+
 def learn(config: RunConfig, n_train: int, n_val: int, n_test: int,
           fit_seconds: float, total_seconds: float) -> dict | None:
     """Record how a finished (not stopped) run compared with its measured estimate;
