@@ -13,7 +13,7 @@ import streamlit as st
 from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
 from xray_core.inference import evaluate_map, overlay, predict_patches
-from xray_core.models import estimate_seconds
+from xray_core.estimate import dataset_sizes, page_estimate
 from xray_ui import charts
 from xray_ui import classify_view as cv
 from xray_ui.inside_view import film_point_panel
@@ -117,8 +117,7 @@ def no_model_panel() -> None:
         try:
             ds = shared_dataset("phantom")
             n = len(ds.split("train"))
-            n_val = len(ds.splits["validation"]) if ds.has("validation") else 0
-            est = 5 * max(1, math.ceil(estimate_seconds(cfg, n, n_val) / 5))
+            est = 5 * max(1, math.ceil(page_estimate(cfg, *dataset_sizes(ds))["total"] / 5))
             st.caption(f"About {est} s on {n:,} phantom patches when the server is idle; longer while others train.")
         except Exception:
             pass

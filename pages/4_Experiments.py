@@ -18,7 +18,7 @@ import streamlit as st
 from xray_core import experiments as ex
 from xray_core import stats
 from xray_core.errors import XrayLabError, one_line
-from xray_core.models import estimate_seconds
+from xray_core.estimate import dataset_sizes, page_estimate
 from xray_core.presets import COURSE_PRESETS, PRESETS, matching_preset
 from xray_ui import charts_stats
 from xray_ui.controls import sidebar
@@ -114,10 +114,9 @@ def main() -> None:
 
 
 def _estimate(configs, dataset) -> str:
-    n = len(dataset.split("train"))
-    n_val = len(dataset.splits["validation"]) if dataset.has("validation") else 0
-    # the seed changes nothing in the cost: one (cached) layer table per distinct setup
-    secs = sum(estimate_seconds(c.replace(seed=0), n, n_val) for c in configs)
+    sizes = dataset_sizes(dataset)
+    # measured on this server (estimate.py): cached per model shape, so the seed changes nothing
+    secs = sum(page_estimate(c, *sizes)["total"] for c in configs)
     return f"~{fmt_time(secs)} of training if the runs have the server to themselves"
 
 
