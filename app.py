@@ -17,7 +17,8 @@ import streamlit as st
 
 from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
-from xray_core.models import estimate_seconds, layer_table
+from xray_core.estimate import page_estimate  # measured on this machine (rough until measured)
+from xray_core.models import layer_table
 from xray_core.presets import PRESETS, matching_preset
 from xray_ui import charts
 from xray_ui.nav import page_links
@@ -38,7 +39,8 @@ def main() -> None:
     page_links()
     st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
-    warm_workers()  # idle training processes, so the first Train starts quickly
+    if problem := warm_workers():  # idle training processes, so the first Train starts quickly
+        st.warning(problem, icon=":material/cloud_off:")
     ws = workspace()
     workspace_notice()
     cfg, cfg_error = sidebar()
@@ -99,7 +101,7 @@ def controls_row(cfg, dataset, current) -> None:
     elif cfg is not None and dataset is not None and dataset.has("train"):
         n = len(dataset.split("train"))
         n_val = len(dataset.splits["validation"]) if dataset.has("validation") else 0
-        est = estimate_seconds(cfg, n, n_val)
+        est = page_estimate(cfg, n, n_val, len(dataset.splits["test"]) if dataset.has("test") else 0)["total"]
         used = min(n, cfg.limit_train or n)
         tip = " Tip: use fewer patches (sidebar) for a quick CNN try." if est > 120 and cfg.arch == "cnn" else ""
         c3.caption(f"Estimated time on this server: **~{fmt_time(est)}** for {cfg.epochs} epochs on "

@@ -13,7 +13,7 @@ import streamlit as st
 from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
 from xray_core.inference import evaluate_map, overlay, predict_patches
-from xray_core.models import estimate_seconds
+from xray_core.estimate import dataset_sizes, page_estimate
 from xray_ui import charts
 from xray_ui import classify_view as cv
 from xray_ui.inside_view import film_point_panel
@@ -63,15 +63,8 @@ def model_sidebar() -> cv.ModelChoice | None:
     sb = st.sidebar
     sb.header("Model")
     picker = sb.container()   # filled below, once an uploaded model has been loaded
-    up = sb.file_uploader("Use a saved model (.keras)", type=["keras"], key="model_upload",
-                          help="A model downloaded from the Train page, or saved by "
-                               "`python -m xray_core train --out DIR`.")
-    if up is not None:
-        try:
-            with st.spinner(f"Loading {up.name}…"):
-                cv.use_uploaded_model(up.name, up.getvalue())
-        except XrayLabError as e:
-            sb.error(one_line(e))
+    cv.model_upload(sb, "Use a saved model (.keras)", "model_upload",
+                    help="A model downloaded from the Train page, or saved by `python -m xray_core train --out DIR`.")
     choices = cv.session_models()
     if not choices:
         picker.caption("No model yet: train one here (one click) or on the Train page, or upload a .keras file.")
@@ -124,8 +117,7 @@ def no_model_panel() -> None:
         try:
             ds = shared_dataset("phantom")
             n = len(ds.split("train"))
-            n_val = len(ds.splits["validation"]) if ds.has("validation") else 0
-            est = 5 * max(1, math.ceil(estimate_seconds(cfg, n, n_val) / 5))
+            est = 5 * max(1, math.ceil(page_estimate(cfg, *dataset_sizes(ds))["total"] / 5))
             st.caption(f"About {est} s on {n:,} phantom patches when the server is idle; longer while others train.")
         except Exception:
             pass

@@ -18,13 +18,14 @@ import streamlit as st
 from xray_core import experiments as ex
 from xray_core import stats
 from xray_core.errors import XrayLabError, one_line
-from xray_core.models import estimate_seconds
-from xray_core.presets import PRESETS, matching_preset
+from xray_core.estimate import dataset_sizes, page_estimate
+from xray_core.presets import COURSE_PRESETS, PRESETS, matching_preset
 from xray_ui import charts_stats
 from xray_ui.controls import sidebar
 from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time
-from xray_ui.session import ISOLATE, guard, shared_dataset, warm_workers
+from xray_ui import session
+from xray_ui.session import ISOLATE, shared_dataset, warm_workers
 
 st.set_page_config(page_title="X-ray Lab · Experiments", page_icon=":material/science:", layout="wide")
 REFRESH_S = 1.0
@@ -49,6 +50,12 @@ def busy() -> Entry | None:
     return next((e for e in entries() if not e.group.finished), None)
 
 
+def _stored() -> dict:
+    """Every run of a group is recorded in the workspace's run store: it outlives the tab and
+    shows in the Train page's runs table and the report."""
+    return {"store": session.store(), "workspace": session.workspace()}
+
+
 def launch(kind_label: str, start) -> None:
     try:
         group = start()
@@ -58,8 +65,6 @@ def launch(kind_label: str, start) -> None:
     except Exception as e:  # never a traceback on the page
         st.error(f"Could not start: {one_line(e)}")
         return
-    for m in group.members:
-        guard().watch(m.job)  # stopped with the browser session, like the Train page's runs
     n = len(entries()) + 1
     entries().append(Entry(n, f"#{n} {kind_label}", group))
     st.rerun()
@@ -109,10 +114,9 @@ def main() -> None:
 
 
 def _estimate(configs, dataset) -> str:
-    n = len(dataset.split("train"))
-    n_val = len(dataset.splits["validation"]) if dataset.has("validation") else 0
-    # the seed changes nothing in the cost: one (cached) layer table per distinct setup
-    secs = sum(estimate_seconds(c.replace(seed=0), n, n_val) for c in configs)
+    sizes = dataset_sizes(dataset)
+    # measured on this server (estimate.py): cached per model shape, so the seed changes nothing
+    secs = sum(page_estimate(c, *sizes)["total"] for c in configs)
     return f"~{fmt_time(secs)} of training if the runs have the server to themselves"
 
 
@@ -130,7 +134,7 @@ def repeat_tab(cfg, dataset, can_run) -> None:
     if go and can_run:
         p = matching_preset(cfg)
         launch(f"{p.name if p else 'custom setup'} × {seeds} seeds",
-               lambda: ex.start_repeat(cfg, int(seeds), dataset=dataset, isolated=ISOLATE))
+               lambda: ex.start_repeat(cfg, int(seeds), dataset=dataset, isolated=ISOLATE, **_stored()))
     reps = [e for e in entries() if e.group.kind == "repeat"]
     if reps:
         pick = st.selectbox("Show", [e.number for e in reversed(reps)], key="exp_show_repeat",
@@ -277,7 +281,7 @@ def sweep_tab(cfg, dataset, can_run) -> None:
             st.error(str(e))
         else:
             launch(f"sweep of {ex.KNOB_LABELS[knob]} ({text}) × {seeds} seeds",
-                   lambda: ex.start_sweep(cfg, knob, values, int(seeds), dataset=dataset, isolated=ISOLATE))
+                   lambda: ex.start_sweep(cfg, knob, values, int(seeds), dataset=dataset, isolated=ISOLATE, **_stored()))
     sweeps = [e for e in entries() if e.group.kind == "sweep"]
     if sweeps:
         live_group(sweeps[-1], sweep_view)
@@ -318,13 +322,14 @@ def study_tab(cfg, dataset, can_run) -> None:
     if dataset is not None and dataset.has("train") and cfg is not None:
         configs = [p.config.replace(seed=s, data=cfg.data, epochs=int(epochs) or p.config.epochs,
                                     limit_train=int(limit) or None)
-                   for p in PRESETS.values() for s in range(seeds)]
+                   for p in (PRESETS[n] for n in COURSE_PRESETS) for s in range(seeds)]
         st.caption(f"{len(configs)} runs on {dataset.name} · {_estimate(configs, dataset)}. "
                    "The two CNN presets dominate: lower the patches or epochs for a lesson-sized study.")
     if go and can_run:
         launch(f"course study × {seeds} seeds",
                lambda: ex.start_study(int(seeds), data=cfg.data, epochs=int(epochs) or None,
-                                      limit_train=int(limit) or None, dataset=dataset, isolated=ISOLATE))
+                                      limit_train=int(limit) or None, dataset=dataset, isolated=ISOLATE,
+                                      **_stored()))
     studies = [e for e in entries() if e.group.kind == "study"]
     if studies:
         live_group(studies[-1], study_view)

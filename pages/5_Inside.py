@@ -52,13 +52,7 @@ def model_sidebar() -> cv.ModelChoice | None:
     sb = st.sidebar
     sb.header("Model")
     picker = sb.container()
-    up = sb.file_uploader("Open a saved model (.keras)", type=["keras"], key="inside_model_upload")
-    if up is not None:
-        try:
-            with st.spinner(f"Loading {up.name}…"):
-                cv.use_uploaded_model(up.name, up.getvalue())
-        except XrayLabError as e:
-            sb.error(one_line(e))
+    cv.model_upload(sb, "Open a saved model (.keras)", "inside_model_upload")
     choices = iv.models_for_inside()
     if not choices:
         return None

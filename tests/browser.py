@@ -5,6 +5,7 @@ so nothing is downloaded at test time."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import shutil
@@ -14,6 +15,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.conftest import wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -118,12 +121,5 @@ def workspace_of(page) -> str:
     return parse_qs(urlparse(page.url).query).get("ws", [""])[0]
 
 
-def wait_until(fn, timeout=90.0, every=0.25):
-    """fn()'s first truthy value within the time, else None (every wait is bounded)."""
-    end = time.time() + timeout
-    while time.time() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    return None
+# the tests' one polling helper, at a pace a browser page can take
+wait_until = functools.partial(wait_for, timeout=90.0, every=0.25)

@@ -122,3 +122,9 @@ def tree(root: Path) -> set[str]:
     """Every path under root, relative, for 'nothing written outside' checks."""
     return {os.path.relpath(os.path.join(d, f), root)
             for d, ds, fs in os.walk(root) for f in ds + fs}
+
+
+def tiny_course(root):
+    """A few radiographs per split in the course layout: enough for 1-epoch CLI runs."""
+    course_layout(root, {"train": rids(6), "validation": rids(2, "V"), "test": rids(2, "T")}, per_class=4)
+    return root

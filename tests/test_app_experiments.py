@@ -1,10 +1,11 @@
 """AppTest drives the Experiments page (pages/4_Experiments.py): it renders, a tiny repeat
 (p1-task2 with 2 seeds on 200 phantom patches) runs in the background and shows mean ± sd, the
 comparison against the course's figure gives a verdict, and bad sweep values are refused."""
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -25,13 +26,8 @@ def page():
 
 
 def poll(app, pred, timeout=300):  # generous: CI and a shared 2-core box are slow
-    end = time.time() + timeout
-    while time.time() < end:
-        app.run()
-        if pred(app):
-            return True
-        time.sleep(0.5)
-    return False
+    """Re-run the page until pred(app) holds (the fragment's run_every does not fire in AppTest)."""
+    return bool(wait_for(lambda: (app.run(), pred(app))[1], timeout, every=0.5))
 
 
 def metric(app, label):

@@ -5,10 +5,11 @@ import json
 import secrets
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for
 import sqlalchemy as sa
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -108,13 +109,8 @@ def last_batch_x(app) -> float:
 
 
 def poll(app, pred, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        app.run()
-        if pred(app):
-            return True
-        time.sleep(0.3)
-    return False
+    """Re-run the page until pred(app) holds (the fragment's run_every does not fire in AppTest)."""
+    return bool(wait_for(lambda: (app.run(), pred(app))[1], timeout, every=0.3))
 
 
 def test_a_new_visit_gets_its_own_workspace_key(visit):

@@ -10,17 +10,16 @@ import pytest
 from PIL import Image
 
 from xray_core.cli import main
+from xray_core.presets import PRESETS
 
-from .fixtures_data import course_layout, rids
+from .fixtures_data import course_layout, rids, tiny_course
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    course_layout(root, {"train": rids(6), "validation": rids(2, "V"), "test": rids(2, "T")}, per_class=4)
-    return root
+    return tiny_course(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +40,10 @@ def test_train_writes_the_documented_json_and_model(trained):
     assert set(rec["test"]) >= {"accuracy", "loss", "confusion"}
     assert np.array(rec["test"]["confusion"]).sum() == 2 * 4 * 4  # 2 radiographs × 4 classes × 4 patches
     assert rec["timing"]["fit_seconds"] > 0 and rec["timing"]["samples_per_second"] > 0
+    # the estimate made before the run (measured: the first run of this model shape calibrates it)
+    t = rec["timing"]
+    assert t["estimate"]["source"] == "measured" and t["estimated_seconds"] == t["estimate"]["total"] > 0
+    assert t["total_seconds"] >= t["fit_seconds"]
     assert rec["classes"] == ["background", "clavicle", "lung", "heart"] and rec["params"] == 353_254
     assert (trained / "model.keras").is_file() and (trained / "run.json").is_file()
 
@@ -99,7 +102,7 @@ def test_presets_lists_the_course_numbers(tmp_path):
     assert main(["presets", "--json", str(out)]) == 0
     got = {p["name"]: p["reported"] for p in json.loads(out.read_text())}
     assert got["p1-task3"] == {"train_accuracy": 86.9, "test_accuracy": 67.4, "test_loss": 0.79}
-    assert got["p2-task1"] == {"test_accuracy": 34.2} and len(got) == 8
+    assert got["p2-task1"] == {"test_accuracy": 34.2} and len(got) == len(PRESETS) == 9
 
 
 def test_phantom_writes_the_course_layout(tmp_path):

@@ -79,8 +79,11 @@ def test_subprocess_writes_json_and_maps_and_exits_0_despite_bad_files(model_pat
     assert proc.returncode == 0, proc.stderr
     by_name = _check_records(json.loads(out.read_text()), files)
     assert "Traceback" not in proc.stderr
-    assert sorted(p.name for p in maps.iterdir()) == ["film.png", "small_film.png"]   # radiographs only
+    assert sorted(p.name for p in maps.iterdir()) == [                                # radiographs only
+        "film.overlay.png", "film.png", "small_film.overlay.png", "small_film.png"]
     assert Path(by_name["film.png"]["map"]) == maps / "film.png"
+    assert Path(by_name["film.png"]["overlay"]) == maps / "film.overlay.png"
+    assert by_name["film.png"]["map_seconds"] > 0
     _check_map(maps / "film.png", (300, 240))
     _check_map(maps / "small_film.png", (128, 128))
     assert "map" not in by_name["patch.png"]
@@ -104,7 +107,7 @@ def test_without_map_dir_no_maps_are_written(model_path, inputs, tmp_path):
     out = tmp_path / "o.json"
     assert main(["classify", "--model", model_path, str(inputs / "film.png"), "--json", str(out)]) == 0
     (rec,) = json.loads(out.read_text())
-    assert rec["ok"] and rec["map"] is None
+    assert rec["ok"] and rec["map"] is None and rec["overlay"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.json"]
 
 
@@ -135,3 +138,48 @@ def test_bad_arguments_exit_non_zero_with_one_line(case, model_path, inputs, tmp
     else:
         assert Path(model).name in lines[0]
     assert not out.exists() and not (tmp_path / "maps").exists()
+
+
+def test_overlay_tints_the_film_in_the_class_colours_of_the_map(model_path, inputs, tmp_path):
+    from xray_core.inference import CLASS_COLOURS
+    maps = tmp_path / "maps"
+    assert main(["classify", "--model", model_path, str(inputs / "film.png"), "--map-dir", str(maps),
+                 "--stride", "8"]) == 0
+    labels = np.asarray(Image.open(maps / "film.png"))
+    with Image.open(maps / "film.overlay.png") as im:
+        assert im.mode == "RGB" and im.size == (300, 240)
+        rgb = np.asarray(im).astype(int)
+    grey = np.asarray(Image.open(inputs / "film.png").convert("L")).astype(int)
+    bg = labels == 0
+    # background stays the grey film; every painted class leans towards its own colour
+    assert np.all(rgb[bg][:, 0] == rgb[bg][:, 1]) and np.all(rgb[bg][:, 1] == rgb[bg][:, 2])
+    painted = [c for c in range(1, 4) if (labels == c).sum() > 50]
+    assert painted, "the toy model painted no anatomy at all"
+    for c in painted:
+        m = labels == c
+        shift = (rgb[m] - grey[m][:, None]).mean(axis=0)
+        want = np.asarray(CLASS_COLOURS[c]) - grey[m].mean()
+        assert np.corrcoef(shift, want)[0, 1] > 0.9, (c, shift, want)
+
+
+def test_overlay_names_never_overwrite_inputs(model_path, inputs, tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "film.png").write_bytes((inputs / "film.png").read_bytes())
+    (d / "film.overlay.png").write_bytes((inputs / "film.png").read_bytes())   # an input by that name
+    out = tmp_path / "o.json"
+    assert main(["classify", "--model", model_path, str(d / "film.png"), str(d / "film.overlay.png"),
+                 "--map-dir", str(d), "--stride", "16", "--json", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    written = {r["map"] for r in recs} | {r["overlay"] for r in recs}
+    assert len(written) == 4 and not written & {str(d / "film.png"), str(d / "film.overlay.png")}
+
+
+def test_exits_non_zero_when_no_file_could_be_classified(model_path, inputs, tmp_path, capsys):
+    out = tmp_path / "o.json"
+    code = main(["classify", "--model", model_path, str(inputs / "notes.png"), str(inputs / "empty.png"),
+                 "--json", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "none of the 2 file(s)" in err
+    assert all(not r["ok"] for r in json.loads(out.read_text()))   # the records are still written
+    assert main(["classify", "--model", model_path, str(inputs / "notes.png"), str(inputs / "patch.png")]) == 0

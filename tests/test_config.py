@@ -55,7 +55,11 @@ def test_parse_filters():
 
 def test_seven_presets_carry_the_course_numbers():
     assert list(PRESETS) == ["p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2",
-                             "p2-corrected"]
+                             "p2-corrected", "p1-task5-small"]
+    # additive: the overfitting lesson on a small subset
+    small = get_preset("p1-task5-small")
+    assert small.config == get_preset("p1-task5").config.replace(limit_train=200)
+    assert "phantom" in small.lesson and "real" in small.lesson
     assert get_preset("p1-task1").reported == {"train_accuracy": 83.9, "test_accuracy": 66.8, "test_loss": 0.81}
     assert get_preset("p1-task5").config.batch_norm and get_preset("p1-task4").config.batch_size == 32
     assert get_preset("p2-task2").config.filters == (32, 64, 64, 128, 128)

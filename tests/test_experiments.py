@@ -13,7 +13,7 @@ from xray_core.cli import main
 from xray_core.config import RunConfig
 from xray_core.errors import ConfigError
 
-from .fixtures_data import course_layout, rids
+from .fixtures_data import tiny_course
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = RunConfig(epochs=1, batch_size=32, lr=1e-3)
@@ -134,9 +134,7 @@ def test_a_repeat_lands_in_the_real_run_store_as_one_group(toy_dataset, tmp_path
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    course_layout(root, {"train": rids(6), "validation": rids(2, "V"), "test": rids(2, "T")}, per_class=4)
-    return root
+    return tiny_course(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """xray_core.explain and `python -m xray_core explain`: the maps are faithful (deletion test),
 the layers are read from the right tensors, and bad input gets one line."""
-import io
 import json
 import subprocess
 import sys

@@ -1,11 +1,9 @@
 """Hostile input against the server, as an untrusted student would try it: paths,
 links, model bombs, concurrent same-zip uploads, a hung worker, the queue cap and
 one job per owner. Every refusal is one line and leaves the server working."""
-import json
 import os
 import signal
 import threading
-import time
 import zipfile
 
 import pytest
@@ -20,7 +18,7 @@ from xray_core.worker import HUNG, WorkerPool
 
 from .conftest import wait_for
 from .fixtures_data import course_layout, rids, zip_dir
-from .test_app_train import APP, _current_job
+from .test_app_train import APP
 from .test_modelcheck import _rss_mb, craft, insert_dense
 
 FAST = RunConfig(epochs=3, batch_size=32, lr=1e-3)

@@ -5,7 +5,6 @@ import importlib.util
 import io
 import struct
 import sys
-import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -203,9 +202,11 @@ def test_dicom_bomb_refused_from_header():
     ds.Rows, ds.Columns = 20000, 20000          # pixel data stays 1 KB
     b = io.BytesIO()
     ds.save_as(b, enforce_file_format=True)
-    t = time.perf_counter()
+    tracemalloc.start()
     msg = refused(b.getvalue(), "big.dcm")
-    assert "megapixels" in msg and time.perf_counter() - t < 1.0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "megapixels" in msg and peak < 50_000_000   # 400 MP were never decoded
 
 
 def test_dicom_truncated_pixels_refused():
@@ -262,13 +263,11 @@ def test_png_bomb_refused_from_header(w, h):
     if w * h < Image.MAX_IMAGE_PIXELS:
         assert Image.open(io.BytesIO(bomb)).size == (w, h)   # the crafted header is valid
     tracemalloc.start()
-    t = time.perf_counter()
     msg = refused(bomb, "bomb.png")
-    elapsed = time.perf_counter() - t
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert "refused before decoding" in msg
-    assert elapsed < 0.5 and peak < 5_000_000
+    assert peak < 5_000_000   # nothing the size of the image was ever allocated
 
 
 def test_too_small_refused():

@@ -56,8 +56,9 @@ def test_placement_on_the_second_node_and_cap(scenarios):
 def test_stop_within_a_batch_keeps_the_model(scenarios):
     s = scenarios["stop"]
     assert s["reached_training"] and s["state"] == "stopped", s
-    # the poll that carries the stop may bring the batches of one poll interval; training ends after one more
-    assert s["batches_final"] - s["batches_at_stop"] <= 60, s
+    # the stop reaches the actor beside its running poll(); what trained meanwhile is the
+    # server's read-to-stop gap (toy FC batches take ~1 ms), then training ends after the current batch
+    assert s["batches_final"] - s["batches_at_stop"] <= 30, s
     assert s["batches_final"] < 200 * 40
     assert s["has_test"]
 

@@ -34,7 +34,7 @@ class FakeJob:
         self.model = None
         self._lock = threading.Lock()
         self.calls = 0
-        self._snap = Snapshot(job_id="fake", state="queued", config=self.config.to_dict(), queue_position=1,
+        self._snap = Snapshot(job_id="fake", state="queued", queue_position=1,
                               epoch=0, epochs=epochs, step=0, steps_per_epoch=10, elapsed=0.0, eta=None,
                               batch_loss=[], batch_accuracy=[], batch_epoch=[],
                               history={"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []},

@@ -75,3 +75,18 @@ def test_html_is_self_contained_and_escapes_what_students_typed(store):
     assert page.count('class="plotly-graph-div"') == 2
     with pytest.raises(StoreError):
         export(build_report(store, "ws"), "pdf")
+
+
+def test_exports_never_carry_the_workspace_key(store):
+    """The key is the password to a student's runs; a handed-in report must not leak it."""
+    key = "Sx3kQ9vLr2mZt8Wb4Ny7Jc"
+    _run(store, "p1-task1", 0.66, ws=key)
+    rep = build_report(store, key)
+    for fmt in ("md", "csv", "html"):
+        out = export(rep, fmt)
+        assert key not in (out.decode() if isinstance(out, bytes) else out), fmt
+
+
+def test_the_table_is_the_course_seven_only(store):
+    rep = build_report(store, "ws")
+    assert rep.missing == ["p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2"]

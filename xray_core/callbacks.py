@@ -79,6 +79,28 @@ class Stream(_keras_callback_base()):
             job._step = 0
 
 
+class EpochClock(_keras_callback_base()):
+    """When each epoch ended and how long its validation + probe took, for the ETA.
+    Goes last in the callback list, so an epoch's end includes the others' work."""
+
+    def __init__(self, job: "TrainingJob"):
+        super().__init__()
+        self.job = job
+        self._last_batch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        job = self.job
+        with job._lock:
+            if job._t0 is not None:
+                job._epoch_ends.append(now - job._t0)
+            if self._last_batch is not None:
+                job._val_seconds.append(now - self._last_batch)
+
+
 class UnitMonitor(_keras_callback_base()):
     """Dead-unit monitor: share of hidden units that never fire on a fixed probe batch.
 

@@ -100,8 +100,18 @@ def cmd_train(args) -> int:
     from .recorder import RunRecorder
     from .store import check_workspace, get_store
     from .training import TrainingJob, DONE, STOPPED
+    from .data import load_dataset
+    from .estimate import dataset_sizes, estimate
     store = get_store()
-    job = TrainingJob(cfg, backend=args.backend)
+    ds = load_dataset(cfg.data)
+    sizes = dataset_sizes(ds)
+    try:  # measured on this machine (a few timed steps, cached per model): see estimate.py
+        est = estimate(cfg, *sizes)
+    except Exception:  # an estimate must never stop a run
+        est = None
+    if est:
+        print(f"estimated {est['total']:.1f}s ({est['source']})", flush=True)
+    job = TrainingJob(cfg, ds, backend=args.backend)  # the dataset loaded once, for both
     run = store.create_run(check_workspace(args.workspace), cfg)
     recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
     job.start()
@@ -128,6 +138,13 @@ def cmd_train(args) -> int:
         return _fail(snap.error or f"training ended as {snap.state}")
     record = job.record()
     record["run_id"] = run.id
+    timing = dict(record.get("timing") or {})
+    total = (job._t_end or time.perf_counter()) - job.started_at
+    timing["total_seconds"] = total
+    timing["estimated_seconds"] = est["total"] if est else None
+    timing["estimate"] = est
+    record["timing"] = timing
+    # the recorder feeds a finished run's actual times back into the estimate (estimate.learn)
     if args.out:
         paths = job.save(args.out)
         record["saved"] = paths
@@ -204,6 +221,8 @@ def cmd_classify(args) -> int:
     for r in results:
         print(f"{r['file']}: {r['label']}" if r["ok"] else f"{r['file']}: error: {r['error']}")
     _write_json(args.json, results)
+    if not any(r["ok"] for r in results):
+        return _fail(f"none of the {len(results)} file(s) could be classified")
     return 0
 
 
@@ -251,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="classify image files; map whole radiographs")
     c.add_argument("--model", required=True)
     c.add_argument("files", nargs="+", metavar="FILE")
-    c.add_argument("--map-dir", help="write a label-map PNG per radiograph here")
+    c.add_argument("--map-dir", help="per radiograph, write NAME.png (the label map: pixel value = class "
+                                     "index 0-3, so it looks black; it is data) and NAME.overlay.png "
+                                     "(the film tinted in the app's class colours: the one to look at)")
     c.add_argument("--stride", type=int, default=4)
     c.add_argument("--method", choices=("dense", "patches"), default="dense",
                    help="dense: one pass of a CNN over the film (falls back to patches, with a note, "

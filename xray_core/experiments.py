@@ -22,7 +22,7 @@ from . import stats
 from .config import RunConfig
 from .dataset import Dataset
 from .errors import ConfigError
-from .presets import PRESETS, get_preset, matching_preset
+from .presets import COURSE_PRESETS, PRESETS, get_preset, matching_preset
 from .training import DONE, TrainingJob
 
 MAX_SEEDS = 50          # per group: a classroom server is shared
@@ -270,7 +270,7 @@ def start_study(seeds: int, seed: int = 0, *, data: str = "phantom", presets: Se
     """The course as a study: each preset (default: all seven) × N seeds, in course order.
     `limit_train` / `epochs` shrink every run (quick classroom versions; the CNN presets
     take ~20 min per run on the full real data)."""
-    names = list(presets or PRESETS)
+    names = list(presets or COURSE_PRESETS)
     for n in names:
         get_preset(n)
     seed_list = _seed_list(seeds, seed)

@@ -360,15 +360,18 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
     ok:    {"file", "ok": True, "label", "probabilities": {class: p}} -- the model on
            the whole image resized to 32x32 (exactly what the model sees, `patch_input`);
            radiographs (either side >= 128 px) also get "shares" (class -> area
-           fraction of the anatomy map), "map": the path of the label map, or None
-           without map_dir, "method" ("dense" | "patches"), "method_reason" (one
-           sentence) and "map_seconds" (wall time of the anatomy map).
+           fraction of the anatomy map), "map": the path of the label map and
+           "overlay": the path of its coloured overlay (both None without map_dir),
+           "method" ("dense" | "patches"), "method_reason" (one sentence) and
+           "map_seconds" (wall time of the anatomy map).
     error: {"file", "ok": False, "error": "<one line>"}
 
     Label maps are written as map_dir/<input stem>.png, 8-bit grayscale, the same
     size as the input, pixel value = class index 0..3 (so they look nearly black;
-    they are data, like the shared *_labels.png). A name that would overwrite an
-    input file or a map written earlier in the same call gets a _2, _3... suffix.
+    they are data, like the shared *_labels.png). Beside each, map_dir/<stem>.overlay.png
+    is the one to look at: the film in grey with the classes tinted in the app's
+    CLASS_COLOURS (`overlay`). A name that would overwrite an input file or a file
+    written earlier in the same call gets a _2, _3... suffix (on both files).
     """
     stride = _check_stride(stride)
     _choose_method(model, method)   # a bad method name fails once, before any file
@@ -394,13 +397,16 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
                 rec["shares"] = amap.shares
                 rec.update(method=amap.method, method_reason=amap.method_reason,
                            map_seconds=amap.seconds)
-                rec["map"] = None
+                rec["map"] = rec["overlay"] = None
                 if map_dir is not None:
-                    target = _map_path(map_dir, path, inputs | written)
+                    target, tinted = _map_path(map_dir, path, inputs | written)
                     os.makedirs(map_dir, exist_ok=True)
                     Image.fromarray(amap.labels).save(target, format="PNG")
                     written.add(os.path.abspath(target))
                     rec["map"] = target
+                    Image.fromarray(overlay(img, amap.labels)).save(tinted, format="PNG")
+                    written.add(os.path.abspath(tinted))
+                    rec["overlay"] = tinted
         except XrayLabError as e:
             rec = {"file": path, "ok": False, "error": _one_line(e)}
         except OSError as e:
@@ -413,14 +419,15 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
     return out
 
 
-def _map_path(map_dir: str, path: str, taken: set[str]) -> str:
+def _map_path(map_dir: str, path: str, taken: set[str]) -> tuple[str, str]:
+    """(label map, overlay) paths for one input, neither of them in `taken`."""
     stem = os.path.splitext(os.path.basename(path))[0] or "image"
-    target = os.path.join(map_dir, f"{stem}.png")
-    n = 2
-    while os.path.abspath(target) in taken:
-        target = os.path.join(map_dir, f"{stem}_{n}.png")
-        n += 1
-    return target
+    name, n = stem, 2
+    while True:
+        pair = (os.path.join(map_dir, f"{name}.png"), os.path.join(map_dir, f"{name}.overlay.png"))
+        if not any(os.path.abspath(p) in taken for p in pair):
+            return pair
+        name, n = f"{stem}_{n}", n + 1
 
 
 # ---- evaluation ------------------------------------------------------------------------

@@ -51,8 +51,6 @@ def connect() -> None:
         address = os.environ.get("RAY_ADDRESS") or None
         if address and address != "auto":
             _check_reachable(address)
-        # Ray's C++ core warns on stderr (e.g. that it cannot see the internet); the CLI's stderr is for errors.
-        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
         repo = str(Path(__file__).resolve().parents[1])
         try:
             # The actors import xray_core: ship the package with the job (no install on the nodes).
@@ -110,7 +108,8 @@ def _trainer_class():
     if _Trainer is None:
         import ray
 
-        @ray.remote(max_restarts=0, max_task_retries=0)
+        # max_concurrency 2: a stop() runs at once, beside the poll() that is waiting for progress
+        @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
         class Trainer:
             """One job inside an actor: the same TrainingJob the worker processes run."""
 
@@ -234,7 +233,9 @@ def train_in_ray(job) -> str | None:
     actor, key, healthy = None, None, False
     try:
         key, actor = _acquire(_options(job.config))
-        actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled)
+        # waited for: with max_concurrency 2 a poll() could otherwise run before the job exists
+        ray.get(actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled),
+                timeout=START_TIMEOUT)
         try:
             job.where = {"backend": "ray", **ray.get(actor.where.remote(), timeout=START_TIMEOUT)}
         except GetTimeoutError:

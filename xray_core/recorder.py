@@ -118,6 +118,8 @@ class RunRecorder:
                 self.store.finish(self.run_id, state, result=snap.result, error=snap.error, model_src=model_src,
                                   epochs_done=snap.epoch, history=snap.history, batch_loss=snap.batch_loss,
                                   batch_epoch=snap.batch_epoch, unit_stats=snap.unit_stats)
+                if state == "finished":
+                    self._learn()
                 return
             except StoreError:
                 return  # the run was deleted meanwhile
@@ -125,6 +127,15 @@ class RunRecorder:
                 self.error = one_line(e)
                 time.sleep(min(2 ** attempt, 10))
         print(f"xray-lab: run {self.run_id}: could not record its end: {self.error}", file=sys.stderr)
+
+
+    def _learn(self) -> None:
+        """A finished run's real times correct later estimates of the same model (app and CLI alike)."""
+        try:
+            from .estimate import learn_from_job
+            learn_from_job(self.job)
+        except Exception:  # an estimate must never cost a record
+            pass
 
 
 def record_job(store: RunStore, job, workspace: str, *, preset: str | None = None, label: str | None = None,

@@ -14,7 +14,7 @@ import io
 import time
 from dataclasses import dataclass, field
 
-from .presets import PRESETS
+from .presets import COURSE_PRESETS, PRESETS
 from .store import RunRecord, RunStore, StoreError, check_workspace
 
 CSV_COLUMNS = ("preset", "title", "run_id", "label", "state", "epochs_done", "train_accuracy", "test_accuracy",
@@ -78,7 +78,8 @@ def build_report(store: RunStore, workspace: str, run_ids: list[str] | None = No
             p = PRESETS.get(run.preset or "")
             rows.append(ReportRow(run.preset, p.title if p else run.label, run, p.reported if p else {}))
         return Report(workspace, rows, missing)
-    for name, p in PRESETS.items():
+    for name in COURSE_PRESETS:
+        p = PRESETS[name]
         found = store.list_runs(workspace, preset=name, states=["finished"], limit=1)
         if found:
             rows.append(ReportRow(name, p.title, found[0], p.reported))
@@ -125,7 +126,7 @@ def _when(report: Report) -> str:
 
 def to_markdown(report: Report) -> str:
     head, body = _table(report)
-    lines = [f"# X-ray Lab report — workspace {report.workspace}", "",
+    lines = ["# X-ray Lab report — the course's experiments", "",
              f"Generated {_when(report)}. Accuracies in %, course figures from the reference assignment.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in body]
@@ -183,11 +184,11 @@ def to_html(report: Report) -> str:
     head, body = _table(report)
     e = html.escape
     parts = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-             f"<title>X-ray Lab report — {e(report.workspace)}</title>",
+             "<title>X-ray Lab report</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
              "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}</style></head><body>",
-             f"<h1>X-ray Lab report — workspace {e(report.workspace)}</h1>",
+             "<h1>X-ray Lab report — the course's experiments</h1>",
              f"<p>Generated {e(_when(report))}. Accuracies in %; course figures from the reference assignment.</p>",
              "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in body]

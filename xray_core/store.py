@@ -214,6 +214,14 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
+def _label(config, cfg: dict, preset: str | None) -> str:
+    """A RunConfig is labelled as the app labels runs ("p1-task5, 10 epochs"); a bare dict by its preset."""
+    if hasattr(config, "resolved"):
+        from .presets import describe
+        return describe(config)
+    return default_label(cfg, preset)
+
+
 def default_label(config: dict, preset: str | None) -> str:
     if preset:
         return preset
@@ -344,7 +352,7 @@ class RunStore:
         run_id = secrets.token_hex(8)
         self._write(runs.insert().values(
             id=run_id, workspace=workspace, state=state, config=_clean(cfg), preset=preset,
-            label=(label or default_label(cfg, preset))[:200], group_id=group_id, created_at=now,
+            label=(label or _label(config, cfg, preset))[:200], group_id=group_id, created_at=now,
             started_at=None, finished_at=None, heartbeat_at=now, owner=self._local_owner, epochs_done=0,
             epochs=int(cfg.get("epochs") or 0), history=dict(_EMPTY_HISTORY), batch_loss=[], batch_epoch=[],
             unit_stats=[], result=None, error=None, model_path=None, model_bytes=None, nickname=None,

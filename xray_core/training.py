@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from . import CLASSES
-from .callbacks import Stream, UnitMonitor
+from .callbacks import EpochClock, Stream, UnitMonitor
 from .config import RunConfig
 from .dataset import Dataset, Split
 from .errors import XrayLabError, one_line
+from .estimate import eta_seconds
 
 QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
     "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
@@ -218,6 +219,9 @@ class TrainingJob:
         self._batch_x: list[float] = []
         self._history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
         self._unit_stats: list[dict] = []
+        self._epoch_ends: list[float] = []   # seconds since t0 at each epoch's end (ETA)
+        self._val_seconds: list[float] = []  # each epoch's validation + probe (ETA)
+        self._eta_sizes = (0, 0)             # validation and test patches still to pass (ETA)
         self._error: str | None = None
         self._result: dict | None = None
         self.first_batch_at: float | None = None  # perf_counter of the first published batch
@@ -257,10 +261,15 @@ class TrainingJob:
             now = self._t_end or time.perf_counter()
             elapsed = now - self._t0 if self._t0 else 0.0
             done_steps = self._epoch * self._steps_per_epoch + self._step
-            total = self.config.epochs * self._steps_per_epoch
             eta = None
             if done_steps and self._state == TRAINING:
-                eta = elapsed / done_steps * max(total - done_steps, 0)
+                eta = eta_seconds(elapsed=elapsed, epoch=self._epoch, step=self._step,
+                                  steps=self._steps_per_epoch, epochs=self.config.epochs,
+                                  epoch_ends=self._epoch_ends, val_seconds=self._val_seconds,
+                                  n_val=self._eta_sizes[0], n_test=self._eta_sizes[1],
+                                  batch_size=self.config.batch_size,
+                                  first_step=(self.first_batch_at - self._t0
+                                              if self.first_batch_at and self._t0 else None))
             return Snapshot(
                 job_id=self.id, state=self._state,
                 queue_position=pos if self._state == QUEUED else None,
@@ -326,12 +335,15 @@ class TrainingJob:
         steps = math.ceil(n / cfg.batch_size)
         model = build_model(cfg, steps_per_epoch=steps)
         self.model = model
-        self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter())
+        n_test = len(ds.split("test")) if ds.has("test") else 0
+        self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter(),
+                  eta_sizes=(len(val) if val is not None else 0, n_test))
         callbacks = [Stream(self, n, cfg.batch_size, val)]
         if self._probe_enabled and cfg.arch == "fc":
             names = activation_layer_names(model)
             probe_x = train.take(PROBE_SIZE, seed=cfg.seed + 1).x
             callbacks.append(UnitMonitor(self, names, probe_x, cfg.activation))
+        callbacks.append(EpochClock(self))  # last: its epoch end comes after validation and probe
         fit_start = time.perf_counter()
         # Validation runs in Stream.on_epoch_end rather than via validation_data=, so that a
         # Stop does not first wait for Keras to validate the partial epoch (~6 s for a CNN).

@@ -102,13 +102,48 @@ def _run_label(run) -> str:
     return f"Run {run.label}" + (f" · test acc {100 * acc:.1f} %" if acc is not None else "")
 
 
+class StoredChoice(ModelChoice):
+    """A finished run of the workspace, from the run store: its .keras is read only when
+    the model is first used (a workspace may hold dozens)."""
+
+    def __init__(self, key: str, label: str, path: str):
+        super().__init__(key, label, None, None)
+        self._path = path
+
+    @property
+    def model(self):
+        return _stored_model(self._path)
+
+    @model.setter
+    def model(self, value):   # the dataclass __init__ assigns it
+        pass
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def _stored_model(path: str):
+    return load_model(path)
+
+
 def session_models() -> list[ModelChoice]:
     """Finished runs of this browser session that still hold their model, oldest first,
-    then the uploaded model (if any)."""
+    then the workspace's other stored runs with a kept model (earlier sessions, before a
+    restart), then the uploaded model (if any)."""
     out = []
+    live = set()
     for run in runs().runs:
         if run.job.model is not None and run.job.snapshot().state in (DONE, STOPPED):
             out.append(ModelChoice(f"run:{run.job.id}", _run_label(run), run.job.model, run.job.dataset))
+            if getattr(run, "run_id", None):
+                live.add(run.run_id)
+    try:
+        from .session import store, workspace
+        for rec in reversed(store().list_runs(workspace(), states=["finished", "stopped"], limit=12)):
+            if rec.id not in live and rec.model_path and os.path.exists(rec.model_path):
+                acc = ((rec.result or {}).get("test") or {}).get("accuracy")
+                label = f"Saved run {rec.label}" + (f" · test acc {100 * acc:.1f} %" if acc is not None else "")
+                out.append(StoredChoice(f"stored:{rec.id}", label, rec.model_path))
+    except XrayLabError:
+        pass   # the store is unavailable: this session's models still work
     up = st.session_state.get("_cls_uploaded_model")
     if up is not None:
         out.append(up)
@@ -118,6 +153,17 @@ def session_models() -> list[ModelChoice]:
 def pending_run():
     """This session's newest run that is still queued or training, if any."""
     return next((r for r in reversed(runs().runs) if not r.job.snapshot().finished), None)
+
+
+def model_upload(container, label: str, key: str, **kw) -> None:
+    """A .keras uploader: the file is checked and loaded once, and joins session_models()."""
+    up = container.file_uploader(label, type=["keras"], key=key, **kw)
+    if up is not None:
+        try:
+            with st.spinner(f"Loading {up.name}…"):
+                use_uploaded_model(up.name, up.getvalue())
+        except XrayLabError as e:
+            container.error(one_line(e))
 
 
 def use_uploaded_model(name: str, data: bytes) -> ModelChoice:

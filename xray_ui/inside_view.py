@@ -15,7 +15,7 @@ import streamlit as st
 
 from xray_core import CLASSES
 from xray_core import explain as ex
-from xray_core.errors import one_line
+from xray_core.errors import XrayLabError, one_line
 from xray_core.inference import predict_patches
 
 from . import classify_view as cv
@@ -41,7 +41,15 @@ def models_for_inside() -> list[cv.ModelChoice]:
 
 
 def run_config(choice: cv.ModelChoice):
-    """The RunConfig behind a session run (None for uploads)."""
+    """The RunConfig behind a session or stored run (None for uploads)."""
+    if choice.key.startswith("stored:"):
+        from xray_core.config import RunConfig
+        from .session import store
+        rec = store().get(choice.key.split(":", 1)[1])
+        try:
+            return RunConfig.from_dict(rec.config) if rec else None
+        except XrayLabError:
+            return None
     if not choice.key.startswith("run:"):
         return None
     from .session import runs

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -121,7 +120,8 @@ def start_job(config, dataset: Dataset, preset: str | None, label: str | None = 
     """Start a training job, record it in this session's workspace, and make it the
     session's current run."""
     ws = workspace()
-    job = TrainingJob(config, dataset, isolated=ISOLATE)
+    # owner: the server runs at most one queued/running Train-page job per workspace
+    job = TrainingJob(config, dataset, isolated=ISOLATE, owner=ws)
     run_id = recorder.record_job(store(), job, ws, preset=preset, label=label)
     job.start()
     _remember(run_id, job)
@@ -130,14 +130,28 @@ def start_job(config, dataset: Dataset, preset: str | None, label: str | None = 
     return run
 
 
-@st.cache_resource(show_spinner=False)
-def warm_workers() -> bool:
-    """Once per server: start idle training processes so the first Train is quick."""
+@st.cache_resource(show_spinner=False, ttl=60)   # re-checked each minute: a cluster may come back
+def warm_workers() -> str | None:
+    """Once per server: start idle training processes so the first Train is quick; on the
+    Ray backend, size the trainer cap to the cluster. Returns a problem to show, or None."""
+    from xray_core.training import BACKENDS
+    backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
+    if backend not in BACKENDS:
+        return f"XRAY_LAB_BACKEND={backend!r} is not a backend (local or ray): training will fail."
+    if backend == "ray":
+        from xray_core import ray_backend
+        from xray_core.errors import XrayLabError
+        from xray_core.training import SCHEDULER
+        try:
+            SCHEDULER.cap = ray_backend.cluster_cap()
+        except XrayLabError as e:   # the app keeps serving; runs fail with the same line until it is back
+            return f"Training cluster: {e}"
+        return None
     if ISOLATE:
         from xray_core.training import SCHEDULER
         from xray_core.worker import POOL
         POOL.prewarm(SCHEDULER.cap)
-    return True
+    return None
 
 
 @dataclass

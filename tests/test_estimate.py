@@ -1,0 +1,148 @@
+"""xray_core.estimate: calibration cached per cost key and machine, learned ratios
+preferred, every term of a run counted, no model built for a cached key, ETA."""
+import json
+
+import pytest
+
+from xray_core import estimate as est
+from xray_core import models
+from xray_core.config import RunConfig
+
+FC = RunConfig(arch="fc", epochs=2, batch_size=64, lr=1e-3)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory():
+    est.forget_memory()
+    yield
+    est.forget_memory()
+
+
+@pytest.fixture
+def fake_measure(monkeypatch):
+    """Counts calibrations; fixed per-step costs so the arithmetic can be checked."""
+    calls = []
+
+    def measure(cfg):
+        calls.append(est.cost_key(cfg))
+        return {"step": 0.01, "trace": 1.0, "build": 0.5, "eval_patch": 0.001,
+                "predict_patch": 0.002, "steps_timed": 3, "measured_at": 0.0}
+    monkeypatch.setattr(est, "_measure", measure)
+    return calls
+
+
+def test_cost_key_tracks_only_what_changes_step_cost():
+    k = est.cost_key(FC)
+    assert est.cost_key(FC.replace(lr=0.5, epochs=9, seed=3, data="x", limit_train=10)) == k
+    for change in ({"batch_size": 32}, {"activation": "tanh"}, {"batch_norm": True}, {"optimizer": "sgd"},
+                   {"arch": "cnn"}):
+        assert est.cost_key(FC.replace(**change)) != k, change
+    cnn = RunConfig(arch="cnn")
+    assert est.cost_key(cnn.replace(filters=(8, 8, 8, 8, 8))) != est.cost_key(cnn)
+    assert est.cost_key(cnn.replace(cnn_mode="corrected")) != est.cost_key(cnn)
+
+
+def test_calibration_cached_in_memory_and_on_disk_per_machine(fake_measure, tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_HOME", str(tmp_path))
+    e1 = est.estimate(FC, 640, 128, 128)
+    assert e1["source"] == "measured" and fake_measure == [est.cost_key(FC)]
+    est.estimate(FC.replace(epochs=7, lr=0.1), 640, 128, 128)     # same key: no new measurement
+    assert len(fake_measure) == 1
+    data = json.loads((tmp_path / "calibration.json").read_text())
+    assert est.cost_key(FC) in data["machines"][est.machine_signature()]
+    est.forget_memory()                                          # a fresh process reads the file
+    assert est.cached_estimate(FC, 640, 128, 128) == e1
+    assert len(fake_measure) == 1
+    est.estimate(FC.replace(batch_size=32), 640, 128, 128)       # another key is measured
+    assert len(fake_measure) == 2
+    # another machine's calibration is not used
+    est.forget_memory()
+    monkeypatch.setattr(est, "machine_signature", lambda: "other cpu | 64 cpu | tf 9")
+    assert est.cached_estimate(FC, 640, 128, 128) is None
+
+
+def test_estimate_counts_startup_validation_probe_and_evaluation(fake_measure):
+    e = est.estimate(FC, 640, 128, 100)
+    steps = 10
+    per_epoch = steps * 0.01 + 128 * 0.001 + est.PROBE_SIZE * 0.002
+    assert e["per_epoch"] == pytest.approx(per_epoch)
+    assert e["fit"] == pytest.approx(1.0 + 2 * per_epoch)  # the first step's trace is inside fit
+    assert e["startup"] == pytest.approx(est.HANDOFF_SECONDS + 0.5 + 1.0)   # hand-off + build + trace
+    assert e["evaluation"] == pytest.approx(100 * 0.002)
+    assert e["total"] == pytest.approx(est.HANDOFF_SECONDS + 0.5 + e["fit"] + e["evaluation"])
+    no_val = est.estimate(FC, 640, 0, 0)
+    assert no_val["per_epoch"] < e["per_epoch"] and no_val["total"] < e["total"]
+    # the CNN has no dead-unit probe; limit_train counts
+    cnn = RunConfig(arch="cnn", epochs=1, limit_train=64)
+    ec = est.estimate(cnn, 9600, 0, 0)
+    assert ec["per_epoch"] == pytest.approx(1 * 0.01) and ec["fit"] == pytest.approx(1.0 + 0.01)
+
+
+def test_learned_ratio_preferred(fake_measure):
+    e = est.estimate(FC, 640, 128, 100)
+    est.learn(FC, 640, 128, 100, fit_seconds=e["fit"] * 2, total_seconds=e["total"] * 1.5)
+    again = est.estimate(FC.replace(seed=5), 640, 128, 100)
+    assert again["source"] == "learned"
+    assert again["fit"] == pytest.approx(e["fit"] * 2)
+    assert again["total"] == pytest.approx(e["total"] * 1.5)
+    assert len(fake_measure) == 1
+    est.forget_memory()                                          # learned ratios persist on disk
+    assert est.cached_estimate(FC, 640, 128, 100)["source"] == "learned"
+
+
+def test_no_keras_model_built_for_a_cached_key(fake_measure, monkeypatch):
+    est.estimate(FC, 640, 128, 100)
+    est.forget_memory()
+
+    def boom(*a, **k):
+        raise AssertionError("a model was built for a cached key")
+    monkeypatch.setattr(models, "build_model", boom)
+    monkeypatch.setattr(est, "_measure", boom)
+    assert est.estimate(FC, 640, 128, 100)["source"] == "measured"
+    assert est.page_estimate(FC, 640, 128, 100)["source"] == "measured"
+
+
+def test_page_estimate_is_rough_then_measured_in_background(fake_measure):
+    first = est.page_estimate(FC, 640, 128, 100)
+    assert first["source"] == "rough"
+    t = est._measuring.get(est.cost_key(FC))
+    assert t is not None
+    t.join(30)
+    assert est.page_estimate(FC, 640, 128, 100)["source"] == "measured"
+    assert fake_measure == [est.cost_key(FC)]
+
+
+def test_real_calibration_builds_once(toy_dataset):
+    """The real measurement on a tiny FC: positive per-step and trace times."""
+    m = est.calibrate(FC.replace(batch_size=128))
+    assert m["step"] > 0 and m["eval_patch"] > 0 and m["predict_patch"] > 0 and m["build"] > 0
+    assert est.calibrate(FC.replace(batch_size=128)) is m or est.calibrate(FC.replace(batch_size=128)) == m
+
+
+def test_eta_counts_validation_and_evaluation():
+    base = dict(elapsed=10.0, epoch=2, step=0, steps=10, epochs=4, batch_size=64)
+    # epochs ended at 4 s (trace) and 7 s: 3 s per epoch, 1 s of it validation of 100 patches
+    eta = est.eta_seconds(**base, epoch_ends=[4.0, 7.0], val_seconds=[1.0, 1.0], n_val=100, n_test=200)
+    # 3 s left of epoch 3 (elapsed 10 > 7 + 3 -> at least the train part + validation), then epoch 4
+    assert eta == pytest.approx(max(3.0 - 3.0, 2.0 + 1.0) + 3.0 + 200 * 0.01)
+    without_test = est.eta_seconds(**base, epoch_ends=[4.0, 7.0], val_seconds=[1.0, 1.0], n_val=100)
+    assert eta - without_test == pytest.approx(2.0)
+    # before any epoch ended: step rate plus a validation guess for every epoch
+    early = est.eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, n_val=640, batch_size=64)
+    no_val = est.eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, batch_size=64)
+    assert no_val == pytest.approx(0.2 * 15) and early > no_val
+    assert est.eta_seconds(elapsed=0.0, epoch=0, step=0, steps=10, epochs=2) is None
+    # the first step's trace is paid once: left out of the rates
+    traced = est.eta_seconds(elapsed=5.0, epoch=0, step=5, steps=10, epochs=2, first_step=4.2)
+    assert traced == pytest.approx(0.2 * 15)
+    one = est.eta_seconds(elapsed=8.0, epoch=1, step=0, steps=10, epochs=3, epoch_ends=[8.0],
+                          val_seconds=[0.0], first_step=6.0)
+    assert one == pytest.approx(2 * 2.0 + 0.0)
+
+
+def test_job_eta_uses_measured_epochs(toy_dataset):
+    from xray_core.training import TrainingJob
+    job = TrainingJob(FC.replace(epochs=2), toy_dataset).run()
+    assert len(job._epoch_ends) == 2 and len(job._val_seconds) == 2
+    assert job._epoch_ends[1] > job._epoch_ends[0] > 0
+    assert job._eta_sizes == (128, 128)
