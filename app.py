@@ -449,11 +449,10 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
 
 
 # Widths that fit each column's longest usual value, so nothing is cut off at 1280 px.
-LAYER_COLUMNS = {
-    "name": st.column_config.TextColumn("layer", width="medium"),
-    "type": st.column_config.TextColumn("type", width="medium"),
-    "output_shape": st.column_config.TextColumn("output shape", width="medium"),
-    "params": st.column_config.NumberColumn("params", format="localized", width="small"),
+LAYER_COLUMNS = {   # auto widths: the four columns fit the narrow right column
+    "name": st.column_config.TextColumn("layer"),
+    "output_shape": st.column_config.TextColumn("output shape"),
+    "params": st.column_config.NumberColumn("params", format="localized"),
 }
 RUN_COLUMNS = {
     "run": st.column_config.NumberColumn("run", width=40),

@@ -42,7 +42,7 @@ def train_pages(b, url: str, out: Path, epochs: int) -> None:
         shoot(page, out, "train-done", suffix)
         page.get_by_text("full results below").first.click()
         page.get_by_text("Confusion matrix").first.wait_for(timeout=60_000)
-        page.get_by_text("Test accuracy").first.scroll_into_view_if_needed()
+        page.get_by_text("Results ·").first.scroll_into_view_if_needed()
         shoot(page, out, "train-results", suffix)
         classify(page, url, out, suffix)
         page.close()

@@ -84,9 +84,10 @@ def test_a_dataset_reaches_a_worker_once_then_goes_by_its_content_id(toy_dataset
     copy = Dataset(toy_dataset.name, dict(toy_dataset.splits))
     assert w.dataset_id(copy) == first[1]
     other = Dataset("other", {"train": make_split(64, 3)})
-    assert w._ship(fake, other)[0] == "data"
+    sent = w._ship(fake, other)
+    assert sent[0] == "data"
+    w._dataset_from(sent, kept)
     third = Dataset("third", {"train": make_split(64, 4)})
-    w._dataset_from(w._ship(fake, other), kept)
     w._dataset_from(w._ship(fake, third), kept)  # evicts the oldest on both sides alike
     assert set(kept) == set(fake.datasets) and first[1] not in kept
     assert w._ship(fake, toy_dataset)[0] == "data"

@@ -55,7 +55,7 @@ def curves(history: dict, batch_epoch: list | None = None, batch_loss: list | No
            overlays: list[tuple[str, dict]] = ()) -> go.Figure:
     """Loss and accuracy per epoch (train and validation), per-batch loss behind them,
     plus the per-epoch curves of other runs to compare."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.14)
     if batch_epoch and batch_loss:
         bx, by = downsample(batch_epoch, batch_loss)
         fig.add_trace(go.Scatter(x=bx, y=by, name="batch loss", mode="lines",

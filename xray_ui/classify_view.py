@@ -302,8 +302,9 @@ def patch_count(shape: tuple[int, int], stride: int) -> int:
 def legend_html() -> str:
     chips = []
     for c, rgb in zip(CLASSES, CLASS_COLOURS):
-        fill = "border:1px solid #999" if c == "background" else f"background:rgb{tuple(rgb)}"
-        text = "background (not painted)" if c == "background" else c
+        # the same colour as in every chart (one table: inference.CLASS_COLOURS), never white
+        fill = f"background:rgb{tuple(rgb)}"
+        text = "background (grey; not painted on the map)" if c == "background" else c
         chips.append(f'<span style="white-space:nowrap;margin-right:1em"><span style="display:inline-block;'
                      f'width:0.9em;height:0.9em;{fill};vertical-align:middle;margin-right:0.3em"></span>'
                      f'{text}</span>')
