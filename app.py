@@ -270,16 +270,15 @@ def results_panel(view: RunView) -> None:
     if reported:
         st.caption("The course's figures were measured on its own X-ray patches; the built-in phantom is "
                    "synthetic, so expect the same trends rather than the same numbers.")
-    a, b = st.columns([3, 2])
-    with a:
-        conf = charts.FIGURES.get(("confusion", view.id, view.state), lambda: charts.confusion(test["confusion"]))
-        event = st.plotly_chart(conf, width="stretch", key="confusion_chart",
-                                on_select="rerun", selection_mode="points")
-        _select_cell_from_chart(event)
-    with b:
-        pr = charts.FIGURES.get(("pr", view.id, view.state),
-                                lambda: charts.precision_recall(test["precision"], test["recall"]))
-        st.plotly_chart(pr, width="stretch", key="pr_chart")
+    # One under the other, each the panel's full width: side by side, a 4x4 matrix with
+    # counts and percentages and horizontal labels does not fit on a laptop or projector.
+    conf = charts.FIGURES.get(("confusion", view.id, view.state), lambda: charts.confusion(test["confusion"]))
+    event = st.plotly_chart(conf, width="stretch", key="confusion_chart",
+                            on_select="rerun", selection_mode="points")
+    _select_cell_from_chart(event)
+    pr = charts.FIGURES.get(("pr", view.id, view.state),
+                            lambda: charts.precision_recall(test["precision"], test["recall"]))
+    st.plotly_chart(pr, width="stretch", key="pr_chart")
     share_panel(view)
     misclassified_viewer(view)
     cfg = view.rec.config

@@ -187,13 +187,12 @@ def confusion(conf: list[list[int]]) -> go.Figure:
     text = [[f"{int(z[i, j]):,}<br>{share[i, j]:.1f} %" for j in range(z.shape[1])] for i in range(z.shape[0])]
     fig = go.Figure(go.Heatmap(z=share, x=list(CLASSES), y=list(CLASSES), colorscale="Blues", zmin=0, zmax=100,
                                text=text, texttemplate="%{text}", textfont=dict(size=15),
-                               customdata=z.astype(int),
-                               colorbar=dict(title=dict(text="% of true"), ticksuffix=" %"),
+                               customdata=z.astype(int), showscale=False,
                                hovertemplate="true %{y} → predicted %{x}: %{customdata} patches "
                                              "(%{z:.1f} % of the true %{y})<extra></extra>"))
     fig.update_xaxes(title_text="predicted class", tickangle=0, side="bottom")
     fig.update_yaxes(title_text="true class", tickangle=0, autorange="reversed")
-    return _layout(fig, "Confusion matrix (test): count and % of each true class", CONFUSION_HEIGHT)
+    return _layout(fig, "Confusion matrix (test): patches and % of the true class", CONFUSION_HEIGHT)
 
 
 def precision_recall(precision: dict, recall: dict) -> go.Figure:
@@ -203,7 +202,7 @@ def precision_recall(precision: dict, recall: dict) -> go.Figure:
         go.Bar(x=list(CLASSES), y=pct(recall), name="recall")])
     fig.update_yaxes(range=[0, 100], title_text="% of patches")
     fig.update_xaxes(tickangle=0)
-    return _layout(fig, "Per-class precision and recall (test)", CONFUSION_HEIGHT)
+    return _layout(fig, "Per-class precision and recall (test)", 320)
 
 
 def class_balance(summary: dict) -> go.Figure:
