@@ -62,9 +62,9 @@ def main() -> None:
             try:
                 dataset = shared_dataset(cfg.data)
             except XrayLabError as e:
-                st.error(str(e))
+                st.error(plain(e))   # may name files from an uploaded zip
             except Exception as e:  # never a traceback on the page
-                st.error(f"Could not load the data: {one_line(e)}")
+                st.error(plain(f"Could not load the data: {one_line(e)}"))
         if dataset is not None:
             data_panel(dataset, cfg)
         controls_row(cfg, dataset, current)
@@ -85,7 +85,7 @@ def data_panel(dataset, cfg) -> None:
         st.plotly_chart(charts.FIGURES.get(key, lambda: charts.class_balance(summ)), width="stretch",
                         key="balance_chart")
         for w in dataset.warnings:
-            st.warning(w)
+            st.warning(plain(w))   # dataset warnings name the student's files
 
 
 def controls_row(cfg, dataset, current) -> None:
@@ -116,7 +116,7 @@ def controls_row(cfg, dataset, current) -> None:
         try:
             start_job(cfg, dataset, preset.name if preset else None)
         except XrayLabError as e:
-            st.error(str(e))
+            st.error(plain(e))
             return
         st.rerun()
 
@@ -232,7 +232,7 @@ def status_line(v: RunView, snap) -> None:
         st.warning(f"{v.label} was **interrupted at epoch {r.epochs_done}** of {r.epochs}: the server stopped. "
                    f"The {r.epochs_done} finished epochs are kept below; train again to finish it.")
     elif r.state == "failed":
-        st.error(f"Training failed: {r.error}")
+        st.error(plain(f"Training failed: {r.error}"))
     else:
         st.progress(1.0, text=f"{'Done' if r.state == 'finished' else 'Stopped'} · {v.label} · "
                               f"{r.epochs_done}/{r.epochs} epochs · {fmt_time(snap.elapsed)}")
@@ -353,7 +353,7 @@ def model_panel(cfg) -> None:
     try:
         table = layer_table(cfg)
     except XrayLabError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return
     st.metric("Parameters", f"{table['total_params']:,}",
               help="Weights the network learns. Trainable excludes batch norm's running mean and variance.")
