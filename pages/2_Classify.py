@@ -212,7 +212,7 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
             m2.metric("Mean Dice", f"{ev['mean_dice']:.2f}" if ev["mean_dice"] is not None else "–")
             st.caption("Dice per class (1 = perfect overlap with the true map): "
                        + " · ".join(f"{c} {ev['dice'][c]:.2f}" for c in CLASSES if c in ev["dice"]))
-    film_point_panel(key, amap, choice)   # "why?" for a point of the film (x/y sliders; xray_ui/inside_view.py)
+    film_point_panel(key, amap, choice, opacity)   # "why?" for a clicked point of the film (xray_ui/inside_view.py)
 
 
 # ---- demos: nothing to upload ------------------------------------------------------------

@@ -170,3 +170,31 @@ def test_a_new_patch_is_explained_for_its_own_prediction(fc_jobs):
     title = chart(at, "inside_saliency")["layout"]["title"]["text"]
     pred = next(h.value for h in at.subheader if h.value.startswith("Why ")).split()[1]
     assert at.selectbox(key="inside_target").value == pred and title.endswith(pred)
+
+
+def test_classify_film_point_by_clicking_the_map(fc_jobs):
+    """A click on the map (Streamlit's plotly point selection) moves the point; moving a
+    slider afterwards is not undone by the same selection on later reruns."""
+    from xray_ui.charts_inside import picked_point
+    relu, _ = fc_jobs
+    at = open_page(relu, page="pages/2_Classify.py")
+    at.button(key="demo_film").click().run()
+    at.toggle(key="why_on_demo").set_value(True).run()
+    ok(at)
+    fig = chart(at, "why_map_demo")
+    assert [t["type"] for t in fig["data"]] == ["image", "scatter", "scatter"]
+    assert fig["data"][0]["source"].startswith("data:image/png;base64,")
+    assert len(fig["data"][1]["x"]) == 32 * 32               # a clickable point every 8 px of a 256 px film
+    at.session_state["why_map_demo"] = {"selection": {"points": [{"x": 44, "y": 196, "curve_number": 1}]}}
+    at.run()
+    ok(at)
+    assert "(44, 196)" in chart(at, "why_patch_demo")["layout"]["title"]["text"]
+    ring = chart(at, "why_map_demo")["data"][2]
+    assert (ring["x"][0], ring["y"][0]) == (44, 196)
+    at.slider(key="why_x_demo").set_value(100).run()
+    ok(at)
+    assert "(100, 196)" in chart(at, "why_patch_demo")["layout"]["title"]["text"]
+    # the pure helper: only the grid's points count, clamped to the film
+    assert picked_point({"selection": {"points": [{"x": 300, "y": -3, "curve_number": 1}]}}, 256, 256) == (255, 0)
+    assert picked_point({"selection": {"points": [{"x": 5, "y": 5, "curve_number": 2}]}}, 256, 256) is None
+    assert picked_point(None, 256, 256) is None

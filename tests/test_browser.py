@@ -135,3 +135,42 @@ def test_two_servers_on_one_store_show_each_others_runs(tmp_path):
         on_b.get_by_text("Test accuracy").first.wait_for(timeout=240_000)
         on_a.reload(wait_until="domcontentloaded")
         on_a.get_by_text("Results · #2").first.wait_for(timeout=180_000)   # B's run, drawn by A
+
+
+# ---- inside the network (issue 11): a click on the Classify page's anatomy map ---------------
+
+PICKER_JS = """([fx, fy]) => { for (const p of document.querySelectorAll('.js-plotly-plot')) {
+  const t = p._fullLayout && p._fullLayout.title && p._fullLayout.title.text;
+  if (t && t.includes('Click a point of the map')) {
+    p.scrollIntoView({block: 'center'});
+    const r = p.getBoundingClientRect(), L = p._fullLayout;
+    return [r.left + L._size.l + L.xaxis.l2p(fx), r.top + L._size.t + L.yaxis.l2p(fy)]; } }
+  return null; }"""
+
+
+TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .map(p => (p._fullLayout && p._fullLayout.title && p._fullLayout.title.text) || '')"""
+
+
+def test_click_on_the_anatomy_map_explains_that_point(tmp_path):
+    import re
+    with streamlit_server(env={"XRAY_LAB_HOME": str(tmp_path)}) as url, browser() as b:
+        page = b.new_page(viewport=VIEW)
+        page.goto(url + "/Classify", wait_until="domcontentloaded")
+        page.get_by_role("button", name="Train a quick model").click(timeout=240_000)
+        page.get_by_role("button", name="Map a test radiograph").click(timeout=240_000)
+        page.get_by_text("Why this colour?").first.click(timeout=120_000)
+        page.get_by_text("Patch centred on (128, 128)").first.wait_for(timeout=120_000)
+        xy = wait_until(lambda: page.evaluate(PICKER_JS, [44, 196]), timeout=60)
+        assert xy, "the clickable map is not on the page"
+        time.sleep(1.0)   # let the scroll settle before measuring again and clicking
+        xy = page.evaluate(PICKER_JS, [44, 196])
+        page.mouse.move(xy[0] - 5, xy[1] - 5)
+        page.mouse.click(*xy)
+        title = wait_until(lambda: next((m for t in page.evaluate(TITLES_JS)
+                                         if (m := re.search(r"Patch centred on \((\d+), (\d+)\)", t or ""))
+                                         and m.groups() != ("128", "128")), None), timeout=60)
+        assert title, "clicking the map did not move the explained point"
+        x, y = map(int, title.groups())
+        assert abs(x - 44) <= 8 and abs(y - 196) <= 8, (x, y)   # the nearest clickable point (every 8 px)
+        page.screenshot(path=str(tmp_path / "clicked.png"))

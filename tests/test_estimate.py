@@ -146,3 +146,24 @@ def test_job_eta_uses_measured_epochs(toy_dataset):
     assert len(job._epoch_ends) == 2 and len(job._val_seconds) == 2
     assert job._epoch_ends[1] > job._epoch_ends[0] > 0
     assert job._eta_sizes == (128, 128)
+
+
+def test_worker_jobs_show_the_trainers_own_eta(toy_dataset):
+    """A job trained in a worker (or on Ray) shows the ETA its trainer computed from its
+    own epoch ends, counted down between messages, not a guess from batch arrivals."""
+    import time
+    from xray_core.training import TRAINING, TrainingJob
+    from xray_core.worker import _delta, apply_remote
+    trainer = TrainingJob(FC.replace(epochs=2), toy_dataset)
+    trainer._set(state=TRAINING, t0=time.perf_counter() - 5.0, steps_per_epoch=10, epoch=1, step=5,
+                 epoch_ends=[2.0], val_seconds=[0.1], eta_sizes=(0, 0), batch_loss=[1.0] * 15,
+                 batch_acc=[0.5] * 15, batch_x=[0.1] * 15)
+    d = _delta(trainer.snapshot(), 0)
+    assert d["eta"] is not None and d["eta"] > 0
+    server = TrainingJob(FC.replace(epochs=2), toy_dataset)
+    d["eta"] = 42.0           # whatever the trainer said is what the server shows
+    apply_remote(server, d)
+    eta = server.snapshot().eta
+    assert 41.0 < eta <= 42.0
+    server._remote_eta = (42.0, time.perf_counter() - 10.0)  # ten seconds since that message
+    assert server.snapshot().eta == pytest.approx(32.0, abs=0.5)

@@ -222,6 +222,7 @@ class TrainingJob:
         self._epoch_ends: list[float] = []   # seconds since t0 at each epoch's end (ETA)
         self._val_seconds: list[float] = []  # each epoch's validation + probe (ETA)
         self._eta_sizes = (0, 0)             # validation and test patches still to pass (ETA)
+        self._remote_eta: tuple[float, float] | None = None  # (a worker's ETA, perf_counter when it came)
         self._error: str | None = None
         self._result: dict | None = None
         self.first_batch_at: float | None = None  # perf_counter of the first published batch
@@ -262,7 +263,10 @@ class TrainingJob:
             elapsed = now - self._t0 if self._t0 else 0.0
             done_steps = self._epoch * self._steps_per_epoch + self._step
             eta = None
-            if done_steps and self._state == TRAINING:
+            if self._remote_eta is not None and self._state == TRAINING:
+                remote, at = self._remote_eta   # counted down between the worker's messages
+                eta = max(remote - (time.perf_counter() - at), 0.0)
+            elif done_steps and self._state == TRAINING:
                 eta = eta_seconds(elapsed=elapsed, epoch=self._epoch, step=self._step,
                                   steps=self._steps_per_epoch, epochs=self.config.epochs,
                                   epoch_ends=self._epoch_ends, val_seconds=self._val_seconds,

@@ -206,6 +206,9 @@ def _delta(snap, sent: int) -> dict:
         "batch_loss": snap.batch_loss[sent:], "batch_accuracy": snap.batch_accuracy[sent:],
         "batch_epoch": snap.batch_epoch[sent:], "history": snap.history,
         "unit_stats": snap.unit_stats, "error": snap.error, "result": snap.result,
+        # The trainer's own ETA: it knows each epoch's end and its validation time; the
+        # server only sees batches arrive in bursts, so it would guess from their rate.
+        "eta": snap.eta,
     }
 
 
@@ -471,6 +474,8 @@ def apply_remote(job, d: dict) -> str | None:
         job._unit_stats = d["unit_stats"]
         job._error = d["error"]
         job._result = d["result"]
+        if d.get("eta") is not None:
+            job._remote_eta = (d["eta"], time.perf_counter())
     if d["batch_loss"] and job.first_batch_at is None:
         job.first_batch_at = time.perf_counter()
     return final

@@ -139,3 +139,49 @@ def comparison(cmp: dict, labels: tuple[str, str]) -> go.Figure:
 def probabilities_bar(probs: np.ndarray) -> go.Figure:
     from .charts import probabilities
     return probabilities({c: float(v) for c, v in zip(CLASSES, probs)})
+
+
+PICK_STEP = 8   # film pixels between the clickable points of the Classify page's map
+
+
+def film_picker(rgb: np.ndarray, picked: tuple[int, int], step: int = PICK_STEP) -> go.Figure:
+    """The anatomy map as a picture you click on: the blended map as one PNG image (not
+    65,536 numbers of JSON), with a grid of invisible points every `step` film pixels that
+    Streamlit's point selection reports back (plotly selects markers, not image pixels).
+    The picked point is drawn as a white ring."""
+    import base64
+    import io
+
+    from PIL import Image
+    h, w = rgb.shape[:2]
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(buf, format="PNG")
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    ys, xs = np.mgrid[step // 2:h:step, step // 2:w:step]
+    fig = go.Figure([
+        go.Image(source=src, hoverinfo="skip", name="map"),
+        go.Scatter(x=xs.ravel().tolist(), y=ys.ravel().tolist(), mode="markers", name="points",
+                   marker=dict(size=12, color="rgba(255,255,255,0)"),
+                   selected=dict(marker=dict(color="rgba(255,255,255,0)")),
+                   unselected=dict(marker=dict(opacity=0)),
+                   hovertemplate="x %{x}, y %{y} · click to explain<extra></extra>"),
+        go.Scatter(x=[picked[0]], y=[picked[1]], mode="markers", name="picked", hoverinfo="skip",
+                   marker=dict(size=16, symbol="circle-open", color="white", line=dict(width=3))),
+    ])
+    fig.update_xaxes(visible=False, range=[-0.5, w - 0.5], constrain="domain")
+    fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x")
+    fig.update_layout(showlegend=False, height=480, margin=dict(l=0, r=0, t=30, b=0), clickmode="event+select",
+                      title=dict(text="Click a point of the map", font=dict(size=14)))
+    return fig
+
+
+def picked_point(selection, w: int, h: int) -> tuple[int, int] | None:
+    """(x, y) of the clicked grid point in a Streamlit plotly selection, or None."""
+    try:
+        points = selection["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for p in points or ():
+        if p.get("curve_number", 1) == 1 and p.get("x") is not None and p.get("y") is not None:
+            return (min(max(int(round(p["x"])), 0), w - 1), min(max(int(round(p["y"])), 0), h - 1))
+    return None

@@ -92,18 +92,31 @@ def hand_over(patch: np.ndarray, source: str) -> None:
     st.session_state[PENDING] = {"patch": np.asarray(patch, np.float32), "source": source}
 
 
-def film_point_panel(key: str, amap, choice: cv.ModelChoice) -> None:
-    """Classify page: pick a point of the mapped film, see its patch, probabilities and why."""
+def film_point_panel(key: str, amap, choice: cv.ModelChoice, opacity: float = 0.45) -> None:
+    """Classify page: click a point of the mapped film (or set x/y), see its patch,
+    probabilities and why."""
     from . import charts_inside as ci
     # A toggle, not an expander: an expander's body is computed even when closed, and
     # most students never ask.
-    if not st.toggle("Why this colour? Pick a point of the film", key=f"why_on_{key}"):
+    if not st.toggle("Why this colour? Click a point of the film", key=f"why_on_{key}"):
         return
     with st.container(border=True):
         h, w = amap.film.shape
+        xk, yk, mk, last = f"why_x_{key}", f"why_y_{key}", f"why_map_{key}", f"_why_clicked_{key}"
+        st.session_state.setdefault(xk, w // 2)
+        st.session_state.setdefault(yk, h // 2)
+        # A new click moves the sliders (set before they are drawn in this run); the same
+        # selection seen again on later reruns does not undo a slider the student moved.
+        clicked = ci.picked_point(st.session_state.get(mk), w, h)
+        if clicked is not None and clicked != st.session_state.get(last):
+            st.session_state[last] = clicked
+            st.session_state[xk], st.session_state[yk] = clicked
+        x, y = int(st.session_state[xk]), int(st.session_state[yk])
+        st.plotly_chart(ci.film_picker(cv.blend(amap, opacity), (x, y)), key=mk, on_select="rerun",
+                        selection_mode="points", width=cv.MAP_PX)
         c1, c2 = st.columns(2)
-        x = c1.slider("x (film pixels)", 0, w - 1, w // 2, key=f"why_x_{key}")
-        y = c2.slider("y (film pixels)", 0, h - 1, h // 2, key=f"why_y_{key}")
+        x = c1.slider("x (film pixels)", 0, w - 1, key=xk, help="Or fine-tune the point here.")
+        y = c2.slider("y (film pixels)", 0, h - 1, key=yk)
         try:
             patch = ex.film_patch(amap.film, int(y), int(x))
             p = ex.probabilities(choice.model, patch)
