@@ -109,7 +109,14 @@ def test_kill9_mid_run_then_restart_shows_interrupted_and_keeps_finished_runs(tm
         k = store.list_runs(ws)[0].epochs_done
         with streamlit_app({"XRAY_LAB_HOME": str(home)}) as srv:
             page = _open(b, f"{srv.url}/?ws={ws}")
-            page.get_by_text(f"interrupted at epoch {k}").first.wait_for(timeout=180_000)
+            try:
+                page.get_by_text(f"interrupted at epoch {k}").first.wait_for(timeout=180_000)
+            except Exception:   # say what the page and the store showed instead
+                page.screenshot(path=str(tmp_path / "not-interrupted.png"), full_page=True)
+                text = page.locator("section.main, [data-testid='stMain']").first.inner_text()[:1500]
+                raise AssertionError(f"no 'interrupted at epoch {k}' after 180 s; store: "
+                                     f"{[(r.state, r.epochs_done, r.owner) for r in store.list_runs(ws)]}; "
+                                     f"page: {text!r}") from None
             runs = store.list_runs(ws)
             assert [r.state for r in runs] == ["interrupted", "finished"]
             assert runs[0].epochs_done == k and len(runs[0].history["loss"]) == k

@@ -326,6 +326,32 @@ def test_recover_treats_our_own_pid_from_before_we_started_as_dead(store):
     assert store.get(fresh.id).state == "queued"
 
 
+def test_recover_sees_a_reused_pid_as_a_new_process(store):
+    """Pids wrap (32768 here): a server killed with -9 whose pid a later process got is
+    dead all the same, because the owner carries the process's start time."""
+    import socket
+    from xray_core.store import owner_id, proc_start
+    me = os.getpid()
+    assert owner_id() == f"{socket.gethostname()}:{me}@{proc_start(me)}"
+    reused = store.create_run("ws", RunConfig())
+    ours = store.create_run("ws", RunConfig())
+    old = store.create_run("ws", RunConfig())
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])   # a live pid, not us
+    try:
+        host, start = socket.gethostname(), proc_start(helper.pid)
+        with store.engine.begin() as conn:
+            for run, owner in ((reused, f"{host}:{helper.pid}@{start - 1}"),   # that pid, an earlier process
+                               (ours, f"{host}:{helper.pid}@{start}"),          # that very process
+                               (old, f"{host}:{helper.pid}")):                 # written before the start time
+                conn.execute(sa.update(runs_table).where(runs_table.c.id == run.id)
+                             .values(owner=owner, heartbeat_at=time.time() - 60, state="training"))
+        assert store.recover(stale_seconds=30) == [reused.id]
+        assert store.get(ours.id).state == store.get(old.id).state == "training"
+    finally:
+        helper.kill()
+        helper.wait(30)
+
+
 # ---- SQLite specifics, the process-wide store, bad URLs ---------------------------
 
 def test_sqlite_is_in_wal_mode_and_readers_do_not_block_writers(tmp_path):

@@ -157,7 +157,19 @@ def default_home() -> Path:
 
 
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid@start: the start time tells a live process from a later one that was given
+    the same pid (pids wrap at 32768 on many machines; a busy test machine wraps in hours)."""
+    start = proc_start(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}" + (f"@{start}" if start is not None else "")
+
+
+def proc_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def check_workspace(workspace: Any) -> str:
@@ -485,7 +497,8 @@ class RunStore:
                                 .where(runs.c.state.in_(ACTIVE))).all()
         out = []
         for run_id, owner, hb, epochs_done in rows:
-            o_host, _, o_pid = (owner or "").rpartition(":")
+            o_host, _, o_proc = (owner or "").rpartition(":")
+            o_pid, _, o_start = o_proc.partition("@")
             stale = hb is None or now - hb > stale_seconds
             if run_id in mine:
                 dead = False
@@ -495,7 +508,8 @@ class RunStore:
                     dead = hb is None or hb < _PROCESS_START
                 else:  # trust a live pid over a late heartbeat (a busy machine), unless it is far too
                     # late: then the pid most likely belongs to another program now
-                    dead = not pid_alive(pid) or hb is None or now - hb > 10 * stale_seconds
+                    reused = o_start.isdigit() and proc_start(pid) != int(o_start)  # another process now
+                    dead = not pid_alive(pid) or reused or hb is None or now - hb > 10 * stale_seconds
             else:
                 dead = stale
             if not dead:
