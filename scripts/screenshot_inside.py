@@ -1,7 +1,12 @@
 """Screenshot of the Inside page for the README: the real app (`streamlit run app.py`) in
 Debian's chromium via Playwright at 1400x1000, with a saved model uploaded in the sidebar.
 
-    python scripts/screenshot_inside.py --model runs/t5/model.keras --out docs/inside.png [--misclassified]
+    python scripts/screenshot_inside.py --model runs/t5/model.keras --out docs/inside.png
+    python scripts/screenshot_inside.py --model runs/cnn/model.keras --out docs/inside-cnn.png \
+        --scroll-to "Every layer's feature maps for this patch"
+
+Streamlit scrolls inside its own container, so a screenshot shows one viewport:
+--scroll-to puts that heading at the top of it first.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", default=str(REPO / "docs" / "inside.png"))
     ap.add_argument("--index", type=int, default=0, help="test patch number")
+    ap.add_argument("--scroll-to", default=None, help="a heading to bring to the top first")
     args = ap.parse_args()
     with streamlit_server() as url, browser() as b:
         page = b.new_page(viewport={"width": 1400, "height": 1000})
@@ -33,6 +39,8 @@ def main() -> None:
             box.fill(str(args.index))
             box.press("Enter")
         page.get_by_text("What the first layer learned").first.wait_for(timeout=180_000)
+        if args.scroll_to:
+            page.get_by_text(args.scroll_to).first.evaluate("e => e.scrollIntoView({block: 'start'})")
         time.sleep(4)   # let plotly finish drawing
         page.screenshot(path=args.out, full_page=True)
         print(args.out)

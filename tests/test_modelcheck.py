@@ -11,6 +11,7 @@ from xray_core.config import RunConfig
 from xray_core.errors import DataError
 from xray_core.inference import load_model, predict_patches
 from xray_core.modelcheck import MAX_CONFIG_BYTES, check_archive
+from xray_core.presets import get_preset
 
 
 def _rss_mb() -> float:
@@ -135,10 +136,11 @@ def test_archive_caps(tmp_path, tiny):
     RunConfig(arch="fc", activation="tanh"),
     RunConfig(arch="cnn", cnn_mode="seed"),
     RunConfig(arch="cnn", cnn_mode="corrected", activation="leaky_relu"),
-], ids=["fc-bn-leaky", "fc-tanh", "cnn-seed", "cnn-corrected"])
+    get_preset("p2-corrected").config,   # compiled with a cosine learning-rate schedule
+], ids=["fc-bn-leaky", "fc-tanh", "cnn-seed", "cnn-corrected", "p2-corrected"])
 def test_models_this_app_builds_pass_with_their_exact_parameter_count(tmp_path, cfg):
     from xray_core.models import build_model
-    model = build_model(cfg)
+    model = build_model(cfg, steps_per_epoch=10)   # as a run builds it: with its optimizer's schedule
     path = tmp_path / "m.keras"
     model.save(path)
     assert check_archive(str(path)).params == model.count_params()

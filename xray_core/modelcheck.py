@@ -36,7 +36,7 @@ MODEL_CLASSES = frozenset({"Functional", "Sequential"})
 # modules that nested objects (initialisers, regularisers, dtype policies...) may come from
 ALLOWED_MODULES = frozenset({
     "keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints",
-    "keras.optimizers", "keras.losses", "keras.metrics", "keras.activations",
+    "keras.optimizers", "keras.optimizers.schedules", "keras.losses", "keras.metrics", "keras.activations",
     "keras.src.models.functional", "keras.src.models.sequential", "keras.models",
 })
 MAX_ARCHIVE_BYTES = 200 << 20
