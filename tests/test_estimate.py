@@ -25,8 +25,8 @@ def fake_measure(monkeypatch):
 
     def measure(cfg):
         calls.append(est.cost_key(cfg))
-        return {"step": 0.01, "trace": 1.0, "build": 0.5, "eval_patch": 0.001,
-                "predict_patch": 0.002, "steps_timed": 3, "measured_at": 0.0}
+        return {"step": 0.01, "trace": 1.0, "build": 0.5, "eval_call": 0.05, "eval_patch": 0.001,
+                "predict_call": 0.03, "predict_patch": 0.002, "steps_timed": 3, "measured_at": 0.0}
     monkeypatch.setattr(est, "_measure", measure)
     return calls
 
@@ -64,11 +64,12 @@ def test_calibration_cached_in_memory_and_on_disk_per_machine(fake_measure, tmp_
 def test_estimate_counts_startup_validation_probe_and_evaluation(fake_measure):
     e = est.estimate(FC, 640, 128, 100)
     steps = 10
-    per_epoch = steps * 0.01 + 128 * 0.001 + est.PROBE_SIZE * 0.002
+    # validation and the probe: one call each per epoch, a fixed cost plus a cost per patch
+    per_epoch = steps * 0.01 + (0.05 + 128 * 0.001) + (0.03 + est.PROBE_SIZE * 0.002)
     assert e["per_epoch"] == pytest.approx(per_epoch)
     assert e["fit"] == pytest.approx(1.0 + 2 * per_epoch)  # the first step's trace is inside fit
     assert e["startup"] == pytest.approx(est.HANDOFF_SECONDS + 0.5 + 1.0)   # hand-off + build + trace
-    assert e["evaluation"] == pytest.approx(100 * 0.002)
+    assert e["evaluation"] == pytest.approx(0.03 + 100 * 0.002)
     assert e["total"] == pytest.approx(est.HANDOFF_SECONDS + 0.5 + e["fit"] + e["evaluation"])
     no_val = est.estimate(FC, 640, 0, 0)
     assert no_val["per_epoch"] < e["per_epoch"] and no_val["total"] < e["total"]
@@ -116,6 +117,7 @@ def test_real_calibration_builds_once(toy_dataset):
     """The real measurement on a tiny FC: positive per-step and trace times."""
     m = est.calibrate(FC.replace(batch_size=128))
     assert m["step"] > 0 and m["eval_patch"] > 0 and m["predict_patch"] > 0 and m["build"] > 0
+    assert m["eval_call"] >= 0 and m["predict_call"] >= 0
     assert est.calibrate(FC.replace(batch_size=128)) is m or est.calibrate(FC.replace(batch_size=128)) == m
 
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from .config import RunConfig
 
-VERSION = 2                 # bump when the measured fields change meaning
+VERSION = 3                 # bump when the measured fields change meaning
 PROBE_SIZE = 256            # = training.PROBE_SIZE (not imported: training imports Keras-side code)
 VAL_BATCH, TEST_BATCH = 512, 1024   # the batch sizes training.py validates and tests with
 # Fixed start-up costs not seen by the calibration: handing the job to its thread or
@@ -196,33 +196,53 @@ def _measure(cfg: RunConfig) -> dict:
         def on_train_batch_end(self, batch, logs=None):
             ends.append(time.perf_counter())
 
-    timings = []
-    for _ in range(3):          # trace + K steps, then K steps twice (the 2nd still warms up)
+    timings, gaps = [], []
+    for i in range(3):          # trace + K steps, then K steps twice (the 2nd still warms up)
         ends: list[float] = []
         stream = Stream(holder, len(y), bs, None)
         t = time.perf_counter()
         model.fit(_batches(split, bs, 0), epochs=1, verbose=0, callbacks=[stream, _Clock()], shuffle=False)
         timings.append(time.perf_counter() - t)
+        if i:
+            gaps += list(np.diff(ends))
     first, second = timings[0], timings[-1]
     # steady per-step time between batch ends; the rest of a fit call is per-epoch cost
-    # (a fresh shuffled iterator, epoch callbacks) that 30 steps would otherwise inflate
-    step = (ends[-1] - ends[0]) / (len(ends) - 1) if len(ends) > 1 else second / k
+    # (a fresh shuffled iterator, epoch callbacks) that 30 steps would otherwise inflate.
+    # The median: one pause (a GC, a neighbour) among 30 steps of 4 ms would add 40 %,
+    # where a real epoch of 150+ steps spreads it thin.
+    step = float(np.median(gaps)) if len(gaps) > 1 else second / k
     epoch_overhead = max(second - k * step, 0.0)
-    n_eval = VAL_BATCH
-    xv = np.resize(x, (n_eval, 32, 32, 1))     # a validation batch's worth of patches
-    yv = np.resize(y, n_eval)
-    model.evaluate(xv, yv, batch_size=VAL_BATCH, verbose=0)     # trace
-    t = time.perf_counter()
-    model.evaluate(xv, yv, batch_size=VAL_BATCH, verbose=0)
-    eval_per_patch = (time.perf_counter() - t) / n_eval
-    model.predict(xv, batch_size=TEST_BATCH, verbose=0)         # trace
-    t = time.perf_counter()
-    model.predict(xv, batch_size=TEST_BATCH, verbose=0)
-    predict_per_patch = (time.perf_counter() - t) / n_eval
+    # Validation, the probe and the test pass are each ONE evaluate/predict call a run:
+    # a fixed cost per call (iterator, callbacks) plus a cost per batch. Timed with one
+    # and with two batches to tell them apart; per patch from one call would count the
+    # call's fixed cost once per 512 patches (a third of an FC epoch's validation).
+    xv = np.resize(x, (2 * TEST_BATCH, 32, 32, 1))
+    yv = np.resize(y, 2 * TEST_BATCH)
+
+    def timed(fn, n: int, batch: int) -> float:
+        fn(xv[:n], yv[:n], batch)                    # trace (and warm)
+        best = math.inf
+        for _ in range(2):
+            t = time.perf_counter()
+            fn(xv[:n], yv[:n], batch)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    def ev(a, b, batch):
+        return model.evaluate(a, b, batch_size=batch, verbose=0)
+
+    def pr(a, _b, batch):
+        return model.predict(a, batch_size=batch, verbose=0)
+
+    e1, e2 = timed(ev, VAL_BATCH, VAL_BATCH), timed(ev, 2 * VAL_BATCH, VAL_BATCH)
+    p1, p2 = timed(pr, TEST_BATCH, TEST_BATCH), timed(pr, 2 * TEST_BATCH, TEST_BATCH)
+    eval_batch, predict_batch = max(e2 - e1, 0.0), max(p2 - p1, 0.0)
+    eval_call, predict_call = max(e1 - eval_batch, 0.0), max(p1 - predict_batch, 0.0)
     # a real run pays the same once: the trace in its first epoch, the warm-up in its second
     return {"step": step, "epoch_overhead": epoch_overhead, "trace": max(first - second, 0.0),
             "warmup": max(timings[1] - second, 0.0), "build": build,
-            "eval_patch": eval_per_patch, "predict_patch": predict_per_patch,
+            "eval_call": eval_call, "eval_patch": eval_batch / VAL_BATCH,
+            "predict_call": predict_call, "predict_patch": predict_batch / TEST_BATCH,
             "steps_timed": k, "measured_at": time.time()}
 
 
@@ -232,15 +252,15 @@ def _compose(cfg: RunConfig, m: dict, n_train: int, n_val: int, n_test: int) -> 
     n = min(n_train, cfg.limit_train or n_train)
     steps = math.ceil(n / cfg.batch_size) if n else 0
     train = steps * m["step"]
-    val = n_val * m["eval_patch"]
-    probe = PROBE_SIZE * m["predict_patch"] if cfg.arch == "fc" else 0.0
+    val = m["eval_call"] + n_val * m["eval_patch"] if n_val else 0.0
+    probe = m["predict_call"] + PROBE_SIZE * m["predict_patch"] if cfg.arch == "fc" else 0.0
     per_epoch = train + val + probe + m.get("epoch_overhead", 0.0)
     # fit as the job times it (timing.fit_seconds): the first step's trace happens inside
     # Keras' fit. The first validation / probe / predict trace too, but forward-only
     # functions trace in a fraction of the train step's time: the one measured trace.
     fit = m["trace"] + (m.get("warmup", 0.0) if cfg.epochs > 1 else 0.0) + cfg.epochs * per_epoch
     before_fit = HANDOFF_SECONDS + m["build"]
-    evaluation = n_test * m["predict_patch"]
+    evaluation = m["predict_call"] + n_test * m["predict_patch"] if n_test else 0.0
     # startup: what passes before the first point can show (overlaps fit by the trace)
     return {"total": before_fit + fit + evaluation, "fit": fit, "startup": before_fit + m["trace"],
             "per_epoch": per_epoch, "evaluation": evaluation}
