@@ -23,6 +23,22 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"XRAY_LAB_REQUIRE_ALL=1 but the real data is missing at {SHARED_DATA}")
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Let the engine's background threads end before Python finalizes: TensorFlow aborts
+    the whole process ("terminate called after throwing an instance of ''") when the
+    interpreter tears down a daemon thread that is inside TF, which would turn a green
+    run into exit code 134."""
+    import threading
+
+    from xray_core import training
+    for job in list(training._JOBS.values()):
+        job.stop()
+    deadline = time.monotonic() + 120
+    for t in threading.enumerate():
+        if t.daemon and t.name.startswith("xray-") and t.name != "xray-lab-ray-reaper":
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under XRAY_LAB_REQUIRE_ALL=1 a skip (in setup or in the test) is reported as a failure."""

@@ -128,7 +128,10 @@ def _worker_main(conn) -> None:
     _set_tf_threads()
     from .config import RunConfig
     from .training import FINISHED, Scheduler, TrainingJob
-    conn.send(("ready", os.getpid()))
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:                 # the server went away while we imported TensorFlow
+        return
     datasets: dict = {}             # content id -> Dataset: sent once, kept for this worker's next jobs
     while True:
         try:
