@@ -339,9 +339,21 @@ def misclassified_viewer(view: RunView) -> None:
     kind = "correct" if ti == pi else "misclassified"
     st.caption(f"{len(idx)} test patches are {true_c} predicted as {pred_c} ({kind}); showing up to 24.")
     if len(idx):
-        imgs = [np.kron(test.x[i, :, :, 0], np.ones((3, 3))) for i in idx[:24]]
-        st.image(imgs, width=96, clamp=True,
-                 caption=[f"p={job.test_predictions[i, pi]:.2f}" for i in idx[:24]])
+        # PNG bytes made once per run and cell (shared LRU): a page rerun would otherwise
+        # enlarge and encode 24 images again (a third of a results page's server time).
+        imgs = charts.FIGURES.get(("mis_png", job.id, ti, pi), lambda: [_png(test.x[i, :, :, 0]) for i in idx[:24]])
+        st.image(imgs, width=96, caption=[f"p={job.test_predictions[i, pi]:.2f}" for i in idx[:24]])
+
+
+def _png(patch: np.ndarray, scale: int = 3) -> bytes:
+    """A patch as PNG bytes, enlarged `scale`× with hard pixel edges."""
+    import io
+
+    from PIL import Image
+    img = Image.fromarray((np.clip(patch, 0, 1) * 255).astype(np.uint8))
+    buf = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def model_panel(cfg) -> None:
