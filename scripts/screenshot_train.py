@@ -3,8 +3,8 @@
 projector's 1280x720 (issue 10).
 
     python scripts/screenshot_train.py [--out docs] [--epochs 15]
-writes train-start, train-live, train-done, train-results, classify (1400x1000) and the same
-names with -720p (1280x720) into --out.
+writes train-start, train-live, train-done, train-results, classify, classify-why (a click
+on the anatomy map explained) at 1400x1000 and the same names with -720p (1280x720) into --out.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.browser import BATCH_POINTS_JS, browser, streamlit_server, wait_until  # noqa: E402
+from tests.browser import BATCH_POINTS_JS, PICKER_JS, browser, streamlit_server, wait_until  # noqa: E402
 
 SIZES = {"": (1400, 1000), "-720p": (1280, 720)}
 
@@ -56,6 +56,15 @@ def classify(page, url: str, out: Path, suffix: str) -> None:
     page.get_by_role("button", name="Map a test radiograph").first.click()
     time.sleep(10)    # the anatomy map of one film (FC: well under a second of work)
     shoot(page, out, "classify", suffix)
+    page.get_by_text("Why this colour?").first.click()
+    xy = wait_until(lambda: page.evaluate(PICKER_JS, [80, 120]), timeout=60)   # the right lung field
+    time.sleep(1.0)
+    xy = page.evaluate(PICKER_JS, [80, 120])
+    page.mouse.move(xy[0] - 5, xy[1] - 5)
+    page.mouse.click(*xy)
+    time.sleep(4)
+    page.evaluate(PICKER_JS, [80, 120])   # keep the clicked map in view
+    shoot(page, out, "classify-why", suffix)
 
 
 def main() -> None:

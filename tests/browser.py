@@ -115,6 +115,20 @@ BATCH_POINTS_JS = """() => {
 }"""
 
 
+# JS run in the page: where (viewport px) the Classify page's clickable anatomy map shows
+# film pixel (fx, fy), after scrolling it into view; null if the map is not on the page.
+PICKER_JS = """([fx, fy]) => { for (const p of document.querySelectorAll('.js-plotly-plot')) {
+  const t = p._fullLayout && p._fullLayout.title && p._fullLayout.title.text;
+  if (t && t.includes('Click a point of the map')) {
+    p.scrollIntoView({block: 'center'});
+    const r = p.getBoundingClientRect(), L = p._fullLayout;
+    return [r.left + L.xaxis._offset + L.xaxis.l2p(fx), r.top + L.yaxis._offset + L.yaxis.l2p(fy)]; } }
+  return null; }"""
+
+TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .map(p => (p._fullLayout && p._fullLayout.title && p._fullLayout.title.text) || '')"""
+
+
 def workspace_of(page) -> str:
     """The ?ws= key the app put in the page's address."""
     from urllib.parse import parse_qs, urlparse

@@ -5,8 +5,8 @@ import pytest
 
 from xray_core.store import RunStore
 
-from .browser import (BATCH_POINTS_JS, CHROMIUM, browser, streamlit_app, streamlit_server, wait_until,
-                      workspace_of)
+from .browser import (BATCH_POINTS_JS, CHROMIUM, PICKER_JS, TITLES_JS, browser, streamlit_app,
+                      streamlit_server, wait_until, workspace_of)
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")]
@@ -146,19 +146,6 @@ def test_two_servers_on_one_store_show_each_others_runs(tmp_path):
 
 # ---- inside the network (issue 11): a click on the Classify page's anatomy map ---------------
 
-PICKER_JS = """([fx, fy]) => { for (const p of document.querySelectorAll('.js-plotly-plot')) {
-  const t = p._fullLayout && p._fullLayout.title && p._fullLayout.title.text;
-  if (t && t.includes('Click a point of the map')) {
-    p.scrollIntoView({block: 'center'});
-    const r = p.getBoundingClientRect(), L = p._fullLayout;
-    return [r.left + L._size.l + L.xaxis.l2p(fx), r.top + L._size.t + L.yaxis.l2p(fy)]; } }
-  return null; }"""
-
-
-TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-  .map(p => (p._fullLayout && p._fullLayout.title && p._fullLayout.title.text) || '')"""
-
-
 def test_click_on_the_anatomy_map_explains_that_point(tmp_path):
     import re
     with streamlit_server(env={"XRAY_LAB_HOME": str(tmp_path)}) as url, browser() as b:
@@ -179,5 +166,5 @@ def test_click_on_the_anatomy_map_explains_that_point(tmp_path):
                                          and m.groups() != ("128", "128")), None), timeout=60)
         assert title, "clicking the map did not move the explained point"
         x, y = map(int, title.groups())
-        assert abs(x - 44) <= 8 and abs(y - 196) <= 8, (x, y)   # the nearest clickable point (every 8 px)
+        assert abs(x - 44) <= 4 and abs(y - 196) <= 4, (x, y)   # the nearest clickable point (every 8 px)
         page.screenshot(path=str(tmp_path / "clicked.png"))
