@@ -5,7 +5,7 @@ model: patch-by-patch and dense (xray_core/dense.py) wall time at stride 4 and 1
 the share of pixels labelled the same, and how many grid points the dense path
 re-checked patch by patch (`refined`). "dense_raw" is the dense pass alone (no
 re-check): its agreement shows the patch-border effect honestly. Models: untrained
-corrected CNNs (full width 64-128-128-256-256 and p2-corrected's width) and any
+corrected CNNs (full width 64-128-128-256-256 and quarter width 16-32-32-64-64) and any
 trained .keras files given with --model. Patch-by-patch at stride 1 of the full-width
 CNN would take minutes: it is estimated as 16x its stride-4 time unless --full-stride1.
 
