@@ -202,9 +202,9 @@ def _run(plan: DensePlan, x, t: int):
     dil = 1        # dilation of the following filters (pooling factors not subsampled)
     for s in plan.steps:
         kind = s[0]
-        if kind == "conv":
+        if kind in ("conv", "head"):   # the head (Flatten + Dense as a 4x4 conv) adds no padding
             _, w, b, act = s
-            x = tf.nn.conv2d(x, w, strides=1, padding="SAME", dilations=dil)
+            x = tf.nn.conv2d(x, w, strides=1, padding="SAME" if kind == "conv" else "VALID", dilations=dil)
             if b is not None:
                 x = x + b
             x = act(x)
@@ -222,12 +222,6 @@ def _run(plan: DensePlan, x, t: int):
                 a = tf.maximum(x[:, :-dil], x[:, dil:])
                 x = tf.maximum(a[:, :, :-dil], a[:, :, dil:])
                 dil *= POOL
-        elif kind == "head":
-            _, w, b, act = s
-            x = tf.nn.conv2d(x, w, strides=1, padding="VALID", dilations=dil)
-            if b is not None:
-                x = x + b
-            x = act(x)
         elif kind == "fc":
             _, w, b, act = s
             x = tf.tensordot(x, w, axes=[[3], [0]])
