@@ -89,3 +89,39 @@ def test_the_waiting_placeholder_has_no_empty_axes():
     fig = charts.waiting("Waiting for a free trainer")
     assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
     assert "free trainer" in fig.layout.annotations[0].text and not fig.data
+
+
+def test_a_shared_figure_is_serialised_once_not_per_watcher():
+    charts.FIGURES.clear()
+    fig = charts.live_curves(_snap(900, 3))
+    d = fig.to_dict()
+    assert fig.to_dict() is d                       # what st.plotly_chart serialises: no new deep copy
+    plain = charts.curves(_snap(900, 3).history, _snap(900, 3).batch_epoch, _snap(900, 3).batch_loss)
+    assert type(plain) is not charts.SharedFigure and plain.to_dict() == d
+    assert charts.FIGURES.get(("png",), lambda: [b"x"]) == [b"x"]   # non-figures are kept as they are
+
+
+def test_the_curves_built_without_plotlys_checks_are_what_plotly_validates():
+    # curves() skips plotly's validation for speed: the validated figure must be identical.
+    import plotly.graph_objects as go
+    snap = _snap(1_000, 4)
+    fig = charts.curves(snap.history, snap.batch_epoch, snap.batch_loss,
+                        overlays=[("run 2", {"val_loss": [1.0, 0.8], "val_accuracy": [0.3, None]})])
+    d = fig.to_dict()
+    assert go.Figure(d).to_dict() == d
+    assert [t["name"] for t in d["data"]] == ["batch loss", "loss", "val loss", "accuracy", "val accuracy",
+                                              "run 2 val loss", "run 2 val accuracy"]
+    assert [t.get("xaxis") for t in d["data"]] == ["x", "x", "x", "x2", "x2", "x", "x2"]
+    fig.update_layout(title_text="changed")          # figures never share their layout
+    assert charts.curves(snap.history).layout.title.text == "Training curves"
+
+
+def test_decimation_keeps_each_bins_first_min_and_max_and_ignores_nans():
+    y = [0.5, 3.0, 1.0, float("nan"), 1.0, 0.0, 2.0] * 300 + [float("nan")] * 300
+    x = list(range(len(y)))
+    bx, by = charts.downsample(x, y)
+    assert bx[0] == 0 and bx[-1] == len(y) - 1 and bx == sorted(set(bx))
+    assert 3.0 in by and 0.0 in by
+    inner = [v for i, v in zip(bx, by) if 0 < i < len(y) - 301]
+    assert not any(v != v for v in inner)            # NaNs never chosen while a bin has numbers
+    assert any(v != v for i, v in zip(bx, by) if len(y) - 300 <= i < len(y) - 1)   # an all-NaN bin keeps a point
