@@ -342,7 +342,8 @@ def misclassified_viewer(view: RunView) -> None:
         # PNG bytes made once per run and cell (shared LRU): a page rerun would otherwise
         # enlarge and encode 24 images again (a third of a results page's server time).
         imgs = charts.FIGURES.get(("mis_png", job.id, ti, pi), lambda: [_png(test.x[i, :, :, 0]) for i in idx[:24]])
-        st.image(imgs, width=96, caption=[f"p={job.test_predictions[i, pi]:.2f}" for i in idx[:24]])
+        st.image(imgs, width=96, output_format="PNG",   # as made: "auto" re-encodes a JPEG each rerun
+                 caption=[f"p={job.test_predictions[i, pi]:.2f}" for i in idx[:24]])
 
 
 def _png(patch: np.ndarray, scale: int = 3) -> bytes:
@@ -370,8 +371,8 @@ def model_panel(cfg) -> None:
     st.metric("Parameters", f"{table['total_params']:,}",
               help="Weights the network learns. Trainable excludes batch norm's running mean and variance.")
     st.caption(f"trainable {table['trainable_params']:,} · non-trainable {table['non_trainable_params']:,}")
-    st.dataframe(pd.DataFrame(table["layers"]), hide_index=True, width="stretch", height=280,
-                 key="layer_table", column_config=LAYER_COLUMNS)
+    st.dataframe(charts.table(("layers", cfg.resolved()), table["layers"]), hide_index=True, width="stretch",
+                 height=280, key="layer_table", column_config=LAYER_COLUMNS)
     if cfg.arch == "fc" or cfg.activation != "relu":
         st.plotly_chart(charts.FIGURES.get(("activation", cfg.activation, cfg.alpha),
                                            lambda: charts.activation_function(cfg.activation, cfg.alpha)),
@@ -429,16 +430,16 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
             "time s": round((res.get("timing") or {}).get("fit_seconds") or 0.0, 1),
             "shared": v.rec.shared,
         })
-    df = pd.DataFrame(rows)
-    st.dataframe(df, hide_index=True, width="stretch", key="runs_table", on_select="rerun",
-                 selection_mode="multi-row", column_config=RUN_COLUMNS)
+    key = tuple(tuple(r.values()) for r in rows)   # the table changes only when a row does
+    st.dataframe(charts.table(("runs", key), rows), hide_index=True, width="stretch", key="runs_table",
+                 on_select="rerun", selection_mode="multi-row", column_config=RUN_COLUMNS)
     chosen = _picked_ids(views)
     st.caption("Select runs to show one (the last selected) above, overlay the others' validation curves, "
                "and download or delete it.")
     pick = next((v for v in views if v.id == (chosen[-1] if chosen else None)), current)
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("Runs table (CSV)", df.to_csv(index=False), "xray_lab_runs.csv", "text/csv",
-                       key="dl_csv")
+    c1.download_button("Runs table (CSV)", lambda: pd.DataFrame(rows).to_csv(index=False), "xray_lab_runs.csv",
+                       "text/csv", key="dl_csv")   # made when clicked, not on every rerun
     if pick is None:
         return
     if not pick.active:

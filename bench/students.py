@@ -62,6 +62,7 @@ class Student:
         self.page_hash = ""
         self.train_id: str | None = None
         self.fragments: dict[str, float] = {}        # fragment_id -> interval (auto reruns)
+        self._reset: set[str] = set()                # timers to restart (a new interval)
         self.round_trips: list[tuple[float, float, bool]] = []   # (t_sent, seconds, training)
         self.t_click: float | None = None
         self.t_results: float | None = None
@@ -97,12 +98,22 @@ class Student:
         kind = fm.WhichOneof("type")
         if kind == "new_session":
             self.page_hash = fm.new_session.page_script_hash or self.page_hash
+            # As the browser does (streamlit 1.67 frontend, App.handleNewSession): a whole-page
+            # run (no fragment ids in its run identity) clears every fragment timer; the
+            # page's fragments register theirs again (AutoRerun) while it runs. Timers left
+            # firing during a page run made Streamlit drop that run's end (a bench artefact).
+            if not fm.metadata.run.fragment_ids:
+                self.fragments.clear()
         elif kind == "page_info_changed":
             self.query = fm.page_info_changed.query_string
         elif kind == "auto_rerun":
-            self.fragments[fm.auto_rerun.fragment_id] = max(0.1, fm.auto_rerun.interval)
+            fid, interval = fm.auto_rerun.fragment_id, max(0.1, fm.auto_rerun.interval)
+            if self.fragments.get(fid) != interval:   # the same interval keeps its running timer
+                self.fragments[fid] = interval
+                self._reset.add(fid)
         elif kind == "stop_auto_rerun":
-            self.fragments.clear()
+            for fid in fm.stop_auto_rerun.fragment_ids:
+                self.fragments.pop(fid, None)
         elif kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
             el = fm.delta.new_element
             et = el.WhichOneof("type")
@@ -161,6 +172,9 @@ class Student:
         due: dict[str, float] = {}
         while True:
             now = time.perf_counter()
+            for fid in self._reset:
+                due.pop(fid, None)
+            self._reset.clear()
             for fid, interval in list(self.fragments.items()):
                 if fid not in due:
                     due[fid] = now + interval
@@ -173,11 +187,12 @@ class Student:
             await asyncio.sleep(0.05)
 
     async def _script(self, ws) -> None:
+        t = time.perf_counter()
         first = await self._full_run(ws)
         if first is None:
             self.errors.append("first page load did not finish")
             return
-        self.round_trips.append((time.perf_counter(), first, False))
+        self.round_trips.append((t, first, False))
         if self.train:
             if self.train_id is None:
                 self.errors.append("no Train button on the page")
@@ -186,12 +201,13 @@ class Student:
                 self.t_click = time.perf_counter()
                 rt = await self._full_run(ws, trigger=self.train_id)
                 if rt is not None:
-                    self.round_trips.append((time.perf_counter(), rt, True))
+                    self.round_trips.append((self.t_click, rt, True))
         await asyncio.sleep(random.uniform(0, self.poke))
         while time.perf_counter() < self.t_end:
             training = bool(self.t_click and not self.t_results)
+            t = time.perf_counter()
             rt = await self._full_run(ws)
-            self.round_trips.append((time.perf_counter(), rt if rt is not None else float("inf"), training))
+            self.round_trips.append((t, rt if rt is not None else float("inf"), training))
             await asyncio.sleep(self.poke)
 
 
@@ -253,6 +269,15 @@ async def _meter(m: CpuMeter, t_end: float) -> None:
     m.sample()
 
 
+def _timeline(students, t0: float, window: float = 15.0) -> list[dict]:
+    rows: dict[int, list[float]] = {}
+    for s in students:
+        for (sent, rt, _) in s.round_trips[1:]:
+            rows.setdefault(int((sent - t0) // window), []).append(rt)
+    return [{"from_s": k * window, "n": len(v), "median": median(v), "p90": pct(v, 90),
+             "lost": sum(1 for x in v if x == float("inf"))} for k, v in sorted(rows.items())]
+
+
 async def _class(args, ws_url: str, pid: int | None) -> dict:
     t0 = time.perf_counter()
     t_end = t0 + args.duration
@@ -282,6 +307,8 @@ async def _class(args, ws_url: str, pid: int | None) -> dict:
         "round_trip_while_training_s": {"n": len(rts_training), "median": median(rts_training),
                                         "p90": pct(rts_training, 90),
                                         "max": max(rts_training) if rts_training else None},
+        # where the slow round trips are: per 15 s of the class (rerun sent in that window)
+        "timeline": _timeline(students, t0),
         "runs_finished": len(done), "runs_started": sum(1 for s in students if s.t_click),
         "click_to_results_s": sorted(round(d, 1) for d in done),
         "cpu": meter.summary(),

@@ -218,7 +218,14 @@ def test_short_training_reaches_results(at, monkeypatch):
     assert head and f"Test accuracy {100 * test['accuracy']:.1f} %" in head[0] and "(#results)" in head[0]
     assert not any(m.delta for m in at.metric)  # course figures are captions, never a delta arrow
     # nothing moved: page reruns reuse the run's figures instead of building them again
+    # (once the store has the run's end and the page shows the stored record: one rebuild)
     from xray_ui import charts
+
+    def settled() -> bool:
+        before = charts.FIGURES.builds
+        at.run()
+        return charts.FIGURES.builds == before
+    assert wait_for(settled, 60, every=0.5)
     built = []
     for name in ("curves", "unit_monitor", "confusion", "precision_recall", "class_balance",
                  "activation_function"):
@@ -228,6 +235,15 @@ def test_short_training_reaches_results(at, monkeypatch):
     at.run()
     assert not at.exception and len(at.get("plotly_chart")) >= 4
     assert built == []
+    # the test patches go out as the PNGs made once per run (Streamlit's "auto" format would
+    # re-encode each one as a JPEG on every rerun, blurring the pixels the student inspects)
+    from xray_core import CLASSES
+    conf = test["confusion"]
+    t, p = max(((i, j) for i in range(4) for j in range(4)), key=lambda c: conf[c[0]][c[1]])
+    at.selectbox(key="mis_true").set_value(CLASSES[t]).run()
+    at.selectbox(key="mis_pred").set_value(CLASSES[p]).run()
+    urls = [img.url for el in at.get("image") for img in el.proto.imgs]
+    assert urls and all(u.endswith(".png") for u in urls)
 
 
 def test_the_course_figure_is_a_caption_without_an_arrow(at):
@@ -293,3 +309,27 @@ def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path, monke
     at.selectbox(key="data_path").select("only_test").run()
     assert not at.exception and at.button(key="train").disabled
     assert any("no training split" in w.value for w in at.warning)
+
+
+def test_streamlits_config_is_read_without_its_lock_and_gives_the_same_values():
+    import types
+
+    import streamlit.config as config
+    from xray_ui import read_config_without_lock
+    assert config.get_option.xray_unlocked
+    locked = config.get_option.locked
+    config.get_config_options()                      # parsed (the server does it at start-up)
+    for key in config._config_options:
+        assert config.get_option(key) == locked(key), key
+    with pytest.raises(RuntimeError, match="not defined"):
+        config.get_option("no.suchOption")            # Streamlit's own error for an unknown key
+    with pytest.raises(RuntimeError, match="_config_options"):
+        read_config_without_lock(types.SimpleNamespace(get_option=lambda k: None))
+    # while config._config_lock is held elsewhere, reading does not wait for it
+    import threading
+    got = []
+    with config._config_lock:
+        t = threading.Thread(target=lambda: got.append(config.get_option("server.port")))
+        t.start()
+        t.join(5)
+    assert got == [locked("server.port")]

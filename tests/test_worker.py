@@ -55,6 +55,27 @@ def test_workers_are_recycled_after_max_runs(toy_dataset, monkeypatch):
     pool.shutdown()
 
 
+def test_a_job_waits_for_a_starting_worker_instead_of_starting_another():
+    pool = WorkerPool(max_runs=5)
+    try:
+        pool.prewarm(1)
+        pool.prewarm(1)                 # one is already on its way: nothing more starts
+        w = pool.acquire()              # waits for that one (it has been importing for a while)
+        assert pool.started == 1 and pool.busy == {w}
+        pool.prewarm(1)                 # none idle, none starting: one more
+        pool.release(w)
+        assert wait_for(lambda: pool.idle_count() == 2)
+        pool.prewarm(2)                 # two idle already
+        assert pool.started == 2
+        # two jobs take the two idle ones; each retired worker gets its own replacement
+        a, b = pool.acquire(), pool.acquire()
+        pool.release(a, healthy=False)  # retired: a replacement starts
+        pool.release(b, healthy=False)  # and another one (not "one idle is enough")
+        assert wait_for(lambda: pool.idle_count() == 2) and pool.started == 4
+    finally:
+        pool.shutdown()
+
+
 def test_a_worker_that_dies_fails_the_job_with_a_reason(toy_dataset, monkeypatch):
     pool = WorkerPool(max_runs=5)
     monkeypatch.setattr("xray_core.worker.POOL", pool)

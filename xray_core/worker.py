@@ -297,26 +297,47 @@ class Worker:
 
 class WorkerPool:
     """Idle workers wait with TensorFlow already imported; each serves at most
-    `max_runs` jobs, then exits and is replaced in the background."""
+    `max_runs` jobs, then exits and is replaced in the background.
+
+    Workers still starting count as on their way: a job waits for one rather than starting
+    yet another. (Starting one imports TensorFlow, seconds of a core: with a class training,
+    retiring workers, queued jobs and the page's prewarm each started their own, up to six
+    at once on two cores, and trainers and pages slowed for tens of seconds.)"""
 
     def __init__(self, max_runs: int | None = None):
         self.max_runs = max_runs or _max_runs()
         self._idle: list[Worker] = []
         self.busy: set[Worker] = set()
-        self._lock = threading.Lock()
+        self._starting = 0                      # spawned in the background, not ready yet
+        self._claimed = 0                       # ... of which jobs are waiting for this many
+        self._lock = threading.Condition()
+        self.started = 0                        # workers ever started (tests read it)
 
     def acquire(self) -> Worker:
         with self._lock:
+            # a worker on its way, not yet claimed by another job, is sooner than a new one
+            # (it has been importing for a while)
+            if not self._idle and self._starting > self._claimed:
+                self._claimed += 1
+                while not self._idle and self._starting:
+                    self._lock.wait(timeout=1.0)
+                self._claimed -= 1
             w = self._idle.pop() if self._idle else None
         if w is not None and not (w.alive() and w.answers()):
             w.kill()                 # hung or dead while idle: replace it
             w.close()
             w = None
         if w is None:
-            w = Worker()
+            w = self._new_worker()
         w.wait_ready()
         with self._lock:
             self.busy.add(w)
+        return w
+
+    def _new_worker(self) -> Worker:
+        w = Worker()
+        with self._lock:
+            self.started += 1
         return w
 
     def release(self, w: Worker, healthy: bool = True) -> None:
@@ -326,23 +347,35 @@ class WorkerPool:
         if healthy and w.runs < self.max_runs and w.alive():
             with self._lock:
                 self._idle.append(w)
+                self._lock.notify()
             return
         w.close()
-        self.prewarm(1)
+        with self._lock:
+            self._starting += 1
+        self._start(1)               # its replacement
 
     def prewarm(self, n: int) -> None:
-        """Start up to n idle workers in the background (so the next job starts fast)."""
+        """Have up to n idle workers (counting those starting) without waiting for them."""
+        with self._lock:
+            missing = max(0, n - len(self._idle) - self._starting)
+            self._starting += missing
+        self._start(missing)
+
+    def _start(self, k: int) -> None:
+        """Start k workers in the background (already counted in self._starting)."""
         def spawn():
+            w = None
             try:
-                w = Worker()
+                w = self._new_worker()
                 w.wait_ready()
             except Exception:  # at interpreter exit, or out of memory: the next acquire() retries
-                return
+                w = None
             with self._lock:
-                self._idle.append(w)
-        with self._lock:
-            missing = max(0, n - len(self._idle))
-        for _ in range(missing):
+                self._starting -= 1
+                if w is not None:
+                    self._idle.append(w)
+                self._lock.notify_all()
+        for _ in range(k):
             threading.Thread(target=spawn, daemon=True, name="xray-lab-prewarm").start()
 
     def idle_count(self) -> int:

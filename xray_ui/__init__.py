@@ -9,8 +9,14 @@ second, that made background training ~100x slower (measured: 3 batches/s
 instead of ~300), and clear_session while other threads build models breaks
 them (README: "How live training works"). This app keeps no per-run Keras state,
 so there is nothing for Streamlit to clean.
+
+It also makes one server serve a class (bench/students.py): Streamlit's config is read
+without its lock, and the GIL changes hands sooner (see below).
 """
+import sys as _sys
+
 import streamlit as _st
+from streamlit import config as _config
 from streamlit.runtime.scriptrunner import script_runner as _script_runner
 
 PATCHED = "_clean_problem_modules"
@@ -32,3 +38,43 @@ def disable_keras_reset(module=_script_runner) -> None:
 
 
 disable_keras_reset()
+
+
+# Streamlit reads its config (`config.get_option`) several times per element, each time
+# under one process-wide lock; some values are computed (real paths on disk) while it is
+# held. With a class rendering pages at once, threads queued on that lock: py-spy put ~60 %
+# of a results page's wall time in `get_option` with the server under half a core. The
+# options are parsed once at start-up (file watcher off) and only read afterwards, so
+# reading the parsed table without the lock returns the same values.
+def read_config_without_lock(module=None) -> None:
+    """Patch Streamlit's config reader; refuse to start if its internals moved."""
+    module = module or _config
+    locked = getattr(module, "get_option", None)
+    if locked is None or not hasattr(module, "_config_options") or not hasattr(module, "_config_lock"):
+        raise RuntimeError(
+            f"X-ray Lab cannot start: streamlit {_st.__version__} has no config._config_options/get_option, "
+            f"which xray_ui/__init__.py reads without a lock. Install the streamlit version pinned in "
+            f"requirements.txt, or update xray_ui/__init__.py.")
+    if getattr(locked, "xray_unlocked", False):
+        return
+
+    def get_option(key: str):
+        options = module._config_options
+        if options is None or key not in options:
+            return locked(key)       # not parsed yet, or unknown: Streamlit's own path and error
+        return options[key].value
+
+    get_option.xray_unlocked = True
+    get_option.locked = locked
+    module.get_option = get_option
+
+
+read_config_without_lock()
+
+# Every element a page sends wakes the server's event loop through a socket write, which
+# releases the GIL; getting it back waits for whichever thread holds it to reach the
+# switch interval (5 ms by default). With a class of sessions rendering at once, a page of
+# ~100 elements waited ~0.5 s for the GIL alone (py-spy: the top frame of whole-page runs
+# was `_write_to_self`). A shorter interval hands the GIL over sooner.
+SWITCH_INTERVAL_S = 0.0005
+_sys.setswitchinterval(SWITCH_INTERVAL_S)

@@ -170,6 +170,16 @@ class FigureCache:
 FIGURES = FigureCache()
 
 
+def table(key: tuple, rows) -> "pa.Table":
+    """A table for st.dataframe, converted from rows once per key and shared (pandas to
+    Arrow on every rerun was a tenth of a results page's server time)."""
+    def build():
+        import pandas as pd
+        import pyarrow as pa
+        return pa.Table.from_pandas(pd.DataFrame(rows() if callable(rows) else rows), preserve_index=False)
+    return FIGURES.get(("table",) + key, build)
+
+
 def live_curves(snap, overlays: list[tuple[str, dict]] = ()) -> go.Figure:
     """The live panel's curves for a snapshot, built once per (run, data version)."""
     return FIGURES.get(("curves",) + curves_key(snap, overlays),
