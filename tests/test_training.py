@@ -160,3 +160,25 @@ def test_the_global_tensorflow_seed_does_not_change_a_run(toy_dataset):
     keras.utils.set_random_seed(456)
     b = TrainingJob(cfg, toy_dataset, scheduler=Scheduler(1)).run().snapshot().batch_loss
     assert a == b
+
+
+def test_a_freed_trainer_slot_starts_the_next_job_while_the_owner_keeps_its_one_run():
+    import threading
+
+    from xray_core.errors import XrayLabError
+    sched = Scheduler(cap=1)
+    never = threading.Event()
+    assert sched.acquire("a", never, owner="ws1")
+    started = []
+    t = threading.Thread(target=lambda: started.append(sched.acquire("b", never, owner="ws2")))
+    t.start()
+    assert wait_for(lambda: sched.position("b") == 1)
+    sched.free("a")                            # a's worker is done; a still loads its model here
+    t.join(10)
+    assert started == [True]
+    with pytest.raises(XrayLabError):          # ws1's run is still finishing: no second one yet
+        sched.acquire("a2", never, owner="ws1")
+    sched.release("a")
+    gone = threading.Event()
+    gone.set()                                 # (b holds the slot: a2 would wait; it leaves at once)
+    assert sched.acquire("a2", gone, owner="ws1") is False      # no longer refused as Busy

@@ -118,6 +118,14 @@ class Scheduler:
                     self._owners.pop(job_id, None)
                 self._cond.notify_all()
 
+    def free(self, job_id: str) -> None:
+        """The job's trainer is done (its worker sent the end): the next queued job may start
+        while this one finishes here (loads its model, writes its record). Still the owner's
+        one job until release()."""
+        with self._cond:
+            self._running.discard(job_id)
+            self._cond.notify_all()
+
     def release(self, job_id: str) -> None:
         with self._cond:
             self._running.discard(job_id)

@@ -410,7 +410,7 @@ def train_in_worker(job) -> str | None:
     Returns the worker's final state (done / stopped / failed), None if it never said."""
     from .tf_quiet import keras
     worker = POOL.acquire()
-    healthy = False
+    healthy = released = False
     limit = max_job_seconds()
     with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
         try:
@@ -440,6 +440,11 @@ def train_in_worker(job) -> str | None:
                             started = last_heard
                     elif kind == "done":
                         final = payload
+                        # the worker is free, and so is its trainer slot: the next job starts
+                        # while this one's model loads here (seconds with a class on the GIL)
+                        POOL.release(worker, healthy=True)
+                        released = True
+                        job._scheduler.free(job.id)
                 elif not worker.alive():
                     raise WorkerError(f"the training process died (exit code {worker.process.returncode}); "
                                       "the server may be out of memory")
@@ -461,7 +466,8 @@ def train_in_worker(job) -> str | None:
         except (EOFError, OSError, BrokenPipeError) as e:
             raise WorkerError(f"lost the training process: {e}") from None
         finally:
-            POOL.release(worker, healthy=healthy)
+            if not released:
+                POOL.release(worker, healthy=healthy)
 
 
 # ---- mirroring a worker's job into the server's TrainingJob ----------------------
