@@ -45,14 +45,19 @@ def test_a_failure_in_the_worker_is_kept(toy_dataset):
 def test_workers_are_recycled_after_max_runs(toy_dataset, monkeypatch):
     pool = WorkerPool(max_runs=2)
     monkeypatch.setattr("xray_core.worker.POOL", pool)
-    pids = []
-    for _ in range(3):
-        w = pool.acquire()
-        pids.append(w.pid)
-        pool.release(w)
-    assert pids[0] == pids[1] != pids[2]      # a worker serves two jobs, then a fresh one
-    assert wait_for(lambda: pool.idle_count() >= 1)
-    pool.shutdown()
+    try:
+        first = pool.acquire()
+        pool.release(first)
+        last = pool.acquire()                 # its second and last run
+        assert last is first
+        assert wait_for(lambda: pool.started == 2)   # its replacement starts meanwhile
+        pool.release(last)                    # retired: no second replacement
+        fresh = pool.acquire()
+        assert fresh.pid != first.pid and pool.started == 2
+        pool.release(fresh)
+        assert wait_for(lambda: pool.idle_count() >= 1)
+    finally:
+        pool.shutdown()
 
 
 def test_a_job_waits_for_a_starting_worker_instead_of_starting_another():

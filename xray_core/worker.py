@@ -237,6 +237,7 @@ class Worker:
         child.close()
         self.conn = Connection(parent.detach())
         self.runs = 0
+        self.replaced = False     # its replacement was started during its last run
         self.datasets: list[str] = []     # content ids the child holds (its KEEP_DATASETS newest)
         self.pid = self.process.pid
         self._ready = threading.Event()
@@ -332,6 +333,12 @@ class WorkerPool:
         w.wait_ready()
         with self._lock:
             self.busy.add(w)
+            last_run = w.runs + 1 >= self.max_runs
+            if last_run:                 # its replacement imports TensorFlow while it trains
+                self._starting += 1
+        if last_run:
+            w.replaced = True
+            self._start(1)
         return w
 
     def _new_worker(self) -> Worker:
@@ -350,9 +357,10 @@ class WorkerPool:
                 self._lock.notify()
             return
         w.close()
-        with self._lock:
-            self._starting += 1
-        self._start(1)               # its replacement
+        if not w.replaced:           # (a last run's replacement is already on its way)
+            with self._lock:
+                self._starting += 1
+            self._start(1)
 
     def prewarm(self, n: int) -> None:
         """Have up to n idle workers (counting those starting) without waiting for them."""
