@@ -46,6 +46,7 @@ from urllib.parse import urlparse
 from bench._common import emit, log, machine, median, pct
 
 TRAIN_LABEL = "▶ Train"
+LOST_AFTER_S = 20.0       # a page rerun not finished by then is lost (the student moves on)
 RESULT_LABEL = "Test accuracy"
 
 
@@ -136,7 +137,9 @@ class Student:
         t = time.perf_counter()
         await ws.send(self._rerun(trigger=trigger))
         try:
-            await asyncio.wait_for(self._finished.wait(), timeout=max(1.0, self.t_end + 60 - t))
+            # a student whose page never finished clicks again after a while, as a person
+            # would (Streamlit can drop a page run that a fragment's timer raced: counted lost)
+            await asyncio.wait_for(self._finished.wait(), timeout=max(1.0, min(LOST_AFTER_S, self.t_end + 60 - t)))
         except asyncio.TimeoutError:
             return None
         finally:

@@ -13,8 +13,6 @@ so there is nothing for Streamlit to clean.
 It also makes one server serve a class (bench/students.py): Streamlit's config is read
 without its lock, and the GIL changes hands sooner (see below).
 """
-import sys as _sys
-
 import streamlit as _st
 from streamlit import config as _config
 from streamlit.runtime.scriptrunner import script_runner as _script_runner
@@ -70,11 +68,3 @@ def read_config_without_lock(module=None) -> None:
 
 
 read_config_without_lock()
-
-# Every element a page sends wakes the server's event loop through a socket write, which
-# releases the GIL; getting it back waits for whichever thread holds it to reach the
-# switch interval (5 ms by default). With a class of sessions rendering at once, a page of
-# ~100 elements waited ~0.5 s for the GIL alone (py-spy: the top frame of whole-page runs
-# was `_write_to_self`). A shorter interval hands the GIL over sooner.
-SWITCH_INTERVAL_S = 0.0005
-_sys.setswitchinterval(SWITCH_INTERVAL_S)
