@@ -21,6 +21,7 @@ from xray_core.estimate import page_estimate  # measured on this machine (rough 
 from xray_core.models import layer_table
 from xray_core.presets import PRESETS, matching_preset
 from xray_ui import charts
+from xray_ui.classify_view import patch_png
 from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
@@ -341,20 +342,10 @@ def misclassified_viewer(view: RunView) -> None:
     if len(idx):
         # PNG bytes made once per run and cell (shared LRU): a page rerun would otherwise
         # enlarge and encode 24 images again (a third of a results page's server time).
-        imgs = charts.FIGURES.get(("mis_png", job.id, ti, pi), lambda: [_png(test.x[i, :, :, 0]) for i in idx[:24]])
+        imgs = charts.FIGURES.get(("mis_png", job.id, ti, pi),
+                                  lambda: [patch_png(test.x[i, :, :, 0]) for i in idx[:24]])
         st.image(imgs, width=96, output_format="PNG",   # as made: "auto" re-encodes a JPEG each rerun
                  caption=[f"p={job.test_predictions[i, pi]:.2f}" for i in idx[:24]])
-
-
-def _png(patch: np.ndarray, scale: int = 3) -> bytes:
-    """A patch as PNG bytes, enlarged `scale`× with hard pixel edges."""
-    import io
-
-    from PIL import Image
-    img = Image.fromarray((np.clip(patch, 0, 1) * 255).astype(np.uint8))
-    buf = io.BytesIO()
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def model_panel(cfg) -> None:

@@ -252,7 +252,7 @@ def demo_patches(choice: cv.ModelChoice, seed: int) -> None:
             cols = st.columns(6)
         true_c, pred_c = CLASSES[int(test.y[k])], CLASSES[int(p)]
         mark = "✓" if true_c == pred_c else "✗"
-        cols[j % 6].image(cv.zoom((test.x[k, :, :, 0] * 255).astype("uint8"), 3), width=96,
+        cols[j % 6].image(cv.model_input_picture(test.x[k, :, :, 0], 3), width=96, output_format="PNG",
                           caption=f"{mark} {true_c} → {pred_c} ({probs[j, p]:.2f})")
 
 

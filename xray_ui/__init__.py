@@ -11,7 +11,7 @@ them (README: "How live training works"). This app keeps no per-run Keras state,
 so there is nothing for Streamlit to clean.
 
 It also makes one server serve a class (bench/students.py): Streamlit's config is read
-without its lock, and the GIL changes hands sooner (see below).
+without its lock (see below).
 """
 import streamlit as _st
 from streamlit import config as _config

@@ -170,13 +170,13 @@ class FigureCache:
 FIGURES = FigureCache()
 
 
-def table(key: tuple, rows) -> "pa.Table":
+def table(key: tuple, rows: list[dict]) -> "pa.Table":
     """A table for st.dataframe, converted from rows once per key and shared (pandas to
     Arrow on every rerun was a tenth of a results page's server time)."""
     def build():
         import pandas as pd
         import pyarrow as pa
-        return pa.Table.from_pandas(pd.DataFrame(rows() if callable(rows) else rows), preserve_index=False)
+        return pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
     return FIGURES.get(("table",) + key, build)
 
 

@@ -254,8 +254,18 @@ def zoom(a: np.ndarray, k: int) -> np.ndarray:
     return np.repeat(np.repeat(np.asarray(a), k, axis=0), k, axis=1)
 
 
-def model_input_picture(patch: np.ndarray) -> np.ndarray:
-    return zoom(np.clip(np.rint(patch * 255), 0, 255).astype(np.uint8), INPUT_ZOOM)
+def model_input_picture(patch: np.ndarray, k: int = INPUT_ZOOM) -> np.ndarray:
+    """A 0..1 patch as 8-bit pixels, enlarged k x k with hard pixel edges."""
+    return zoom(np.clip(np.rint(patch * 255), 0, 255).astype(np.uint8), k)
+
+
+def patch_png(patch: np.ndarray, k: int = 3) -> bytes:
+    """The same as PNG bytes: encoded once and reused, sent as is (st.image's "auto" format
+    would re-encode it as a JPEG on every rerun and blur the pixels a student inspects)."""
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(model_input_picture(patch, k)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def probabilities(choice: ModelChoice, dec: Decoded) -> dict[str, float]:
