@@ -120,7 +120,8 @@ def test_kill9_mid_run_then_restart_shows_interrupted_and_keeps_finished_runs(tm
             runs = store.list_runs(ws)
             assert [r.state for r in runs] == ["interrupted", "finished"]
             assert runs[0].epochs_done == k and len(runs[0].history["loss"]) == k
-            assert page.evaluate(BATCH_POINTS_JS) >= k - 1     # its curves are drawn from the store
+            # its curves are drawn from the store (the chart may land just after the status text)
+            assert wait_until(lambda: page.evaluate(BATCH_POINTS_JS) >= k - 1, timeout=30)
             page.screenshot(path=str(tmp_path / "interrupted.png"), full_page=True)
             # the finished run is still listed (the table is a canvas: its rows are checked in the store above)
             assert page.get_by_text("Runs in this workspace").first.is_visible()
