@@ -97,7 +97,8 @@ def stop_within_a_batch(ds):
     job.stop()
     job.join(120)
     s = job.snapshot()
-    return {"reached_training": ok, "state": s.state, "batches_at_stop": at_stop, "batches_final": len(s.batch_loss),
+    return {"reached_training": ok, "state": s.state, "batches_at_stop": at_stop,
+            "stop_arrived_at_batch": job.where.get("stop_arrived_at_batch"), "batches_final": len(s.batch_loss),
             "has_test": bool((s.result or {}).get("test")), "error": s.error}
 
 
@@ -147,6 +148,28 @@ def unreachable():
     return {"state": state, "error": error, "seconds": secs}
 
 
+def teardown(cluster) -> dict:
+    """Disconnect and stop the test cluster. Cluster.shutdown() refuses (ValueError) while this
+    process is connected to the head, and it was once seen connected again after ray.shutdown()
+    (CI, 2026-11-27: a thread re-initialised Ray): disconnect until it stays so, then retry."""
+    import threading
+
+    import ray
+    from ray._private import worker as ray_worker
+    threads = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive())
+    errors = []
+    for _ in range(5):
+        ray.shutdown()
+        try:
+            cluster.shutdown()
+            break
+        except ValueError as e:   # connected again: Ray disconnected us before raising, so try once more
+            errors.append(str(e)[:120])
+            time.sleep(1.0)
+    return {"threads_at_teardown": threads, "retries": errors,
+            "connected_after": ray_worker.global_worker.node is not None}
+
+
 def main() -> None:
     from ray.cluster_utils import Cluster
     out: dict = {}
@@ -170,9 +193,8 @@ def main() -> None:
             out[name]["scenario_seconds"] = round(time.time() - t, 1)
             print(f"scenario {name}: {time.time() - t:.1f}s", file=sys.stderr, flush=True)
     finally:
-        import ray
-        ray.shutdown()
-        cluster.shutdown()
+        out["teardown"] = teardown(cluster)
+        print(f"teardown: {out['teardown']}", file=sys.stderr, flush=True)
     out["unreachable"] = unreachable()
     print(json.dumps(out, default=str))
 

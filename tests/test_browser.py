@@ -103,8 +103,10 @@ def test_kill9_mid_run_then_restart_shows_interrupted_and_keeps_finished_runs(tm
             assert wait_until(lambda: store.list_runs(ws)[0].state == "finished", timeout=60)
             page.close()
             page = _open(b, f"{srv.url}{LONG}&ws={ws}")
-            _train(page)
-            assert wait_until(lambda: store.list_runs(ws)[0].epochs_done >= 2, timeout=90)
+            _train(page)   # returns at once: the finished run's chart is on the page already
+            # so wait for the NEW run (the newest of two) to be training and past epoch 2
+            assert wait_until(lambda: len(runs := store.list_runs(ws)) == 2 and runs[0].state == "training"
+                              and runs[0].epochs_done >= 2, timeout=240)
             srv.kill9()
         k = store.list_runs(ws)[0].epochs_done
         with streamlit_app({"XRAY_LAB_HOME": str(home)}) as srv:

@@ -56,9 +56,11 @@ def test_placement_on_the_second_node_and_cap(scenarios):
 def test_stop_within_a_batch_keeps_the_model(scenarios):
     s = scenarios["stop"]
     assert s["reached_training"] and s["state"] == "stopped", s
-    # the stop reaches the actor beside its running poll(); what trained meanwhile is the
-    # server's read-to-stop gap (toy FC batches take ~1 ms), then training ends after the current batch
-    assert s["batches_final"] - s["batches_at_stop"] <= 30, s
+    # the stop reaches the actor beside its running poll() and training ends after the current
+    # batch. Counted on the actor: what the driver saw at Stop is up to a poll (0.1 s, dozens of
+    # ~2 ms toy batches) older, so a gap measured there was the poll lag, not the stop.
+    assert s["stop_arrived_at_batch"] is not None and s["stop_arrived_at_batch"] >= s["batches_at_stop"], s
+    assert s["batches_final"] - s["stop_arrived_at_batch"] <= 2, s
     assert s["batches_final"] < 200 * 40
     assert s["has_test"]
 

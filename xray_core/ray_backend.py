@@ -133,8 +133,12 @@ def _trainer_class():
                 self.job.join(POLL_EVERY)
                 return _delta(self.job.snapshot(), sent)
 
-            def stop(self) -> None:
+            def stop(self) -> int:
+                """Returns how many batches had trained when the stop arrived (what the driver
+                saw is up to a poll older)."""
+                done = len(self.job.snapshot().batch_loss)
                 self.job.stop()
+                return done
 
             def finish(self) -> dict:
                 self.job.join()
@@ -241,11 +245,10 @@ def train_in_ray(job) -> str | None:
         except GetTimeoutError:
             raise XrayLabError(f"no Ray node had room for this job within {START_TIMEOUT:.0f} s "
                                "(the cluster is busy or lacks the CPUs/GPUs it asks for)") from None
-        sent, stop_sent = 0, False
+        sent, stop_ref = 0, None
         while True:
-            if job._stop.is_set() and not stop_sent:
-                actor.stop.remote()
-                stop_sent = True
+            if job._stop.is_set() and stop_ref is None:
+                stop_ref = actor.stop.remote()
             try:
                 d = ray.get(actor.poll.remote(sent), timeout=60)
             except GetTimeoutError:
@@ -254,6 +257,8 @@ def train_in_ray(job) -> str | None:
             sent += len(d["batch_loss"])
             if d["state"] in ("done", "stopped", "failed"):
                 break
+        if stop_ref is not None:
+            job.where["stop_arrived_at_batch"] = ray.get(stop_ref, timeout=60)
         final = ray.get(actor.finish.remote(), timeout=600)
         if final["model"] is not None:
             with tempfile.TemporaryDirectory(prefix="xray-lab-") as d:
