@@ -80,7 +80,7 @@ def main(argv=None) -> None:
             warm.goto(url + "/", wait_until="domcontentloaded")
             warm.get_by_role("button", name="▶ Train", exact=True).wait_for(timeout=240_000)
             warm.close()
-            time.sleep(5)   # the idle workers import TensorFlow after the first page
+            time.sleep(10)  # the idle workers import TensorFlow and warm up (worker.warm_up) after the first page
             for i in range(args.reps):
                 c = cli_run(args.epochs, env, os.path.join(home, f"cli{i}.json"))
                 a = app_run(b, url, args.epochs)
