@@ -8,8 +8,11 @@ Each student:
   deltas by its label) if --train;
 - follows the server's AutoRerun messages like the browser's timers: a fragment rerun
   (fragment_id, is_auto_rerun) every `interval` until StopAutoRerun;
-- re-runs the whole page every --poke seconds (what a widget change costs) and times it
-  from the BackMsg to its ScriptFinished: the "page round trip";
+- re-runs the whole page about every --poke seconds (what a widget change costs) and times
+  it from the BackMsg to its ScriptFinished: the "page round trip". The pause after each
+  answer is drawn from 0.5-1.5 x --poke (mean --poke): people do not think in lockstep, and a
+  fixed pause locked 100 idle students into waves (the server idle ~2 s, then ~100 page runs
+  at once sharing the GIL, all answered as the wave ended: ~2 s each at 40 % of a core);
 - notices its results ("Test accuracy" metric) and records when they appeared.
 The query string the server sets (page_info_changed: the config and the workspace link)
 is sent back on later reruns, as the browser's address bar would.
@@ -211,7 +214,7 @@ class Student:
             t = time.perf_counter()
             rt = await self._full_run(ws)
             self.round_trips.append((t, rt if rt is not None else float("inf"), training))
-            await asyncio.sleep(self.poke)
+            await asyncio.sleep(self.poke * random.uniform(0.5, 1.5))   # see the module doc
 
 
 # ---- the server ---------------------------------------------------------------------
