@@ -26,13 +26,14 @@ from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.run_views import RunView, workspace_views
-from xray_ui.session import (model_file_bytes, shared_dataset, start_job, store as session_store, warm_workers,
-                             workspace, workspace_notice)
+from xray_ui.session import (model_file_bytes, prepare_model, shared_dataset, start_job, store as session_store,
+                             warm_workers, workspace, workspace_notice)
 from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
 REFRESH_S = 0.5
 QUEUED_REFRESH_S = 2.0  # a queued run: only its queue position moves
+STARTING_REFRESH_S = 0.2  # a run before its first batch: the first point shows sooner after the click
 STORE_REFRESH_S = 1.0  # a run on another server: its row is rewritten each epoch and every few s
 
 
@@ -68,6 +69,8 @@ def main() -> None:
                 st.error(plain(f"Could not load the data: {one_line(e)}"))
         if dataset is not None:
             data_panel(dataset, cfg)
+            if current is None or not current.active:
+                prepare_model(cfg, dataset)   # a Train with this config starts without tracing
         controls_row(cfg, dataset, current)
         if current is not None:
             live_panel(current, views)
@@ -150,11 +153,15 @@ def live_panel(view: RunView, views: list[RunView]) -> None:
     # written to the store; the store-only view of another server's run polls its row.
     # A queued run polls slowly (its queue position is all that moves) and reruns the page
     # once when it starts, to poll at the training rate.
+    # A run not yet at its first batch polls fast, then reruns the page once to slow down.
     polling = view.active or view.rec.state in ("queued", "training")
-    queued = view.live_here and view.snapshot().state == "queued"
+    now = view.snapshot() if view.live_here else None
+    queued = now is not None and now.state == "queued"
+    starting = now is not None and now.state in ("loading", "training") and not now.batch_loss
     every = None
     if polling:
-        every = (QUEUED_REFRESH_S if queued else REFRESH_S) if view.live_here else STORE_REFRESH_S
+        every = ((QUEUED_REFRESH_S if queued else STARTING_REFRESH_S if starting else REFRESH_S)
+                 if view.live_here else STORE_REFRESH_S)
     overlays = _overlays(views, view)
 
     @st.fragment(run_every=every)
@@ -182,6 +189,13 @@ def live_panel(view: RunView, views: list[RunView]) -> None:
                        "sigmoid/tanh units can saturate, where their gradient vanishes.")
         if not polling:
             return
+        if starting and snap.batch_loss:
+            # one refresh after the first point was drawn, rerun the page once to poll at the
+            # training rate (rerunning in that same refresh redrew the page while the browser drew the point)
+            seen = st.session_state.setdefault("_first_" + v.id, 0)
+            st.session_state["_first_" + v.id] = seen + 1
+            if seen == 1:
+                st.rerun()
         announced = st.session_state.setdefault("_announced", set())
         if not v.active and v.id not in announced:
             announced.add(v.id)

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+import xray_ui  # noqa: F401  -- its Streamlit patches in place before any AppTest runs, as in the server
 from xray_core.dataset import Dataset, Split
 
 from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)

@@ -333,3 +333,18 @@ def test_streamlits_config_is_read_without_its_lock_and_gives_the_same_values():
         t.start()
         t.join(5)
     assert got == [locked("server.port")]
+
+
+def test_the_page_has_an_idle_worker_prepare_the_sidebar_model(monkeypatch):
+    """What the sidebar shows is traced in advance (xray_core/pretrace.py): every page run
+    asks the pool for it, with the data the job will train on."""
+    from xray_core import worker
+    calls = []
+    monkeypatch.setattr(worker.POOL, "prepare", lambda cfg, n, dataset=None: calls.append((cfg, n, dataset)))
+    st.cache_resource.clear()
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    assert not app.exception and calls
+    cfg, n, dataset = calls[-1]
+    assert cfg.epochs == 25 and n == len(dataset.split("train"))
+    app.number_input(key="epochs").set_value(7).run()
+    assert calls[-1][0].epochs == 7

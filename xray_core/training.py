@@ -192,12 +192,14 @@ class Snapshot:
 class TrainingJob:
     def __init__(self, config: RunConfig, dataset: Dataset | None = None,
                  scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False,
-                 backend: str | None = None, owner: str | None = None):
+                 backend: str | None = None, owner: str | None = None, prepared=None):
         """`backend`: "local" (this machine) or "ray" (an actor on the Ray cluster, see
         ray_backend.py); default XRAY_LAB_BACKEND, else local.
         `isolated`: on the local backend, train in a recycled worker process (see worker.py) instead of a
         thread of this process — what a long-lived server wants. `owner` (a workspace or
-        session id): the scheduler runs at most one queued/running job per owner."""
+        session id): the scheduler runs at most one queued/running job per owner.
+        `prepared`: a model from pretrace.prepare(), used if it was made for this config and
+        patch count (its train step is already traced), else a fresh one is built."""
         self.config = config.resolved()
         self.backend = backend or os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
         if self.backend not in BACKENDS:
@@ -213,6 +215,8 @@ class TrainingJob:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.model = None                 # the keras.Model, once built
+        self._prepared = prepared
+        self.pretraced = False            # trained the prepared model (its step traced in advance)
         self.dataset: Dataset | None = None
         self.test_predictions: np.ndarray | None = None
         # streamed state, guarded by _lock
@@ -345,7 +349,12 @@ class TrainingJob:
             return
         n = len(train)
         steps = math.ceil(n / cfg.batch_size)
-        model = build_model(cfg, steps_per_epoch=steps)
+        from .pretrace import fits
+        if fits(self._prepared, cfg, n):
+            model, self.pretraced = self._prepared, True
+        else:
+            model = build_model(cfg, steps_per_epoch=steps)
+        self._prepared = None
         self.model = model
         n_test = len(ds.split("test")) if ds.has("test") else 0
         self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter(),

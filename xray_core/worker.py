@@ -45,6 +45,8 @@ from .errors import XrayLabError
 
 SEND_EVERY = 0.1                  # seconds between progress messages
 PING_SECONDS = 5.0                # an idle worker must answer a ping within this
+PREPARE_EVERY = 3.0               # seconds between two prepares asked of one idle worker
+PREPARE_SECONDS = 60.0            # a prepare (a CNN traced on a busy machine) takes at most this
 HUNG = "the training process stopped answering and was ended"
 
 
@@ -134,6 +136,7 @@ def _worker_main(conn) -> None:
     except OSError:                 # the server went away while we imported TensorFlow
         return
     datasets: dict = {}             # content id -> Dataset: sent once, kept for this worker's next jobs
+    prepared = None                 # a model made for the config on a student's sidebar (pretrace.py)
     while True:
         try:
             msg = conn.recv()
@@ -146,9 +149,20 @@ def _worker_main(conn) -> None:
             continue
         if msg == "stop":           # a Stop that arrived after the job had ended
             continue
+        if msg[0] == "prepare":     # ("prepare", config dict, training patches, dataset): while idle
+            prepared = None         # (one at a time: the last sidebar wins)
+            if msg[3] is not None:  # the dataset comes along once, so the job need not carry it
+                _dataset_from(msg[3], datasets)
+            try:
+                from .pretrace import prepare
+                prepared = prepare(RunConfig.from_dict(msg[1]), msg[2])
+            except Exception:       # only a head start: the job builds its own model instead
+                pass
+            continue
         cfg_dict, data, out_dir = msg
         dataset = _dataset_from(data, datasets)
-        job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1)).start()
+        job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1), prepared=prepared).start()
+        prepared = None
         sent = 0
         while True:
             job.join(SEND_EVERY)
@@ -164,7 +178,8 @@ def _worker_main(conn) -> None:
         if job.model is not None and snap.state != "failed":
             model_path = os.path.join(out_dir, "model.keras")
             job.model.save(model_path)
-        conn.send(("done", {"model_path": model_path, "test_predictions": job.test_predictions}))
+        conn.send(("done", {"model_path": model_path, "test_predictions": job.test_predictions,
+                            "pretraced": job.pretraced}))
         del job
 
 
@@ -263,6 +278,8 @@ class Worker:
         self.runs = 0
         self.replaced = False     # its replacement was started during its last run
         self.datasets: list[str] = []     # content ids the child holds (its KEEP_DATASETS newest)
+        self.prepared: str | None = None  # pretrace key of the model the child holds ready
+        self.prepared_at = 0.0            # monotonic time of the last prepare sent
         self.pid = self.process.pid
         self._ready = threading.Event()
 
@@ -338,7 +355,8 @@ class WorkerPool:
         self._lock = threading.Condition()
         self.started = 0                        # workers ever started (tests read it)
 
-    def acquire(self) -> Worker:
+    def acquire(self, key: str | None = None) -> Worker:
+        """An idle worker (the one holding a model prepared for `key`, if any), else a new one."""
         with self._lock:
             # a worker on its way, not yet claimed by another job, is sooner than a new one
             # (it has been importing for a while)
@@ -347,8 +365,18 @@ class WorkerPool:
                 while not self._idle and self._starting:
                     self._lock.wait(timeout=1.0)
                 self._claimed -= 1
-            w = self._idle.pop() if self._idle else None
-        if w is not None and not (w.alive() and w.answers()):
+            # the worker holding this job's model ready, else the one asked to prepare longest
+            # ago (a prepare for another config may still be running in a recent one)
+            w = next((x for x in self._idle if key is not None and x.prepared == key), None)
+            if w is None and self._idle:
+                w = min(reversed(self._idle), key=lambda x: x.prepared_at)
+            if w is not None:
+                self._idle.remove(w)
+            preparing = w is not None and time.monotonic() - w.prepared_at < PREPARE_SECONDS
+            if w is not None:
+                w.prepared = None        # the child uses or drops it with this job
+        # a worker still preparing answers the ping when it is done
+        if w is not None and not (w.alive() and w.answers(PING_SECONDS + (PREPARE_SECONDS if preparing else 0))):
             w.kill()                 # hung or dead while idle: replace it
             w.close()
             w = None
@@ -364,6 +392,31 @@ class WorkerPool:
             w.replaced = True
             self._start(1)
         return w
+
+    def prepare(self, config, n: int, dataset=None) -> bool:
+        """Have an idle worker get the model for `config` (on `n` training patches) ready, so
+        that a Train with it starts without tracing (pretrace.py), and hold `dataset` (sent
+        once per worker, as a job would: then the job sends only its id). Cheap to call on every
+        page run: nothing is sent if a worker holds it already, and a worker is asked at most
+        once every PREPARE_EVERY seconds (a class changing its sidebars must not keep the
+        idle workers busy). Returns whether a worker was asked."""
+        from .pretrace import key as pretrace_key
+        k = pretrace_key(config, n)
+        now = time.monotonic()
+        with self._lock:
+            if any(w.prepared == k for w in self._idle):
+                return False
+            free = [w for w in self._idle if now - w.prepared_at >= PREPARE_EVERY]
+            if not free:
+                return False
+            w = min(free, key=lambda x: x.prepared_at)    # the longest unasked
+            try:   # under the lock: acquire() pops a worker before talking to it
+                w.conn.send(("prepare", config.resolved().to_dict(), int(n),
+                             None if dataset is None else _ship(w, dataset)))
+            except (OSError, ValueError):
+                return False
+            w.prepared, w.prepared_at = k, now
+            return True
 
     def _new_worker(self) -> Worker:
         w = Worker()
@@ -440,8 +493,9 @@ def train_in_worker(job) -> str | None:
     long, or still training too long after Stop -> killed, the job fails with HUNG;
     over the job time limit -> stopped like a Stop press, with the reason kept.
     Returns the worker's final state (done / stopped / failed), None if it never said."""
+    from .pretrace import key as pretrace_key, n_train
     from .tf_quiet import keras
-    worker = POOL.acquire()
+    worker = POOL.acquire(pretrace_key(job.config, n_train(job.config, job._dataset)))
     healthy = released = False
     limit = max_job_seconds()
     with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
@@ -472,6 +526,7 @@ def train_in_worker(job) -> str | None:
                             started = last_heard
                     elif kind == "done":
                         final = payload
+                        job.pretraced = bool(payload.get("pretraced"))
                         # the worker is free, and so is its trainer slot: the next job starts
                         # while this one's model loads here (seconds with a class on the GIL)
                         POOL.release(worker, healthy=True)

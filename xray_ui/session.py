@@ -154,6 +154,21 @@ def warm_workers() -> str | None:
     return None
 
 
+def prepare_model(cfg, dataset) -> None:
+    """Have an idle training process trace the model on the sidebar now and hold the data,
+    so a Train with it shows its first point sooner (xray_core/pretrace.py). Cheap on every
+    page run."""
+    backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
+    if not ISOLATE or backend != "local":
+        return
+    from xray_core.pretrace import n_train
+    from xray_core.worker import POOL
+    try:
+        POOL.prepare(cfg, n_train(cfg, dataset), dataset)
+    except Exception:   # only a head start
+        pass
+
+
 @dataclass
 class Run:
     number: int
