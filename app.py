@@ -127,7 +127,8 @@ def controls_row(cfg, dataset, current) -> None:
 
 def current_view(views: list[RunView]) -> RunView | None:
     """The run the live and results panels show: the last one picked in the runs table,
-    the one just started, or (a new tab, a refresh) the workspace's newest."""
+    the one just started, or (a new tab) the workspace's newest. An F5 may resume the
+    browser's Streamlit session (server.disconnectedSessionTTL), which keeps its pick."""
     if not views:
         return None
     by_id = {v.id: v for v in views}

@@ -143,8 +143,10 @@ def test_two_servers_on_one_store_show_each_others_runs(tmp_path):
         on_b = _open(b, f"{b_srv.url}/?ws={ws}&epochs=2&batch_size=16&limit_train=480")
         on_b.get_by_role("button", name="▶ Train", exact=True).click()
         on_b.get_by_text("Test accuracy").first.wait_for(timeout=240_000)
-        on_a.reload(wait_until="domcontentloaded")
-        on_a.get_by_text("Results · #2").first.wait_for(timeout=180_000)   # B's run, drawn by A
+        # a new tab on A shows the workspace's newest run: B's, drawn by A from the store
+        # (an F5 may resume Streamlit's session within its TTL, which keeps the run it showed)
+        on_a = _open(b, f"{a.url}/?ws={ws}")
+        on_a.get_by_text("Results · #2").first.wait_for(timeout=180_000)
 
 
 # ---- inside the network (issue 11): a click on the Classify page's anatomy map ---------------
