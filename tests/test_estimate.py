@@ -116,11 +116,36 @@ def test_page_estimate_is_rough_then_measured_in_background(fake_measure):
     assert fake_measure == [est.cost_key(FC)]
 
 
+def test_what_fit_does_after_its_last_epoch_counts_once_not_per_epoch(fake_measure, monkeypatch):
+    measure = est._measure
+    monkeypatch.setattr(est, "_measure", lambda cfg: dict(measure(cfg), fit_end=0.7))
+    two, four = est.estimate(FC.replace(epochs=2), 640), est.estimate(FC.replace(epochs=4), 640)
+    assert two["fit"] == pytest.approx(1.0 + 2 * two["per_epoch"] + 0.7)
+    assert four["fit"] - two["fit"] == pytest.approx(2 * two["per_epoch"])
+
+
+def test_traces_of_validation_and_test_count_once(fake_measure, monkeypatch):
+    measure = est._measure
+    traces = {"eval_trace": 0.3, "eval_retrace": 0.2, "predict_trace": 0.4, "predict_retrace": 0.5}
+    monkeypatch.setattr(est, "_measure", lambda cfg: dict(measure(cfg), **traces))
+    per_epoch = 10 * 0.01 + (0.05 + 128 * 0.001) + (0.03 + est.PROBE_SIZE * 0.002)
+    fc = est.estimate(FC, 640, 128, 100)               # 128 and 100 patches: short last batches
+    assert fc["per_epoch"] == pytest.approx(per_epoch)
+    assert fc["fit"] == pytest.approx(1.0 + 2 * per_epoch + 0.3 + 0.2)
+    assert fc["evaluation"] == pytest.approx(0.03 + 100 * 0.002 + 0.5)   # the FC's probe traced predict
+    whole = est.estimate(FC, 640, 1024, 2048)           # whole batches: no second trace
+    per_epoch = 10 * 0.01 + (0.05 + 1024 * 0.001) + (0.03 + est.PROBE_SIZE * 0.002)
+    assert whole["fit"] == pytest.approx(1.0 + 2 * per_epoch + 0.3)
+    assert whole["evaluation"] == pytest.approx(0.03 + 2048 * 0.002)
+    cnn = RunConfig(arch="cnn", epochs=1, limit_train=64)
+    assert est.estimate(cnn, 9600, 0, 100)["evaluation"] == pytest.approx(0.03 + 100 * 0.002 + 0.4 + 0.5)
+
+
 def test_real_calibration_builds_once(toy_dataset):
     """The real measurement on a tiny FC: positive per-step and trace times."""
     m = est.calibrate(FC.replace(batch_size=128))
     assert m["step"] > 0 and m["eval_patch"] > 0 and m["predict_patch"] > 0 and m["build"] > 0
-    assert m["eval_call"] >= 0 and m["predict_call"] >= 0
+    assert m["eval_call"] >= 0 and m["predict_call"] >= 0 and m["fit_end"] >= 0
     assert est.calibrate(FC.replace(batch_size=128)) is m or est.calibrate(FC.replace(batch_size=128)) == m
 
 

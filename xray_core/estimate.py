@@ -45,7 +45,7 @@ import numpy as np
 
 from .config import RunConfig
 
-VERSION = 3                 # bump when the measured fields change meaning
+VERSION = 4                 # bump when the measured fields change meaning
 PROBE_SIZE = 256            # = training.PROBE_SIZE (not imported: training imports Keras-side code)
 VAL_BATCH, TEST_BATCH = 512, 1024   # the batch sizes training.py validates and tests with
 # Fixed start-up costs not seen by the calibration: handing the job to its thread or
@@ -147,10 +147,12 @@ def forget_memory() -> None:
 # ---- measuring -------------------------------------------------------------------
 
 def _steps_to_time(config: RunConfig) -> int:
-    """Enough steps to average out jitter, few enough to stay ~1-3 s even for the CNN."""
+    """Enough steps to average out jitter, few enough to stay ~1-3 s even for the CNN.
+    Up to 100: 30 FC steps were 0.1 s of training, and one slow tenth of a second made
+    p1-task5's estimate 35 % long (58 s for a 43 s run)."""
     from .models import multiply_adds
     work = multiply_adds(config) * config.batch_size
-    return int(min(30, max(3, 2e10 / max(work, 1))))
+    return int(min(100, max(3, 2e10 / max(work, 1))))
 
 
 def calibrate(config: RunConfig, force: bool = False) -> dict:
@@ -196,13 +198,24 @@ def _measure(cfg: RunConfig) -> dict:
         def on_train_batch_end(self, batch, logs=None):
             ends.append(time.perf_counter())
 
-    timings, gaps = [], []
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_at.append(time.perf_counter())
+
+    # An epoch is timed to its on_epoch_end: what fit() does after that happens once a run,
+    # and it sometimes stalls ~1 s (a seed-CNN calibration: 3 fit calls ended 0, 1.05 and
+    # 1.15 s after their epoch), which counted once per epoch made 2-epoch CNN estimates
+    # ~1.3 s an epoch too long. Kept apart, as `fit_end`, added once.
+    timings, gaps, tails = [], [], []
     for i in range(3):          # trace + K steps, then K steps twice (the 2nd still warms up)
         ends: list[float] = []
+        epoch_at: list[float] = []
         stream = Stream(holder, len(y), bs, None)
         t = time.perf_counter()
         model.fit(_batches(split, bs, 0), epochs=1, verbose=0, callbacks=[stream, _Clock()], shuffle=False)
-        timings.append(time.perf_counter() - t)
+        done = time.perf_counter()
+        end_of_epoch = epoch_at[-1] if epoch_at else done
+        timings.append(end_of_epoch - t)
+        tails.append(done - end_of_epoch)
         if i:
             gaps += list(np.diff(ends))
     first, second = timings[0], timings[-1]
@@ -219,10 +232,14 @@ def _measure(cfg: RunConfig) -> dict:
     xv = np.resize(x, (2 * TEST_BATCH, 32, 32, 1))
     yv = np.resize(y, 2 * TEST_BATCH)
 
+    firsts = []
+
     def timed(fn, n: int, batch: int) -> float:
+        t = time.perf_counter()
         fn(xv[:n], yv[:n], batch)                    # trace (and warm)
+        firsts.append(time.perf_counter() - t)
         best = math.inf
-        for _ in range(2):
+        for _ in range(3):                           # the best of 3: a call can stall like fit's end
             t = time.perf_counter()
             fn(xv[:n], yv[:n], batch)
             best = min(best, time.perf_counter() - t)
@@ -239,11 +256,27 @@ def _measure(cfg: RunConfig) -> dict:
     # a batch costs something: timing noise can make the two-batch call look no slower
     eval_batch, predict_batch = max(e2 - e1, 0.1 * e1), max(p2 - p1, 0.1 * p1)
     eval_call, predict_call = max(e1 - eval_batch, 0.0), max(p1 - predict_batch, 0.0)
+    # Traces, paid once a run: each function's first call, and again for a short last batch
+    # (2,368 test patches at 1,024 a batch end in 320): a corrected CNN's predict took 2.6 s
+    # for its first 1,024 patches (1.3 s warm) and 5.2 s for its first 2,368 (2.5 s warm).
+    eval_trace, predict_trace = max(firsts[0] - e1, 0.0), max(firsts[2] - p1, 0.0)
+
+    def retrace(fn, batch: int, call: float, per_batch: float) -> float:
+        n = batch + batch // 3
+        t = time.perf_counter()
+        fn(xv[:n], yv[:n], batch)
+        return max(time.perf_counter() - t - (call + per_batch * n / batch), 0.0)
+
+    eval_retrace = retrace(ev, VAL_BATCH, eval_call, eval_batch)
+    predict_retrace = retrace(pr, TEST_BATCH, predict_call, predict_batch)
     # a real run pays the same once: the trace in its first epoch, the warm-up in its second
     return {"step": step, "epoch_overhead": epoch_overhead, "trace": max(first - second, 0.0),
+            "fit_end": float(np.median(tails)),
             "warmup": max(timings[1] - second, 0.0), "build": build,
             "eval_call": eval_call, "eval_patch": eval_batch / VAL_BATCH,
             "predict_call": predict_call, "predict_patch": predict_batch / TEST_BATCH,
+            "eval_trace": eval_trace, "eval_retrace": eval_retrace,
+            "predict_trace": predict_trace, "predict_retrace": predict_retrace,
             "steps_timed": k, "measured_at": time.time()}
 
 
@@ -259,9 +292,16 @@ def _compose(cfg: RunConfig, m: dict, n_train: int, n_val: int, n_test: int) -> 
     # fit as the job times it (timing.fit_seconds): the first step's trace happens inside
     # Keras' fit. The first validation / probe / predict trace too, but forward-only
     # functions trace in a fraction of the train step's time: the one measured trace.
-    fit = m["trace"] + (m.get("warmup", 0.0) if cfg.epochs > 1 else 0.0) + cfg.epochs * per_epoch
+    # the first validation traces evaluate (again for a short last batch); the test pass
+    # traces predict, unless the FC's probe already did (the short last batch still does)
+    val_traces = (m.get("eval_trace", 0.0) + (m.get("eval_retrace", 0.0) if n_val % VAL_BATCH else 0.0)
+                  if n_val else 0.0)
+    fit = (m["trace"] + (m.get("warmup", 0.0) if cfg.epochs > 1 else 0.0) + cfg.epochs * per_epoch
+           + m.get("fit_end", 0.0) + val_traces)
     before_fit = HANDOFF_SECONDS + m["build"]
-    evaluation = m["predict_call"] + n_test * m["predict_patch"] if n_test else 0.0
+    evaluation = (m["predict_call"] + n_test * m["predict_patch"]
+                  + (0.0 if cfg.arch == "fc" else m.get("predict_trace", 0.0))
+                  + (m.get("predict_retrace", 0.0) if n_test % TEST_BATCH else 0.0)) if n_test else 0.0
     # startup: what passes before the first point can show (overlaps fit by the trace)
     return {"total": before_fit + fit + evaluation, "fit": fit, "startup": before_fit + m["trace"],
             "per_epoch": per_epoch, "evaluation": evaluation}
