@@ -406,7 +406,11 @@ class WorkerPool:
         with self._lock:
             if any(w.prepared == k for w in self._idle):
                 return False
-            free = [w for w in self._idle if now - w.prepared_at >= PREPARE_EVERY]
+            # data that must go along is sent only to a worker not preparing now: the send
+            # would wait (page and pool lock with it) until that worker reads again
+            fresh = dataset is not None and dataset_id(dataset)
+            free = [w for w in self._idle if now - w.prepared_at >= (
+                PREPARE_SECONDS if fresh and fresh not in w.datasets else PREPARE_EVERY)]
             if not free:
                 return False
             w = min(free, key=lambda x: x.prepared_at)    # the longest unasked
