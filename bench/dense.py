@@ -5,8 +5,9 @@ model: patch-by-patch and dense (xray_core/dense.py) wall time at stride 4 and 1
 the share of pixels labelled the same, and how many grid points the dense path
 re-checked patch by patch (`refined`). "dense_raw" is the dense pass alone (no
 re-check): its agreement shows the patch-border effect honestly. Models: untrained
-corrected CNNs (full width 64-128-128-256-256 and quarter width 16-32-32-64-64) and any
-trained .keras files given with --model. Patch-by-patch at stride 1 of the full-width
+corrected CNNs ('same' padding at full width 64-128-128-256-256 and quarter width
+16-32-32-64-64; 'valid' padding at half width 32-64-64-128-128, p2-corrected's layout,
+whose dense pass is exact) and any trained .keras files given with --model. Patch-by-patch at stride 1 of the full-width
 CNN would take minutes: it is estimated as 16x its stride-4 time unless --full-stride1.
 
 Efficiency: multiply-adds per second the corrected CNN achieves in inference
@@ -37,6 +38,7 @@ from bench._common import REPO, emit, log, machine, median
 FILMS = Path(os.environ.get("XRAY_LAB_BENCH_FILMS", str(REPO.parent / "shared" / "data" / "jsrt_radiographs")))
 NARROW = (16, 32, 32, 64, 64)
 FULL = (64, 128, 128, 256, 256)
+HALF = (32, 64, 64, 128, 128)
 
 
 def timed(fn, reps):
@@ -106,13 +108,17 @@ def bench_efficiency(reps):
     out = {"matmul": {"n": n}, "models": {}}
     results = {"matmul": []}
     setups = {}
-    for filters in (NARROW, FULL):
-        cfg = RunConfig(arch="cnn", cnn_mode="corrected", filters=filters).resolved()
+    from xray_core.presets import get_preset
+    for key, cfg in (("-".join(map(str, NARROW)), RunConfig(arch="cnn", cnn_mode="corrected", filters=NARROW)),
+                     ("-".join(map(str, FULL)), RunConfig(arch="cnn", cnn_mode="corrected", filters=FULL)),
+                     ("p2-corrected", get_preset("p2-corrected").config)):
+        cfg = cfg.resolved()
+        filters = cfg.filters
         macs = multiply_adds(cfg)
         n_train = 256 if filters == FULL else 1024
         x = rng.random((n_train, 32, 32, 1), dtype=np.float32)
         y = rng.integers(0, 4, n_train)
-        xi = rng.random((4096 if filters == NARROW else 1024, 32, 32, 1), dtype=np.float32)
+        xi = rng.random((1024 if filters == FULL else 4096, 32, 32, 1), dtype=np.float32)
         models = {}
         for jit in (False, True):
             m = build_model(cfg, compile=False)
@@ -121,7 +127,6 @@ def bench_efficiency(reps):
             m.fit(x[:128], y[:128], batch_size=64, epochs=1, verbose=0)   # build + trace
             models[jit] = m
         models[False].predict_on_batch(xi)
-        key = "-".join(map(str, filters))
         setups[key] = (macs, x, y, xi, models)
         out["models"][key] = {"forward_macs_per_patch": macs}
         for k in ("infer", "train_default", "train_jit"):
@@ -172,7 +177,9 @@ def main() -> None:
         ("untrained-narrow " + ",".join(map(str, NARROW)),
          build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=NARROW), compile=False)),
         ("untrained-full " + ",".join(map(str, FULL)),
-         build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=FULL), compile=False))]
+         build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=FULL), compile=False)),
+        ("untrained-valid " + ",".join(map(str, HALF)),     # p2-corrected's layout
+         build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=HALF, padding="valid"), compile=False))]
     models += [(f"trained {p}", load_model(p)) for p in args.model]
     for name, model in models:
         log(f"maps: {name}")

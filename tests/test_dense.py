@@ -37,8 +37,9 @@ def test_dense_pass_equals_patch_network_away_from_the_patch_border(cnn):
     canvas[16:48, 16:48] = patch
     plan = dense_plan(cnn)
     kinds = [s[0] for s in plan.steps]
-    n = kinds.index("pool", kinds.index("pool") + 1) + 2      # up to conv4: (8, 8) map in the patch
-    want = keras.Model(cnn.inputs, cnn.get_layer("conv4").output)(patch[None, :, :, None]).numpy()[0]
+    n = kinds.index("pool", kinds.index("pool") + 1) + 3      # up to conv4 (its batch norm folded in)
+    assert kinds[n - 2:n] == ["conv", "act"]                  # and its ReLU: an (8, 8) map in the patch
+    want = keras.Model(cnn.inputs, cnn.get_layer("relu4").output)(patch[None, :, :, None]).numpy()[0]
     for t in (1, 2, 4, 8):
         got = _run(DensePlan(True, "", plan.steps[:n], plan.pools), canvas[None, :, :, None], t).numpy()[0]
         step = 4 // min(t, 4)                               # two pools: 4 px per feature
@@ -47,6 +48,36 @@ def test_dense_pass_equals_patch_network_away_from_the_patch_border(cnn):
         # conv1 (1 px), conv2+conv3 (2 x 2 px), conv4 (4 px) reach 3 features in from the border
         np.testing.assert_allclose(got[3:-3, 3:-3], want[3:-3, 3:-3], atol=1e-5)
         assert not np.allclose(got, want, atol=1e-5)        # ...and the border does differ
+
+
+@pytest.fixture(scope="module")
+def valid_cnn():
+    """A tiny 'valid' CNN whose batch norm statistics matter (not the identity of a fresh layer)."""
+    m = build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=TINY, padding="valid", seed=3),
+                    compile=False)
+    rng = np.random.default_rng(1)
+    for layer in m.layers:
+        if layer.name.startswith("batchnorm"):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    return m
+
+
+@pytest.mark.parametrize("stride", [8, 4, 2, 1])
+def test_valid_cnn_dense_map_is_the_patch_map(valid_cnn, film, stride):
+    """No zero padding: the whole-film pass gives every patch's own probabilities, at every grid
+    step (real pools, à trous pools, the identity last pool on a 1x1 map), with nothing re-checked."""
+    plan = dense_plan(valid_cnn)
+    assert plan.ok and plan.exact and "exactly the patch-by-patch labels" in plan.reason
+    a = anatomy_map(valid_cnn, film, stride=stride, method="patches", smooth=0)
+    b = anatomy_map(valid_cnn, film, stride=stride, smooth=0)
+    assert b.method == "dense" and b.refined == 0 and b.grid_shape == a.grid_shape
+    np.testing.assert_allclose(b.probs, a.probs, atol=1e-5)
+    assert np.array_equal(a.labels, b.labels)
+
+
+def test_same_padding_plans_are_not_exact(cnn):
+    assert dense_plan(cnn).ok and not dense_plan(cnn).exact
 
 
 @pytest.mark.parametrize("stride", [4, 1])

@@ -40,6 +40,7 @@ def test_cost_key_tracks_only_what_changes_step_cost():
     cnn = RunConfig(arch="cnn")
     assert est.cost_key(cnn.replace(filters=(8, 8, 8, 8, 8))) != est.cost_key(cnn)
     assert est.cost_key(cnn.replace(cnn_mode="corrected")) != est.cost_key(cnn)
+    assert est.cost_key(cnn.replace(padding="valid")) != est.cost_key(cnn)
 
 
 def test_calibration_cached_in_memory_and_on_disk_per_machine(fake_measure, tmp_path, monkeypatch):

@@ -149,6 +149,20 @@ def test_cnn_filters_feature_maps_and_gradcam(cnn, test_x):
         assert ex.explain(cnn, test_x[1], method).shape == (32, 32)
 
 
+def test_gradcam_of_a_valid_cnn_uses_the_last_map_wider_than_one_pixel(test_x):
+    """'valid' convs leave conv5 a 1x1 map (a constant CAM): Grad-CAM reads conv4's 3x3 instead."""
+    from xray_core.models import build_model
+    m = build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=(4, 4, 4, 4, 4), padding="valid"),
+                    compile=False)
+    assert tuple(m.get_layer("conv5").output.shape)[1:3] == (1, 1)
+    shown = [x for x in test_x[:20] if np.ptp(ex.grad_cam(m, x, layer="conv4")) > 0]
+    assert shown, "no patch with a non-constant conv4 CAM"
+    cam = ex.grad_cam(m, shown[0])
+    assert cam.shape == (32, 32)
+    assert np.array_equal(cam, ex.grad_cam(m, shown[0], layer="conv4"))
+    assert np.ptp(ex.grad_cam(m, shown[0], layer="conv5")) == 0       # what the last conv would show
+
+
 def test_rowwise_batchnorm_panel_reads_the_model_and_differs_from_channelwise(cnn, test_x):
     assert ex.rowwise_bn_layers(cnn) == [f"batchnorm{i}" for i in range(1, 6)]
     bn = cnn.get_layer("batchnorm1")

@@ -59,9 +59,24 @@ def test_optimizer_and_learning_rate_follow_the_config():
 @pytest.mark.parametrize("cfg", [
     RunConfig(), RunConfig(batch_norm=True), RunConfig(arch="cnn"), RunConfig(arch="cnn", cnn_mode="corrected"),
     RunConfig(arch="cnn", filters=(32, 64, 64, 128, 128)), RunConfig(arch="cnn", filters=(3, 5, 7, 9, 11)),
-], ids=["fc", "fc+bn", "cnn-seed", "cnn-corrected", "cnn-half", "cnn-odd"])
+    RunConfig(arch="cnn", cnn_mode="corrected", padding="valid"), RunConfig(arch="cnn", padding="valid"),
+], ids=["fc", "fc+bn", "cnn-seed", "cnn-corrected", "cnn-half", "cnn-odd", "cnn-corrected-valid", "cnn-seed-valid"])
 def test_cost_arithmetic_equals_keras_counts(cfg):
     """cost() guards the caps without building a model: it must agree with the model Keras builds."""
     model = build_model(cfg, compile=False)
     assert cost(cfg) == {"params": model.count_params(), "multiply_adds": multiply_adds(cfg)}
     assert cost(cfg)["params"] == layer_table(cfg)["total_params"]
+
+
+def test_valid_padding_shrinks_every_conv_and_keeps_the_course_layer_names():
+    """'valid' convs: 32 -> 30 -> (pool) 15 -> 13 -> 11 -> (pool) 5 -> 3 -> 1; the last pool has
+    nothing left to pool but stays, so the summary still reads like the assignment."""
+    same = build_model(RunConfig(arch="cnn", cnn_mode="corrected"), compile=False)
+    valid = build_model(RunConfig(arch="cnn", cnn_mode="corrected", padding="valid"), compile=False)
+    assert [l.name for l in valid.layers] == [l.name for l in same.layers]
+    sides = {l.name: tuple(l.output.shape)[1] for l in valid.layers if l.name.startswith(("conv", "maxpool"))}
+    assert sides == {"conv1": 30, "maxpool1": 15, "conv2": 13, "conv3": 11, "maxpool2": 5,
+                     "conv4": 3, "conv5": 1, "maxpool3": 1}
+    assert all(l.padding == "valid" for l in valid.layers if l.name.startswith("conv"))
+    assert multiply_adds(RunConfig(arch="cnn", cnn_mode="corrected", padding="valid")) < \
+        multiply_adds(RunConfig(arch="cnn", cnn_mode="corrected")) / 3

@@ -141,6 +141,14 @@ class RunConfig:
         widget="text", when=("arch", ("cnn",)), short="filters {value}",
         help="Number of 3×3 filters in each of the five conv layers (course: 64,128,128,256,256). Each "
              "filter is a feature detector; halving them roughly halves the conv parameters.")
+    padding: str = knob(
+        "same", kind=str, label="Conv padding", noun="padding", widget="radio", when=("arch", ("cnn",)),
+        **_choices({"same": "same", "valid": "valid"}), short="padding {value}",
+        help="same: each 3×3 conv adds a ring of zeros so its output keeps the input's size (the course's "
+             "choice); the patch's border is then zeros the network learns to rely on. valid: no zeros, each "
+             "conv shrinks the map by 2 (32 → 30 → … → a 1×1 map), so the network only ever sees real "
+             "pixels: cheaper, and an anatomy map of the whole film in one pass gives exactly the "
+             "patch-by-patch labels.")
     batch_norm: bool = knob(  # FC only; the CNN always has its batch norm layers
         False, kind=bool, label="Batch normalisation", noun="batch norm", widget="checkbox",
         when=("arch", ("fc",)), short="batch norm {value}",

@@ -42,12 +42,14 @@ def cost(config: Any) -> dict[str, int]:
     side, channels = PATCH, 1
     for i, filters in enumerate(config.filters, start=1):
         p = 3 * 3 * channels * filters + filters
-        params, macs = params + p, macs + p * side * side   # 'same' padding: one output per pixel
+        if getattr(config, "padding", "same") == "valid":
+            side -= 2                                         # 'valid': the map shrinks by 2
+        params, macs = params + p, macs + p * side * side   # one output per pixel of the map
         # seed mode: BatchNormalization(axis=1) = per image row; corrected: per channel
         params += 4 * (side if config.cnn_mode == "seed" else filters)
         channels = filters
         if i in CNN_POOL_AFTER:
-            side //= 2
+            side = max(1, side // 2)                          # a 1x1 map is left as it is
     n = side * side * channels
     for units in (*CNN_DENSE, N_CLASSES):
         p, m = _dense(n, units)

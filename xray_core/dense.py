@@ -2,27 +2,30 @@
 
 A patch-by-patch map at stride 4 runs 4,096 overlapping 32x32 patches through the
 network separately, although neighbouring patches share almost all their pixels.
-For a network made only of 3x3 'same' convolutions, per-channel batch norm,
-element-wise activations, 2x2 max pooling and a dense head, the same numbers can be
-had from the fully-convolutional form of the network, run once over the film:
+For a network made only of 3x3 convolutions, per-channel batch norm, element-wise
+activations, 2x2 max pooling and a dense head, the same numbers can be had from the
+fully-convolutional form of the network, run once over the film:
 
 - convolutions and batch norm run on the whole (padded) film;
 - each 2x2 max pool either really subsamples (while the map is still finer than the
   requested stride) or, once it is not, becomes a stride-1 pool whose later layers
   use filters dilated by the pooling factor ("à trous", Holschneider et al. 1989;
   Long, Shelhamer & Darrell 2015 call its cousin shift-and-stitch);
-- the dense head becomes convolutions: Flatten+Dense(512) is a 4x4 convolution
-  (dilated like the layers before it), the later Dense layers are 1x1 convolutions.
+- the dense head becomes convolutions: Flatten+Dense(512) is a side x side convolution
+  over the last feature map (4x4 with 'same' convs, 1x1 with 'valid' ones; dilated like
+  the layers before it), the later Dense layers are 1x1 convolutions.
 
 Output (y, x) of the dense pass is then the network applied to the patch whose top
 left corner is padded-film pixel (y*t, x*t), i.e. the patch centred on film pixel
-(y*t, x*t) -- with one difference: a patch cut out of the film sees zeros beyond its
-own border ('same' padding inside the patch), whereas the whole-film pass sees the
-real neighbouring pixels there. Every feature of the last conv layer depends on that
-border, so no shared computation can reproduce it exactly; `anatomy_map` measures how
-many pixels keep their label (bench/dense.py, tests/test_dense.py) and re-evaluates
-patch-by-patch the grid points where the dense pass is unsure (small margin between
-the two best classes), where that difference could flip a label.
+(y*t, x*t). With 'valid' convolutions (`RunConfig.padding`, the `p2-corrected` preset)
+that is exact: the patch network only ever reads real pixels of its patch, and so does
+the film pass (`DensePlan.exact`; tests/test_dense.py checks it to 1e-5). With 'same'
+convolutions it is not: a patch cut out of the film sees zeros beyond its own border,
+whereas the whole-film pass sees the real neighbouring pixels there. Every feature of
+the last conv layer depends on that border, so no shared computation can reproduce it
+exactly; `anatomy_map` then measures on a sample how far the two differ and
+re-evaluates patch-by-patch the grid points where the dense pass is unsure (small
+margin between the two best classes), where that difference could flip a label.
 
 Networks that are not translation-equivariant keep the patch path, with a reason:
 the course's seed CNN (BatchNormalization(axis=1) learns one scale per image *row*,
@@ -50,9 +53,10 @@ class DensePlan:
     """The model as a list of steps the dense pass can run, or why it cannot."""
     ok: bool
     reason: str                    # why dense does (not) apply, one sentence
-    steps: tuple = ()              # ("conv", W, b, act) | ("bn", scale, shift) | ("act", layer)
-                                   # | ("pool",) | ("head", W4x4, b, act) | ("fc", W, b, act)
+    steps: tuple = ()              # ("conv", W, b, act, padding) | ("bn", scale, shift) | ("act", layer)
+                                   # | ("pool",) | ("head", Wsxs, b, act) | ("fc", W, b, act)
     pools: int = 0
+    exact: bool = False            # no zero padding anywhere: dense == patch by patch (to rounding)
 
 
 _plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -96,6 +100,8 @@ def _make_plan(model) -> DensePlan:
     pools = 0
     flat = False
     n_conv = 0
+    side = PATCH          # the patch's feature map, to read the dense head's kernel size
+    padded = False        # a 'same' conv saw zeros beyond the patch: dense is then approximate
     for layer in model.layers:
         name = type(layer).__name__
         if isinstance(layer, L.InputLayer):
@@ -108,12 +114,16 @@ def _make_plan(model) -> DensePlan:
             k = tuple(layer.kernel_size)
             if (k[0] % 2 == 0 or k[1] % 2 == 0 or tuple(layer.strides) != (1, 1)
                     or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1
-                    or (layer.padding != "same" and k != (1, 1))
+                    or layer.padding not in ("same", "valid")
                     or layer.data_format != "channels_last"):
-                return _no(f"layer {layer.name} is not a stride-1, odd-sized 'same' convolution.")
+                return _no(f"layer {layer.name} is not a stride-1, odd-sized 'same' or 'valid' convolution.")
             w = np.asarray(layer.kernel.numpy(), np.float32)
             b = np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias else None
-            steps.append(("conv", w, b, layer.activation))
+            if layer.padding == "valid":
+                side -= k[0] - 1
+            elif k != (1, 1):
+                padded = True
+            steps.append(("conv", w, b, layer.activation, layer.padding))
             n_conv += 1
             continue
         if isinstance(layer, L.BatchNormalization):
@@ -129,17 +139,27 @@ def _make_plan(model) -> DensePlan:
             beta = layer.beta.numpy() if layer.center else 0.0
             scale = np.asarray(gamma / np.sqrt(layer.moving_variance.numpy() + layer.epsilon), np.float32)
             shift = np.asarray(beta - layer.moving_mean.numpy() * scale, np.float32)
-            steps.append(("bn", scale, shift))
+            prev = steps[-1] if steps else None
+            if prev and prev[0] == "conv" and _is_linear(prev[3]):
+                # conv then batch norm, nothing in between (the corrected CNN): fold the
+                # norm into the filters, one pass over the film's feature map fewer
+                w, b = prev[1] * scale, (prev[2] if prev[2] is not None else 0.0) * scale + shift
+                steps[-1] = ("conv", w.astype(np.float32), np.asarray(b, np.float32), prev[3], prev[4])
+            else:
+                steps.append(("bn", scale, shift))
             continue
         if isinstance(layer, (L.Activation, L.LeakyReLU, L.ReLU, L.ELU)):
             steps.append(("act", layer))
             continue
         if isinstance(layer, L.MaxPooling2D):
-            if (tuple(layer.pool_size) != (POOL, POOL) or tuple(layer.strides) != (POOL, POOL)
-                    or layer.padding != "valid" or flat):
+            if (tuple(layer.pool_size) != (POOL, POOL) or tuple(layer.strides) != (POOL, POOL) or flat
+                    or not (layer.padding == "valid" or side == 1)):
                 return _no(f"layer {layer.name} is not a 2x2 max pool with stride 2.")
+            if side == 1:       # 'valid' convs left a 1x1 map: this pool is the identity
+                continue
             steps.append(("pool",))
             pools += 1
+            side //= POOL
             continue
         if isinstance(layer, L.Flatten):
             if n_conv == 0:
@@ -153,8 +173,7 @@ def _make_plan(model) -> DensePlan:
             w = np.asarray(layer.kernel.numpy(), np.float32)
             b = np.asarray(layer.bias.numpy(), np.float32) if layer.use_bias else None
             if not any(s[0] in ("head", "fc") for s in steps):
-                side = PATCH // (POOL ** pools)
-                c = w.shape[0] // (side * side)
+                c = w.shape[0] // (side * side) if side > 0 else 0
                 if c * side * side != w.shape[0]:
                     return _no(f"dense layer {layer.name} does not match the last feature map.")
                 # Flatten is row-major over (row, col, channel): the dense kernel *is* a
@@ -168,8 +187,20 @@ def _make_plan(model) -> DensePlan:
         return _no("it has no convolutional layers followed by a dense head.")
     if pools > 3:
         return _no("it pools more than three times.")
+    if not padded:
+        return DensePlan(True, "Dense: a convolutional network with batch norm over channels and no zero "
+                               "padding, so the whole film goes through its layers once (fully-convolutional "
+                               "form) and gives exactly the patch-by-patch labels.", tuple(steps), pools, True)
     return DensePlan(True, "Dense: a convolutional network with batch norm over channels, so the whole film "
                            "goes through its layers once (fully-convolutional form).", tuple(steps), pools)
+
+
+def _is_linear(act) -> bool:
+    try:
+        from keras import activations
+        return act is None or act is activations.linear or getattr(act, "__name__", "") == "linear"
+    except Exception:
+        return False
 
 
 def dense_grid(model, padded: np.ndarray, stride: int, n_rows: int, n_cols: int,
@@ -186,7 +217,10 @@ def dense_grid(model, padded: np.ndarray, stride: int, n_rows: int, n_cols: int,
     t = 1
     while t < 2 ** plan.pools and stride % (t * 2) == 0:
         t *= 2
-    x = tf.constant(np.asarray(padded, np.float32)[None, :, :, None])
+    padded = np.asarray(padded, np.float32)
+    if plan.exact:   # only the rows and columns the last patches reach: nothing beyond is ever read
+        padded = padded[:(n_rows - 1) * stride + PATCH, :(n_cols - 1) * stride + PATCH]
+    x = tf.constant(padded[None, :, :, None])
     out = _run(plan, x, t)
     out = out[0].numpy()
     step = stride // t
@@ -202,9 +236,10 @@ def _run(plan: DensePlan, x, t: int):
     dil = 1        # dilation of the following filters (pooling factors not subsampled)
     for s in plan.steps:
         kind = s[0]
-        if kind in ("conv", "head"):   # the head (Flatten + Dense as a 4x4 conv) adds no padding
-            _, w, b, act = s
-            x = tf.nn.conv2d(x, w, strides=1, padding="SAME" if kind == "conv" else "VALID", dilations=dil)
+        if kind in ("conv", "head"):   # the head (Flatten + Dense as a side x side conv) adds no padding
+            w, b, act = s[1:4]
+            pad = "SAME" if kind == "conv" and s[4] == "same" else "VALID"
+            x = tf.nn.conv2d(x, w, strides=1, padding=pad, dilations=dil)
             if b is not None:
                 x = x + b
             x = act(x)

@@ -9,7 +9,7 @@ laptop, and blind to validation, the probe, the test evaluation and start-up. So
    including Keras' per-step overhead), a validation-sized `evaluate` and a
    `predict` (seconds per patch of a forward pass). The result is cached per
    *cost key* — only what changes the per-step cost: arch, cnn_mode, filters,
-   batch_norm, activation, batch_size, optimizer — in memory and in
+   padding, batch_norm, activation, batch_size, optimizer — in memory and in
    `$XRAY_LAB_HOME/calibration.json` under a *machine signature* (CPU model,
    cores, TensorFlow version), so a calibration never travels to another machine.
 2. **learned** — `learn(config, sizes, timing)` records how a finished run compared
@@ -70,6 +70,8 @@ def cost_key(config: RunConfig) -> str:
         parts.append("bn" if c.batch_norm else "nobn")
     else:
         parts += [c.cnn_mode, "-".join(str(f) for f in c.filters)]
+        if c.padding != "same":     # 'valid' shrinks every map: ~3x fewer multiply-adds
+            parts.append(c.padding)
     return "/".join(parts)
 
 

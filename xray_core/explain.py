@@ -262,14 +262,17 @@ def has_conv(model) -> bool:
 
 def grad_cam(model, patch: np.ndarray, target=None, layer: str | None = None) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) on the last conv layer: its feature maps weighted by
-    the spatially averaged gradient of the class probability, ReLU'd, upsampled to 32x32."""
+    the spatially averaged gradient of the class probability, ReLU'd, upsampled to 32x32.
+    With 'valid' convolutions the last conv's map is 1x1 (nothing to localise): the last
+    conv layer whose map is larger than that is used."""
     import keras
     import tensorflow as tf
     convs = [l for l in model.layers if _layer_kind(l) == "Conv2D"]
     if not convs:
         raise ConfigError("Grad-CAM needs a convolutional layer; this is a fully connected model "
                           "(use saliency or occlusion)")
-    conv = model.get_layer(layer) if layer else convs[-1]
+    wide = [l for l in convs if min(int(d or 0) for d in tuple(l.output.shape)[1:3]) > 1]
+    conv = model.get_layer(layer) if layer else (wide or convs)[-1]
     p = _check_patch(patch)
     t = _target(model, p, target)
 

@@ -209,9 +209,10 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         used, reason = _choose_method(model, method)
         refined = 0
         if used == "dense":
-            from .dense import dense_grid
+            from .dense import dense_grid, dense_plan
             grid = dense_grid(model, from_u8(padded), stride, gh, gw)
-            if refine_margin is None or refine_margin > 0:
+            # a network without zero padding gives the patch values themselves: nothing to re-check
+            if (refine_margin is None and not dense_plan(model).exact) or (refine_margin or 0) > 0:
                 grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
                 if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
                     used = "patches"

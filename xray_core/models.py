@@ -73,12 +73,15 @@ def _build_cnn(cfg: RunConfig, seeds) -> keras.Model:
     seed_mode = cfg.cnn_mode == "seed"
     reg = regularizers.L2(cfg.l2) if cfg.l2 else None
     x = inp = keras.Input(INPUT_SHAPE, name="patch")
+    side = PATCH
     for i, filters in enumerate(cfg.filters, start=1):
+        if cfg.padding == "valid":
+            side -= 2
         init = keras.initializers.GlorotUniform(seed=next(seeds))
         if seed_mode:
             # As in the course: conv+ReLU, Dropout, then BatchNormalization(axis=1).
             # On NHWC tensors axis=1 is the image row, so BN learns one scale per row.
-            x = layers.Conv2D(filters, 3, padding="same", activation=cfg.activation if cfg.activation != "leaky_relu" else None,
+            x = layers.Conv2D(filters, 3, padding=cfg.padding, activation=cfg.activation if cfg.activation != "leaky_relu" else None,
                               kernel_initializer=init, kernel_regularizer=reg, name=f"conv{i}")(x)
             if cfg.activation == "leaky_relu":
                 x = _activation(cfg, f"{cfg.activation}{i}")(x)
@@ -88,12 +91,15 @@ def _build_cnn(cfg: RunConfig, seeds) -> keras.Model:
             # Fixed: BN over channels, before the non-linearity (Ioffe & Szegedy). Momentum
             # 0.9 (not Keras' 0.99) so the running statistics used at test time catch up
             # within an epoch of ~150 steps; otherwise validation lags far behind training.
-            x = layers.Conv2D(filters, 3, padding="same", kernel_initializer=init,
+            x = layers.Conv2D(filters, 3, padding=cfg.padding, kernel_initializer=init,
                               kernel_regularizer=reg, name=f"conv{i}")(x)
             x = layers.BatchNormalization(axis=-1, momentum=0.9, name=f"batchnorm{i}")(x)
             x = _activation(cfg, f"{cfg.activation}{i}")(x)
         if i in (1, 3, 5):
-            x = layers.MaxPooling2D(2, name=f"maxpool{(i + 1) // 2}")(x)
+            # 'valid' convs leave a 1x1 map before the last pool: keep the course's layer,
+            # which then has nothing to pool ('same' on 1x1 is the identity)
+            x = layers.MaxPooling2D(2, padding="same" if side == 1 else "valid", name=f"maxpool{(i + 1) // 2}")(x)
+            side = max(1, side // 2)
             if not seed_mode and cfg.dropout:
                 x = layers.Dropout(cfg.dropout, seed=next(seeds), name=f"dropout{i}")(x)
     x = layers.Flatten(name="flatten")(x)

@@ -30,7 +30,8 @@ METHOD_TEXT = {
     "occlusion": "**Occlusion** — we paint a grey 8×8 square over every part of the patch in turn: red where "
                  "hiding that part made the model less sure of this class, blue where it made it surer.",
     "gradcam": "**Grad-CAM** — which places in the last convolutional layer's feature maps the class depends on "
-               "most, enlarged to the patch: coarse (8×8) but it shows where the network looked.",
+               "most, enlarged to the patch: coarse (8×8 with 'same' padding, 3×3 with 'valid', whose last "
+               "1×1 map has no places) but it shows where the network looked.",
 }
 
 
