@@ -184,6 +184,16 @@ def test_presets_fill_every_control(at, name, expect):
     assert at.session_state["preset"] == "(custom)"  # an edited preset is no longer the course's
 
 
+def test_p2_corrected_sets_valid_padding_and_the_sidebar_can_undo_it(at):
+    at.selectbox(key="preset").set_value("p2-corrected").run()
+    assert (at.session_state["arch"], at.session_state["cnn_mode"], at.session_state["padding"]) == \
+        ("cnn", "corrected", "valid")
+    assert params(at) == "411,076"            # the maps shrink to 1x1: a far smaller dense head
+    at.radio(key="padding").set_value("same").run()
+    assert not at.exception and params(at) == "1,394,116"
+    assert at.session_state["preset"] == "(custom)"
+
+
 def test_settings_come_from_and_go_to_the_url():
     st.cache_resource.clear()
     app = AppTest.from_file(APP, default_timeout=120)

@@ -192,7 +192,9 @@ def _make_plan(model) -> DensePlan:
                                "padding, so the whole film goes through its layers once (fully-convolutional "
                                "form) and gives exactly the patch-by-patch labels.", tuple(steps), pools, True)
     return DensePlan(True, "Dense: a convolutional network with batch norm over channels, so the whole film "
-                           "goes through its layers once (fully-convolutional form).", tuple(steps), pools)
+                           "goes through its layers once (fully-convolutional form); where its 'same' padding's "
+                           "zero border could change a label, that point is checked patch by patch.",
+                     tuple(steps), pools)
 
 
 def _is_linear(act) -> bool:

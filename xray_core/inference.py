@@ -218,7 +218,8 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
                     used = "patches"
                     reason = (f"Patch by patch, because the whole-film pass moved this network's class "
                               f"probabilities by up to {err:.2f} at the checked points (its patches' zero "
-                              f"borders matter to it), too much to trust the dense labels.")
+                              f"borders matter to it), too much to trust the dense labels. With 'valid' "
+                              f"padding (as in p2-corrected) a network has no such border and maps in one pass.")
         if used != "dense":
             grid = np.empty((gh, gw, len(CLASSES)), dtype=np.float32)
             rows = max(1, batch // gw)
