@@ -22,7 +22,9 @@ def _run(cfg, ds, prepared=None):
     FC.replace(limit_train=300),                                          # a short last batch
     FC.replace(dropout=0.3, batch_norm=True, activation="leaky_relu", seed=5, limit_train=256),  # whole batches
     RunConfig(arch="cnn", cnn_mode="corrected", epochs=1, batch_size=32, limit_train=96, filters=(4, 8, 8, 8, 8)),
-], ids=["fc", "fc-dropout-bn", "cnn-corrected"])
+    RunConfig(arch="cnn", cnn_mode="corrected", epochs=1, batch_size=32, limit_train=96, filters=(4, 8, 8, 8, 8),
+              padding="valid", lr_schedule="cosine"),                  # p2-corrected's layout and schedule
+], ids=["fc", "fc-dropout-bn", "cnn-corrected", "cnn-valid-cosine"])
 def test_a_prepared_model_trains_exactly_as_a_fresh_build(cfg, toy_dataset):
     # the prepared model has trained one batch to trace its step: weights, batch-norm
     # statistics, dropout seed states and optimizer slots must all be put back
