@@ -148,3 +148,41 @@ def test_classify_rejects_unknown_method(saved, capsys):
     assert main(["classify", "--model", str(saved / "cnn.keras"), str(saved / "film.png"),
                  "--method", "fast"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_random_valid_architectures_map_exactly(film):
+    """Beyond the course's layout: 1x1, 3x3 and 5x5 'valid' convs, batch norm or not, pools on
+    odd maps (the floor drops a row), in random orders -- the dense map is the patch map."""
+    import random
+
+    import keras
+    from keras import layers as L
+    rng = random.Random(0)
+    seen = 0
+    for _ in range(6):
+        x = inp = keras.Input((32, 32, 1))
+        side = 32
+        for _ in range(rng.randint(1, 4)):
+            k = rng.choice([k for k in (1, 3, 5) if side - (k - 1) >= 1])
+            x = L.Conv2D(rng.choice([2, 3]), k, padding="valid")(x)
+            side -= k - 1
+            if rng.random() < 0.5:
+                x = L.BatchNormalization(momentum=0.0)(x)
+            x = L.Activation(rng.choice(["relu", "elu", "tanh"]))(x)
+            if rng.random() < 0.5 and side >= 2:
+                x = L.MaxPooling2D(2)(x)
+                side //= 2
+        out = L.Dense(4, activation="softmax")(L.Dense(6, activation="relu")(L.Flatten()(x)))
+        model = keras.Model(inp, out)
+        nprng = np.random.default_rng(seen)
+        for layer in model.layers:
+            if isinstance(layer, L.BatchNormalization):
+                layer.moving_mean.assign(nprng.normal(0, 0.1, layer.moving_mean.shape))
+                layer.moving_variance.assign(nprng.uniform(0.5, 2.0, layer.moving_variance.shape))
+        assert dense_plan(model).exact, dense_plan(model).reason
+        a = anatomy_map(model, film, stride=4, method="patches", smooth=0)
+        b = anatomy_map(model, film, stride=4, smooth=0)
+        assert b.method == "dense" and b.refined == 0
+        np.testing.assert_allclose(b.probs, a.probs, atol=1e-5)
+        seen += 1
+    assert seen == 6
