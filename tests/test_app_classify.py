@@ -266,6 +266,29 @@ def test_uploaded_keras_model_is_used_and_a_broken_one_is_one_line(page, trained
     assert [b for b in bad.button if b.key == "quick_train"]      # still no model
 
 
+@pytest.mark.parametrize("padding, says", [
+    ("valid", "Method: dense — the film went through the convolutions once"),
+    ("same", "zero border"),
+])
+def test_the_map_says_how_a_cnn_was_mapped(page, film, tmp_path, padding, says):
+    """An uploaded corrected CNN: with 'valid' padding it is mapped in one pass and the caption
+    says that is exact; with 'same' the caption names the zero border (positions re-checked patch
+    by patch, or, this untrained net being unsure nearly everywhere, the whole map)."""
+    from xray_core.models import build_model
+    model = build_model(RunConfig(arch="cnn", cnn_mode="corrected", filters=(2, 4, 4, 4, 4), padding=padding,
+                                  seed=1))
+    path = tmp_path / f"{padding}.keras"
+    model.save(path)
+    at = page()
+    at.file_uploader(key="model_upload").set_value((path.name, path.read_bytes(), "application/octet-stream")).run()
+    assert not at.exception and not at.error
+    upload(at, ("film.png", png(film[0]), "image/png"))
+    assert not at.exception and not at.error
+    notes = [c.value for c in at.caption if c.value.startswith("Method:")]
+    assert len(notes) == 1 and says in notes[0], notes
+    assert ("exactly the patch-by-patch labels" in notes[0]) == (padding == "valid"), notes
+
+
 # ---- demos -------------------------------------------------------------------------------
 
 def test_demo_patches_show_true_and_predicted(at_model):
@@ -296,3 +319,17 @@ def test_demo_film_shows_map_truth_and_scores(at_model):
     (amap,) = map_cache(at).values()
     at.slider(key="opacity").set_value(0.2).run()
     assert not at.exception and list(map_cache(at).values())[0] is amap
+
+
+def test_method_note_counts_the_positions_a_same_network_re_checked():
+    import dataclasses
+
+    from xray_core.inference import AnatomyMap
+    from xray_ui.classify_view import method_note
+    z = np.zeros((4, 4), np.uint8)
+    amap = AnatomyMap(labels=z, probs=None, shares={}, stride=4, seconds=0.1, labels_film=z, film=z,
+                      grid_shape=(64, 64), method="dense", refined=1422)
+    note = method_note(amap)
+    assert note.startswith("Method: dense") and "1,422 of the 4,096 positions" in note and "exactly" not in note
+    exact = method_note(dataclasses.replace(amap, refined=0, exact=True))
+    assert "exactly the patch-by-patch labels" in exact and "re-checked" not in exact

@@ -82,6 +82,7 @@ class AnatomyMap:
     method: str = "patches"       # "dense" (one pass over the film) or "patches"
     method_reason: str = ""       # why that method, one sentence (shown on the Classify page)
     refined: int = 0              # dense only: grid points re-checked patch by patch
+    exact: bool = False           # dense only: no zero padding, so the patch-by-patch values themselves
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -208,11 +209,13 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     try:
         used, reason = _choose_method(model, method)
         refined = 0
+        exact = False
         if used == "dense":
             from .dense import dense_grid, dense_plan
             grid = dense_grid(model, from_u8(padded), stride, gh, gw)
+            exact = dense_plan(model).exact
             # a network without zero padding gives the patch values themselves: nothing to re-check
-            if (refine_margin is None and not dense_plan(model).exact) or (refine_margin or 0) > 0:
+            if (refine_margin is None and not exact) or (refine_margin or 0) > 0:
                 grid, refined, err = _refine(model, grid, windows, batch, refine_margin)
                 if grid is None:    # unsure nearly everywhere: the patch pass is the cheaper exact map
                     used = "patches"
@@ -254,7 +257,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     return AnatomyMap(labels=labels, probs=probs, shares=shares, stride=stride,
                       seconds=time.perf_counter() - t0, labels_film=labels_film,
                       film=from_u8(f8), grid_shape=(gh, gw),
-                      method=used, method_reason=reason, refined=refined)
+                      method=used, method_reason=reason, refined=refined, exact=used == "dense" and exact)
 
 
 def _refine(model, grid: np.ndarray, windows: np.ndarray, batch: int, margin: float | None):

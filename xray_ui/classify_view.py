@@ -293,8 +293,13 @@ def film_map(choice: ModelChoice, image_key: str, film: np.ndarray, stride: int)
 def method_note(amap: AnatomyMap) -> str:
     """One sentence: dense pass or patch by patch, and why (e.g. the seed CNN's row-wise BN)."""
     if amap.method == "dense":
-        return ("Method: dense — the film went through the convolutions once and the dense head was read off "
-                "the feature map at every patch position.")
+        said = ("Method: dense — the film went through the convolutions once and the dense head was read off "
+                "the feature map at every patch position")
+        if amap.exact:
+            return said + ": exactly the patch-by-patch labels, because the network has no zero padding ('valid')."
+        gh, gw = amap.grid_shape
+        return (said + f"; {amap.refined:,} of the {gh * gw:,} positions, where the patches' zero border "
+                       f"('same' padding) could change the label, were re-checked patch by patch.")
     reason = amap.method_reason or "Patch by patch."
     return "Method: " + reason[0].lower() + reason[1:]
 
