@@ -44,6 +44,11 @@ def test_bad_query_values_raise_config_error():
         RunConfig.from_query({"epochs": "many"})
     with pytest.raises(ConfigError):
         RunConfig.from_dict({"epochs": 3, "colour": "red"})
+    # a bad filter list in a link says what is wrong and what to type, not just "cannot read"
+    with pytest.raises(ConfigError, match="exactly five filter counts"):
+        RunConfig.from_query({"arch": "cnn", "filters": "1,2,999999"})
+    with pytest.raises(ConfigError, match="like 64,128,128,256,256"):
+        RunConfig.from_query({"arch": "cnn", "filters": "a,b"})
 
 
 def test_parse_filters():

@@ -351,6 +351,8 @@ def parse_text(name: str, raw: str) -> Any:
         if k.kind in (int, float):
             return k.kind(raw)
         return raw
+    except ConfigError:     # already says what is wrong and what to type (the filters)
+        raise
     except (ValueError, TypeError):
         raise ConfigError(f"{name}: cannot read {raw!r}") from None
 
