@@ -17,7 +17,7 @@ import streamlit as st
 
 from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
-from xray_core.estimate import page_estimate  # measured on this machine (rough until measured)
+from xray_core.train.estimate import page_estimate  # measured on this machine (rough until measured)
 from xray_core.models import layer_table
 from xray_core.presets import PRESETS, matching_preset
 from xray_ui import charts

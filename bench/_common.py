@@ -54,8 +54,8 @@ def rss_mb() -> float:
 
 def real_dataset(splits=("train", "validation", "test")):
     """The shared JSRT patches (read in place, never copied), restricted to `splits`."""
-    from xray_core.data import load_dataset
-    from xray_core.dataset import Dataset
+    from xray_core.data.load import load_dataset
+    from xray_core.data.dataset import Dataset
     if not Path(REAL_DATA).is_dir():
         raise SystemExit(f"real data not found at {REAL_DATA} (set XRAY_LAB_BENCH_DATA)")
     ds = load_dataset(REAL_DATA)

@@ -2,7 +2,7 @@
 (anatomy_map at stride 4 and 1), for the FC net and the corrected CNN.
 
 Untrained weights (timing does not depend on them). Patches: the shared test split,
-tiled to --patches. Film: one 256x256 phantom radiograph (xray_core.phantom), the
+tiled to --patches. Film: one 256x256 phantom radiograph (xray_core.data.phantom.build), the
 Classify page's size after to_film(). Stride 4 classifies 64x64 = 4,096 patches,
 stride 1 all 65,536. Each figure is the median of --reps calls after a warm-up call
 (the first call builds Keras' predict function); the CNN at stride 1 is run
@@ -43,9 +43,9 @@ def main() -> None:
     t0 = time.perf_counter()
     info = machine()
     from xray_core.config import RunConfig
-    from xray_core.inference import anatomy_map, predict_patches
+    from xray_core.maps.inference import anatomy_map, predict_patches
     from xray_core.models import build_model, multiply_adds
-    from xray_core.phantom import render_radiograph
+    from xray_core.data.phantom.build import render_radiograph
 
     test = real_dataset(("test",)).split("test")
     reps_needed = -(-args.patches // len(test))

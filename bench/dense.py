@@ -51,7 +51,7 @@ def timed(fn, reps):
 
 
 def film():
-    from xray_core.images import read_image
+    from xray_core.data.images import read_image
     names = sorted(p for p in FILMS.glob("*.png") if not p.stem.endswith("_labels"))
     if not names:
         raise SystemExit(f"no radiographs at {FILMS} (set XRAY_LAB_BENCH_FILMS)")
@@ -59,7 +59,7 @@ def film():
 
 
 def bench_maps(name, model, img, reps, full_stride1):
-    from xray_core.inference import anatomy_map
+    from xray_core.maps.inference import anatomy_map
     anatomy_map(model, img, stride=8, method="patches")   # warm-up: builds predict functions
     anatomy_map(model, img, stride=8, method="dense")
     row = {"model": name}
@@ -165,7 +165,7 @@ def main() -> None:
     t0 = time.perf_counter()
     import tensorflow as tf
     from xray_core.config import RunConfig
-    from xray_core.inference import load_model
+    from xray_core.maps.inference import load_model
     from xray_core.models import build_model
 
     fname, img = film()

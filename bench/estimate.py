@@ -1,6 +1,6 @@
 """Does the time estimate hold? Estimate vs actual for several runs, on this machine.
 
-For each case: the estimate before the run (xray_core.estimate.estimate: calibrated
+For each case: the estimate before the run (xray_core.train.estimate.estimate: calibrated
 by timing a few real steps of the model, cached per cost key in a temporary
 XRAY_LAB_HOME so the first case of each key pays for its own measurement), then
 the run itself (TrainingJob.run, probe on, as the app and the CLI train), then
@@ -44,8 +44,8 @@ def cases(fc_epochs: int | None):
 
 
 def run_case(name: str, cfg, ds, learn: bool) -> dict:
-    from xray_core import estimate as est
-    from xray_core.training import TrainingJob
+    from xray_core.train import estimate as est
+    from xray_core.train.job import TrainingJob
     n_train = len(ds.split("train"))
     n_val = len(ds.splits["validation"]) if ds.has("validation") else 0
     n_test = len(ds.splits["test"]) if ds.has("test") else 0
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--only", help="run only cases whose name contains this")
     a = ap.parse_args()
     os.environ["XRAY_LAB_HOME"] = tempfile.mkdtemp(prefix="xray-bench-estimate-")
-    from xray_core.data import load_dataset
+    from xray_core.data.load import load_dataset
     info = machine()
     ds = load_dataset(a.data)
     rows = []

@@ -10,7 +10,7 @@ same patch again (the LRU). `cold_cpu_median_s` = CPU seconds of this process pe
 the CPU time bounds what an idle 2-core machine needs (wall >= cpu / 2). Untrained weights: timing does not depend on them.
 
 --deletion-real also trains the Task 5 FC on the real patches (~40 s) and reports the
-deletion test (xray_core.explain.deletion_test) on --deletion-patches real test patches.
+deletion test (xray_core.maps.explain.deletion_test) on --deletion-patches real test patches.
 
     python -m bench.explain [--patches 5] [--deletion-real] [--deletion-patches 50]
 """
@@ -30,7 +30,7 @@ from bench._common import emit, log, machine, median, real_dataset
 
 
 def view(model, patch, probe, cnn: bool, seed_cnn: bool) -> None:
-    from xray_core import explain as ex
+    from xray_core.maps import explain as ex
     ex.probabilities(model, patch)
     ex.integrated_gradients(model, patch)
     ex.gradient_x_input(model, patch)
@@ -72,8 +72,7 @@ def main() -> None:
     t0 = time.perf_counter()
     from xray_core.config import RunConfig
     from xray_core.models import build_model
-    from xray_core import explain as ex
-
+    from xray_core.maps import explain as ex
     rng = np.random.default_rng(0)
     try:
         test = real_dataset(("test",)).split("test")
@@ -98,7 +97,7 @@ def main() -> None:
 
     if args.deletion_real:
         from xray_core.presets import get_preset
-        from xray_core.training import TrainingJob
+        from xray_core.train.job import TrainingJob
         ds = real_dataset()
         log("training p1-task5 on the real patches…")
         t = time.perf_counter()

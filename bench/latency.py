@@ -32,7 +32,7 @@ from bench._common import emit, log, machine, median, pct, real_dataset
 
 
 def first_batch(cfg, ds, scheduler) -> dict:
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     job = TrainingJob(cfg, ds, scheduler=scheduler)
     seen: dict = {}
 
@@ -64,14 +64,14 @@ def first_batch(cfg, ds, scheduler) -> dict:
 
 def part_first_batch(ds, n: int) -> dict:
     from xray_core.config import RunConfig
-    from xray_core.training import Scheduler
+    from xray_core.train.job import Scheduler
     sched = Scheduler(cap=1)
     cases = {"fc_bs64": RunConfig(arch="fc", epochs=5, batch_size=64),
              "fc_bs32": RunConfig(arch="fc", epochs=5, batch_size=32),
              "cnn_seed": RunConfig(arch="cnn", cnn_mode="seed", epochs=1, batch_size=64, limit_train=2000),
              "cnn_corrected": RunConfig(arch="cnn", cnn_mode="corrected", epochs=1, batch_size=64,
                                         limit_train=2000)}
-    from xray_core.dataset import Dataset
+    from xray_core.data.dataset import Dataset
     # no test split here: each job is stopped after its first batch, and evaluating a stopped
     # CNN on 2,368 test patches would only burn time (it is not part of the latency)
     ds = Dataset(ds.name, {k: v for k, v in ds.splits.items() if k != "test"})
@@ -94,7 +94,7 @@ def part_first_batch(ds, n: int) -> dict:
 
 def part_snapshot(ds, epochs: int) -> dict:
     from xray_core.config import RunConfig
-    from xray_core.training import Scheduler, TrainingJob
+    from xray_core.train.job import Scheduler, TrainingJob
     # 12,000 batches like p1-task4 (40 epochs x 300 batches of 32 on 9,600 patches), made cheaper on a
     # shared CPU: batches of 8 on 2,400 patches give the same 300 steps per epoch and history size.
     cfg = RunConfig(arch="fc", activation="leaky_relu", epochs=epochs, batch_size=8, limit_train=2400,
@@ -132,7 +132,7 @@ def part_snapshot(ds, epochs: int) -> dict:
 
 def part_stop_under_load(ds, stops: int) -> dict:
     from xray_core.config import RunConfig
-    from xray_core.training import STOPPED, TRAINING, Scheduler, TrainingJob
+    from xray_core.train.job import STOPPED, TRAINING, Scheduler, TrainingJob
     sched = Scheduler(cap=3)
     others = [TrainingJob(RunConfig(epochs=500, batch_size=32, seed=s, data=ds.name), ds, scheduler=sched).start()
               for s in (101, 102)]

@@ -44,7 +44,7 @@ from bench._common import REPO, emit, log, machine, median, rss_mb
 
 def _dataset(which: str):
     if which == "phantom":
-        from xray_core.data import load_dataset
+        from xray_core.data.load import load_dataset
         return load_dataset("phantom")
     from bench._common import real_dataset
     return real_dataset()
@@ -60,7 +60,7 @@ def slope(ys) -> float | None:
 def arm(kind: str, runs: int, epochs: int, data: str) -> dict:
     from xray_core.config import RunConfig
     from xray_core.tf_quiet import keras
-    from xray_core.training import DONE, Scheduler, TrainingJob, get_job
+    from xray_core.train.job import DONE, Scheduler, TrainingJob, get_job
 
     ds = _dataset(data)
     sched = Scheduler(cap=1)

@@ -27,9 +27,9 @@ def main() -> None:
     ap.add_argument("--presets", nargs="+", default=["p1-task1", "p1-task5"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     a = ap.parse_args()
-    from xray_core.data import load_dataset
+    from xray_core.data.load import load_dataset
     from xray_core.presets import get_preset
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     rows = []
     for data in a.data:
         ds = load_dataset(data)

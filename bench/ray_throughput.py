@@ -25,9 +25,9 @@ from bench._common import REPO, emit, log, machine
 
 
 def _batch(ds, n_jobs: int, epochs: int) -> dict:
-    from xray_core import ray_backend
+    from xray_core.train.backends import ray as ray_backend
     from xray_core.config import RunConfig
-    from xray_core.training import Scheduler, TrainingJob
+    from xray_core.train.job import Scheduler, TrainingJob
     sched = Scheduler(ray_backend.cluster_cap())
     t = time.perf_counter()
     jobs = [TrainingJob(RunConfig(epochs=epochs, batch_size=32, lr=1e-3, seed=i), ds, scheduler=sched,

@@ -39,7 +39,7 @@ EPOCH_T: list[tuple[str, float]] = []
 
 
 def _instrument_job_epochs() -> None:
-    from xray_core import callbacks as cb
+    from xray_core.train import callbacks as cb
     if getattr(cb.Stream, "_bench_wrapped", False):
         return
     ob, oe = cb.Stream.on_epoch_begin, cb.Stream.on_epoch_end
@@ -112,8 +112,8 @@ def plain_fit(cfg, train, val) -> dict:
 
 
 def job_fit(cfg, ds, probe: bool, n: int, store=None) -> dict:
-    from xray_core.recorder import record_job, recorder_for
-    from xray_core.training import DONE, Scheduler, TrainingJob
+    from xray_core.runs.recorder import record_job, recorder_for
+    from xray_core.train.job import DONE, Scheduler, TrainingJob
     _instrument_fit()
     _instrument_job_epochs()
     EPOCH_T.clear()
@@ -140,7 +140,7 @@ def _store():
     global _STORE
     if _STORE is None:
         import tempfile
-        from xray_core.store import RunStore
+        from xray_core.runs.store import RunStore
         _STORE = RunStore(home=tempfile.mkdtemp(prefix="xray-bench-store-"))
     return _STORE
 
@@ -208,7 +208,7 @@ def main() -> None:
     t0 = time.perf_counter()
     info = machine()
     from xray_core.config import RunConfig
-    from xray_core.dataset import Dataset
+    from xray_core.data.dataset import Dataset
     from xray_core.tf_quiet import keras  # noqa: F401  (TensorFlow loaded before any timing)
 
     full = real_dataset(("train", "validation"))       # no test split: evaluation is not timed anyway

@@ -1,7 +1,7 @@
 """TensorFlow threads per trainer when two students train at once.
 
 The worker pool gives each training process cores // trainers TensorFlow threads
-(`xray_core.worker.worker_threads`: 1 each on this 2-core machine with its cap of 2).
+(`xray_core.train.backends.worker.worker_threads`: 1 each on this 2-core machine with its cap of 2).
 This bench measures whether that is right: two `train` processes of the same preset
 run side by side, first with TensorFlow's default (every process uses all cores:
 2 x 2 threads on 2 cores), then with one intra-op and one inter-op thread each, and,
@@ -40,7 +40,7 @@ import tensorflow as tf
 if threads:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-from xray_core.cli import main
+from xray_core.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -1,6 +1,6 @@
 """X-ray Lab — Classify page: upload X-rays (PNG, JPEG, TIFF, BMP, GIF, DICOM), see the
 exact 32×32 input the model gets, its class probabilities, and an anatomy map of whole
-films. A thin view: the logic lives in xray_ui.classify_view and xray_core.inference.
+films. A thin view: the logic lives in xray_ui.classify_view and xray_core.maps.inference.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import streamlit as st
 
 from xray_core import CLASSES
 from xray_core.errors import XrayLabError, one_line
-from xray_core.inference import evaluate_map, overlay, predict_patches
-from xray_core.estimate import dataset_sizes, page_estimate
+from xray_core.maps.inference import evaluate_map, overlay, predict_patches
+from xray_core.train.estimate import dataset_sizes, page_estimate
 from xray_ui import charts
 from xray_ui import classify_view as cv
 from xray_ui.inside_view import film_point_panel
@@ -48,7 +48,7 @@ def main() -> None:
         if choice is None:
             st.info("Files are classified as soon as there is a model (see above).")
             return
-        from xray_core.uploads import max_files
+        from xray_core.data.uploads import max_files
         if len(files) > max_files():  # bounded like training: one request, at most N films
             st.warning(f"Only the first {max_files()} of {len(files)} files are classified.")
         for i, f in enumerate(files[:max_files()]):

@@ -1,7 +1,7 @@
 """X-ray Lab — Homework report: the course's experiment table filled from this
 workspace's runs (the latest finished run of each preset, or the runs the student
 picks), with their curves; downloads as Markdown, one self-contained HTML file, CSV.
-A thin view over xray_core.report."""
+A thin view over xray_core.runs.report."""
 from __future__ import annotations
 
 import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
@@ -9,7 +9,7 @@ import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset 
 import pandas as pd
 import streamlit as st
 
-from xray_core import report as rp
+from xray_core.runs import report as rp
 from xray_core.errors import XrayLabError
 from xray_ui.nav import page_links
 from xray_ui.run_views import workspace_views

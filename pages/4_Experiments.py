@@ -2,7 +2,7 @@
 
 Repeat the sidebar's setup with N seeds, compare two groups (or a group and the course's
 figure), sweep one knob, or run the course's seven presets as a study. A thin view: the
-runs are xray_core.experiments groups of ordinary TrainingJobs (queued on the trainers
+runs are xray_core.runs.experiments groups of ordinary TrainingJobs (queued on the trainers
 like any run, in worker processes), the statistics come from xray_core.stats and the
 figures from xray_ui.charts_stats. Groups live in st.session_state for now.
 """
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from xray_core import experiments as ex
+from xray_core.runs import experiments as ex
 from xray_core import stats
 from xray_core.errors import XrayLabError, one_line
-from xray_core.estimate import dataset_sizes, page_estimate
+from xray_core.train.estimate import dataset_sizes, page_estimate
 from xray_core.presets import COURSE_PRESETS, PRESETS, matching_preset
 from xray_ui import charts_stats
 from xray_ui.controls import sidebar

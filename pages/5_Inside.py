@@ -1,5 +1,5 @@
 """X-ray Lab — Inside: what each layer of a trained network learned, and why a patch got
-its label. A thin view: the maths lives in xray_core.explain, the figures in
+its label. A thin view: the maths lives in xray_core.maps.explain, the figures in
 xray_ui.charts_inside, model and patch sources in xray_ui.inside_view.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from xray_core import CLASSES
-from xray_core import explain as ex
+from xray_core.maps import explain as ex
 from xray_core.errors import XrayLabError, one_line
 from xray_ui import charts_inside as ci
 from xray_ui import classify_view as cv

@@ -15,7 +15,7 @@ they may not be redistributed with the app):
 
 What it writes is exactly what ../shared/data/README.md describes:
 - each radiograph resized to 256x256 (box filter), intensity windowed at the 2nd and
-  99.5th percentiles, gamma 2, 8-bit (xray_core.images.to_film, window=True: the
+  99.5th percentiles, gamma 2, 8-bit (xray_core.data.images.to_film, window=True: the
   same recipe the app applies to raw films);
 - a label map: 0 background, 1 clavicle, 2 lung, 3 heart (lung first, heart over
   lung, clavicle over lung), masks resized with nearest neighbour;
@@ -43,7 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from xray_core.images import to_film  # noqa: E402
+from xray_core.data.images import to_film  # noqa: E402
 
 SIDE = 2048                  # JSRT films are 2048 x 2048
 FILM = 256

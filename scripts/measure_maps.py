@@ -22,7 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from xray_core.inference import DEFAULT_SMOOTH  # noqa: E402  (after the sys.path line)
+from xray_core.maps.inference import DEFAULT_SMOOTH  # noqa: E402  (after the sys.path line)
 
 DEFAULT_FILMS = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "jsrt_radiographs"))
 
@@ -43,8 +43,8 @@ def measure(model, films_dir: str, stride: int = 4, window: bool = False, smooth
 
     from xray_core import CLASSES
     from xray_core.errors import DataError
-    from xray_core.images import read_image
-    from xray_core.inference import anatomy_map, evaluate_map
+    from xray_core.data.images import read_image
+    from xray_core.maps.inference import anatomy_map, evaluate_map
 
     todo = pairs(films_dir)[:limit] if limit else pairs(films_dir)
     if not todo:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from xray_core.errors import XrayLabError
-    from xray_core.inference import load_model
+    from xray_core.maps.inference import load_model
     try:
         model = load_model(a.model)
         print(json.dumps(measure(model, a.films, a.stride, a.window, a.smooth, a.limit), indent=2))

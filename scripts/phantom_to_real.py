@@ -7,12 +7,12 @@ Trains with the engine, exactly as the app does: the course's Task 5 setup as th
 project defines it (`get_preset("p1-task5").config`: FC Flatten -> Dense 300 ->
 BatchNorm -> LeakyReLU(0.01) -> Dense 150 -> BatchNorm -> LeakyReLU -> Dense 4
 softmax, He-normal, Adam lr 1e-5, batch 32, 40 epochs), run through
-`xray_core.training.TrainingJob` on the phantom (train split; the phantom's own
+`xray_core.train.job.TrainingJob` on the phantom (train split; the phantom's own
 validation split is the fit's validation data). `--setup old` is the figure this
 script used to report: the same FC with batch norm but ReLU, batch 64, 25 epochs.
 
 The trained model then classifies the real JSRT patches, loaded with
-`xray_core.data.load_dataset(<data>/jsrt_patches)`, and the script prints JSON:
+`xray_core.data.load.load_dataset(<data>/jsrt_patches)`, and the script prints JSON:
 accuracy, per-class recall and the confusion matrix on the real validation split
 and on the real test split, plus the phantom's own test accuracy.
 
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from xray_core import CLASSES  # noqa: E402
-from xray_core.phantom import GENERATOR_VERSION, build_phantom  # noqa: E402
+from xray_core.data.phantom.build import GENERATOR_VERSION, build_phantom  # noqa: E402
 
 
 def setup_config(name: str, seed: int):
@@ -76,8 +76,8 @@ def main() -> None:
                     help="also save the real validation patches' class probabilities (for diagnosis)")
     args = ap.parse_args()
 
-    from xray_core.data import load_dataset
-    from xray_core.training import TrainingJob
+    from xray_core.data.load import load_dataset
+    from xray_core.train.job import TrainingJob
 
     cfg = setup_config(args.setup, args.seed)
     if args.epochs:

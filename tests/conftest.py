@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import xray_ui  # noqa: F401  -- its Streamlit patches in place before any AppTest runs, as in the server
-from xray_core.dataset import Dataset, Split
+from xray_core.data.dataset import Dataset, Split
 
 from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)
 
@@ -31,7 +31,7 @@ def pytest_sessionfinish(session, exitstatus):
     run into exit code 134."""
     import threading
 
-    from xray_core import training
+    from xray_core.train import job as training
     for job in list(training._JOBS.values()):
         job.stop()
     deadline = time.monotonic() + 120

@@ -28,7 +28,7 @@ os.environ.setdefault("XRAY_LAB_HOME", tempfile.mkdtemp(prefix="xray-lab-ray-"))
 
 def toy():
     from tests.conftest import make_split
-    from xray_core.dataset import Dataset
+    from xray_core.data.dataset import Dataset
     return Dataset("toy", {"train": make_split(640, 1), "validation": make_split(128, 2),
                            "test": make_split(128, 3)})
 
@@ -43,7 +43,7 @@ def wait(pred, timeout):
 
 
 def run_job(cfg, ds, backend, timeout=300):
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     job = TrainingJob(cfg, ds, backend=backend).start()
     job.join(timeout)
     return job
@@ -53,7 +53,7 @@ def same_curve(ds):
     from xray_core.config import RunConfig
     cfg = RunConfig(epochs=2, batch_size=32, lr=1e-3, seed=7)
     seen_live = []
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     job = TrainingJob(cfg, ds, backend="ray").start()
     while not job.snapshot().finished and len(seen_live) < 2000:   # progress streams while training
         s = job.snapshot()
@@ -77,7 +77,7 @@ def same_curve(ds):
 
 
 def placement(ds, second_node_id):
-    from xray_core import ray_backend
+    from xray_core.train.backends import ray as ray_backend
     from xray_core.config import RunConfig
     os.environ["XRAY_LAB_RAY_RESOURCE"] = "second"
     try:
@@ -90,7 +90,7 @@ def placement(ds, second_node_id):
 
 def stop_within_a_batch(ds):
     from xray_core.config import RunConfig
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     job = TrainingJob(RunConfig(epochs=200, batch_size=16, lr=1e-3), ds, backend="ray").start()
     ok = wait(lambda: len(job.snapshot().batch_loss) >= 5 or job.snapshot().finished, 180)
     at_stop = len(job.snapshot().batch_loss)
@@ -104,7 +104,7 @@ def stop_within_a_batch(ds):
 
 def actor_killed(ds):
     from xray_core.config import RunConfig
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     job = TrainingJob(RunConfig(epochs=500, batch_size=16, lr=1e-3), ds, backend="ray").start()
     ok = wait(lambda: (len(job.snapshot().batch_loss) >= 3 and "pid" in job.where) or job.snapshot().finished, 180)
     pid = job.where.get("pid")
@@ -134,7 +134,7 @@ def unreachable():
     """No cluster at RAY_ADDRESS: the job fails in one line, bounded in time (separate process: ray.init is
     once per process)."""
     code = ("import time,os,sys; sys.path.insert(0, %r)\n"
-            "from xray_core.config import RunConfig\nfrom xray_core.training import TrainingJob\n"
+            "from xray_core.config import RunConfig\nfrom xray_core.train.job import TrainingJob\n"
             "from tests.ray_scenarios import toy\n"
             "t=time.time(); j=TrainingJob(RunConfig(epochs=1), toy(), backend='ray').start(); j.join(240)\n"
             "s=j.snapshot(); print(repr((s.state, s.error, round(time.time()-t,1))))\n") % str(REPO)

@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from xray_core import CLASSES
 from xray_core.config import RunConfig
-from xray_core.phantom import phantom_radiographs
-from xray_core.training import TrainingJob
+from xray_core.data.phantom.build import phantom_radiographs
+from xray_core.train.job import TrainingJob
 from xray_ui.session import SessionRuns
 
 from .conftest import wait_for
@@ -324,7 +324,7 @@ def test_demo_film_shows_map_truth_and_scores(at_model):
 def test_method_note_counts_the_positions_a_same_network_re_checked():
     import dataclasses
 
-    from xray_core.inference import AnatomyMap
+    from xray_core.maps.inference import AnatomyMap
     from xray_ui.classify_view import method_note
     z = np.zeros((4, 4), np.uint8)
     amap = AnatomyMap(labels=z, probs=None, shares={}, stride=4, seconds=0.1, labels_film=z, film=z,

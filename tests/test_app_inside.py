@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from xray_core.config import RunConfig
-from xray_core.training import TrainingJob
+from xray_core.train.job import TrainingJob
 from xray_ui.session import SessionRuns
 
 REPO = Path(__file__).resolve().parents[1]

@@ -279,7 +279,7 @@ def test_stop_ends_the_run_and_keeps_results(at):
 def test_a_folder_outside_the_data_roots_cannot_be_named(at, tmp_path, monkeypatch):
     """The Folder source is a picker of the roots' datasets; a stale or forged name is refused
     in one line that names no server path."""
-    from xray_core import roots
+    from xray_core.data import roots
     from .fixtures_data import course_layout, rids
     monkeypatch.setenv("XRAY_LAB_DATA_ROOTS", str(tmp_path / "root"))
     roots.clear_cache()
@@ -310,7 +310,7 @@ def test_streamlit_never_resets_keras_between_reruns(monkeypatch):
 
 
 def test_a_folder_without_a_train_split_cannot_be_trained_on(at, tmp_path, monkeypatch):
-    from xray_core import roots
+    from xray_core.data import roots
     from .fixtures_data import course_layout, rids
     monkeypatch.setenv("XRAY_LAB_DATA_ROOTS", str(tmp_path))
     roots.clear_cache()
@@ -348,7 +348,7 @@ def test_streamlits_config_is_read_without_its_lock_and_gives_the_same_values():
 def test_the_page_has_an_idle_worker_prepare_the_sidebar_model(monkeypatch):
     """What the sidebar shows is traced in advance (xray_core/pretrace.py): every page run
     asks the pool for it, with the data the job will train on."""
-    from xray_core import worker
+    from xray_core.train.backends import worker
     calls = []
     monkeypatch.setattr(worker.POOL, "prepare", lambda cfg, n, dataset=None: calls.append((cfg, n, dataset)))
     st.cache_resource.clear()

@@ -15,8 +15,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from xray_core.presets import get_preset
-from xray_core.store import get_store, runs as runs_table
-from xray_core.training import TrainingJob
+from xray_core.runs.store import get_store, runs as runs_table
+from xray_core.train.job import TrainingJob
 from xray_ui.session import job_for, valid_workspace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from xray_core.store import RunStore
+from xray_core.runs.store import RunStore
 
 from .browser import (BATCH_POINTS_JS, CHROMIUM, PICKER_JS, TITLES_JS, browser, streamlit_app,
                       streamlit_server, wait_until, workspace_of)

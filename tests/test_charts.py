@@ -3,7 +3,7 @@ per version of a run's data (shared by every watcher), a confusion matrix a proj
 import numpy as np
 
 from xray_core import CLASSES
-from xray_core.training import Snapshot
+from xray_core.train.job import Snapshot
 from xray_ui import charts
 
 
@@ -81,7 +81,7 @@ def test_the_confusion_matrix_is_readable_on_a_projector():
 def test_one_colour_table_and_background_is_not_white():
     assert set(charts.CLASS_COLOURS) == set(CLASSES)
     assert charts.CLASS_COLOURS["background"].lower() not in ("#ffffff", "#fff", "white")
-    from xray_core.inference import CLASS_COLOURS
+    from xray_core.maps.inference import CLASS_COLOURS
     assert charts.CLASS_COLOURS["lung"] == "#%02x%02x%02x" % CLASS_COLOURS[CLASSES.index("lung")]
 
 

@@ -1,4 +1,4 @@
-"""Every CLI command and refusal. Runs in-process through xray_core.cli.main for speed;
+"""Every CLI command and refusal. Runs in-process through xray_core.cli.main.main for speed;
 one subprocess run checks the real entry point prints no traceback."""
 import json
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xray_core.cli import main
+from xray_core.cli.main import main
 from xray_core.presets import PRESETS
 
 from .fixtures_data import course_layout, rids, tiny_course
@@ -115,7 +115,7 @@ def test_phantom_writes_the_course_layout(tmp_path):
     lab = np.asarray(Image.open(next(p for p in films if p.name.endswith("_labels.png"))))
     assert lab.shape == (256, 256) and set(np.unique(lab)) <= {0, 1, 2, 3}
     # the written layout loads back with the course-layout loader
-    from xray_core.data import load_dataset
+    from xray_core.data.load import load_dataset
     assert load_dataset(str(out)).has("train")
 
 
@@ -170,7 +170,7 @@ def test_real_entry_point_prints_one_line_and_no_tensorflow_noise(tmp_path):
 
 
 def test_every_knob_of_the_table_is_a_flag_with_its_type():
-    from xray_core.cli import build_parser, config_from_args
+    from xray_core.cli.main import build_parser, config_from_args
     from xray_core.config import KNOBS
     parser = build_parser()
     argv = ["train"]

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from xray_core import CLASSES
-from xray_core.cli import main
+from xray_core.cli.main import main
 from xray_core.config import RunConfig
-from xray_core.phantom import phantom_radiographs
-from xray_core.training import TrainingJob
+from xray_core.data.phantom.build import phantom_radiographs
+from xray_core.train.job import TrainingJob
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def test_bad_arguments_exit_non_zero_with_one_line(case, model_path, inputs, tmp
 
 
 def test_overlay_tints_the_film_in_the_class_colours_of_the_map(model_path, inputs, tmp_path):
-    from xray_core.inference import CLASS_COLOURS
+    from xray_core.maps.inference import CLASS_COLOURS
     maps = tmp_path / "maps"
     assert main(["classify", "--model", model_path, str(inputs / "film.png"), "--map-dir", str(maps),
                  "--stride", "8"]) == 0

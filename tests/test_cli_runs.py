@@ -1,5 +1,5 @@
 """`train --workspace` records into the run store; `runs list/show/delete/export`; their refusals.
-In-process through xray_core.cli.main (fast); one subprocess checks the real entry point."""
+In-process through xray_core.cli.main.main (fast); one subprocess checks the real entry point."""
 import csv
 import io
 import json
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from xray_core.cli import main
-from xray_core.store import get_store
+from xray_core.cli.main import main
+from xray_core.runs.store import get_store
 
 from .fixtures_data import course_layout, rids
 
@@ -173,7 +173,7 @@ def test_real_entry_point_prints_no_traceback(tmp_path):
 def test_list_and_show_report_a_dead_process_run_as_interrupted(capsys, tmp_path):
     import sqlalchemy as sa
     from xray_core.config import RunConfig
-    from xray_core.store import runs as runs_table
+    from xray_core.runs.store import runs as runs_table
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     store = get_store()
     r = store.create_run("ws", RunConfig(epochs=5))

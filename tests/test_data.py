@@ -1,4 +1,4 @@
-"""xray_core.data: layouts, splits, image modes, errors, zips (incl. hostile ones), cache."""
+"""xray_core.data.load: layouts, splits, image modes, errors, zips (incl. hostile ones), cache."""
 from __future__ import annotations
 
 import io
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import xray_core.data as D
-import xray_core.zipsafe as Z
-from xray_core.data import load_dataset, load_folder, load_zip, safe_extract, to_patch
+import xray_core.data.load as D
+import xray_core.data.zipsafe as Z
+from xray_core.data.load import load_dataset, load_folder, load_zip, safe_extract, to_patch
 from xray_core.errors import ConfigError, DataError, XrayLabError
 
 from tests.fixtures_data import (
@@ -486,9 +486,9 @@ def test_bad_seed(tmp_path):
 
 def test_phantom_is_delegated_lazily(monkeypatch):
     calls = []
-    fake = types.ModuleType("xray_core.phantom")
+    fake = types.ModuleType("xray_core.data.phantom.build")
     fake.build_phantom = lambda seed=0: calls.append(seed) or "PHANTOM"
-    monkeypatch.setitem(sys.modules, "xray_core.phantom", fake)
+    monkeypatch.setitem(sys.modules, "xray_core.data.phantom.build", fake)
     assert load_dataset("phantom", seed=5) == "PHANTOM"
     assert load_dataset() == "PHANTOM"
     assert calls == [5, 0]

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xray_core.cli import main
+from xray_core.cli.main import main
 from xray_core.config import RunConfig
-from xray_core.dense import DensePlan, _run, dense_plan
+from xray_core.maps.dense import DensePlan, _run, dense_plan
 from xray_core.errors import ConfigError
-from xray_core.inference import anatomy_map, map_method
+from xray_core.maps.inference import anatomy_map, map_method
 from xray_core.models import build_model
-from xray_core.phantom import phantom_radiographs
+from xray_core.data.phantom.build import phantom_radiographs
 
 TINY = (2, 4, 4, 4, 4)
 

@@ -1,10 +1,10 @@
-"""xray_core.estimate: calibration cached per cost key and machine, learned ratios
+"""xray_core.train.estimate: calibration cached per cost key and machine, learned ratios
 preferred, every term of a run counted, no model built for a cached key, ETA."""
 import json
 
 import pytest
 
-from xray_core import estimate as est
+from xray_core.train import estimate as est
 from xray_core import models
 from xray_core.config import RunConfig
 
@@ -172,7 +172,7 @@ def test_eta_counts_validation_and_evaluation():
 
 
 def test_job_eta_uses_measured_epochs(toy_dataset):
-    from xray_core.training import TrainingJob
+    from xray_core.train.job import TrainingJob
     job = TrainingJob(FC.replace(epochs=2), toy_dataset).run()
     assert len(job._epoch_ends) == 2 and len(job._val_seconds) == 2
     assert job._epoch_ends[1] > job._epoch_ends[0] > 0
@@ -183,8 +183,8 @@ def test_worker_jobs_show_the_trainers_own_eta(toy_dataset):
     """A job trained in a worker (or on Ray) shows the ETA its trainer computed from its
     own epoch ends, counted down between messages, not a guess from batch arrivals."""
     import time
-    from xray_core.training import TRAINING, TrainingJob
-    from xray_core.worker import _delta, apply_remote
+    from xray_core.train.job import TRAINING, TrainingJob
+    from xray_core.train.backends.worker import _delta, apply_remote
     trainer = TrainingJob(FC.replace(epochs=2), toy_dataset)
     trainer._set(state=TRAINING, t0=time.perf_counter() - 5.0, steps_per_epoch=10, epoch=1, step=5,
                  epoch_ends=[2.0], val_seconds=[0.1], eta_sizes=(0, 0), batch_loss=[1.0] * 15,

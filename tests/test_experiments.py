@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from xray_core import experiments as ex
-from xray_core.cli import main
+from xray_core.runs import experiments as ex
+from xray_core.cli.main import main
 from xray_core.config import RunConfig
 from xray_core.errors import ConfigError
 
@@ -100,7 +100,7 @@ def test_a_group_is_recorded_in_the_store_through_its_interface(toy_dataset, mon
         calls["jobs"].append((store, job.config.seed, workspace, preset, label, group_id))
         return f"run{job.config.seed}"
 
-    monkeypatch.setitem(sys.modules, "xray_core.recorder", types.SimpleNamespace(record_job=record_job))
+    monkeypatch.setitem(sys.modules, "xray_core.runs.recorder", types.SimpleNamespace(record_job=record_job))
     store = FakeStore()
     cfg = RunConfig(activation="leaky_relu", alpha=0.01, epochs=1)  # p1-task2 but 1 epoch: no preset
     res = ex.repeat(cfg, 2, seed=5, dataset=toy_dataset, store=store, workspace="w1")
@@ -112,7 +112,7 @@ def test_a_group_is_recorded_in_the_store_through_its_interface(toy_dataset, mon
 
 
 def test_a_repeat_lands_in_the_real_run_store_as_one_group(toy_dataset, tmp_path):
-    from xray_core.store import RunStore
+    from xray_core.runs.store import RunStore
     store = RunStore(home=tmp_path)
     res = ex.repeat(TINY, 2, seed=11, dataset=toy_dataset, store=store, workspace="w2")
     group = store.get_group(res["group_id"])

@@ -1,4 +1,4 @@
-"""xray_core.explain and `python -m xray_core explain`: the maps are faithful (deletion test),
+"""xray_core.maps.explain and `python -m xray_core explain`: the maps are faithful (deletion test),
 the layers are read from the right tensors, and bad input gets one line."""
 import json
 import subprocess
@@ -10,13 +10,13 @@ import pytest
 from PIL import Image
 
 from xray_core import CLASSES
-from xray_core import explain as ex
-from xray_core.cli import main
+from xray_core.maps import explain as ex
+from xray_core.cli.main import main
 from xray_core.config import RunConfig
 from xray_core.errors import ConfigError, ImageError
-from xray_core.images import patch_input, read_image
-from xray_core.inference import predict_patches
-from xray_core.training import TrainingJob
+from xray_core.data.images import patch_input, read_image
+from xray_core.maps.inference import predict_patches
+from xray_core.train.job import TrainingJob
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,8 +248,8 @@ def test_cli_explain_as_a_process_has_no_traceback(saved, patch_files, tmp_path)
 
 
 def test_film_patch_is_the_patch_the_anatomy_map_classified(fc):
-    from xray_core.inference import anatomy_map
-    from xray_core.phantom import phantom_radiographs
+    from xray_core.maps.inference import anatomy_map
+    from xray_core.data.phantom.build import phantom_radiographs
     _, film, _ = phantom_radiographs(1, seed=0)[0]
     amap = anatomy_map(fc, np.asarray(film, np.uint8), stride=8, smooth=0)
     for y, x in ((0, 0), (40, 120), (248, 8)):

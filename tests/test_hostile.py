@@ -10,11 +10,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from xray_core import roots
+from xray_core.data import roots
 from xray_core.config import RunConfig
 from xray_core.errors import DataError
-from xray_core.training import DONE, FAILED, STOPPED, Scheduler, TrainingJob
-from xray_core.worker import HUNG, WorkerPool
+from xray_core.train.job import DONE, FAILED, STOPPED, Scheduler, TrainingJob
+from xray_core.train.backends.worker import HUNG, WorkerPool
 
 from .conftest import wait_for
 from .fixtures_data import course_layout, rids, zip_dir
@@ -129,7 +129,7 @@ def test_the_same_dataset_zip_uploaded_by_many_students_at_once(tmp_path, monkey
 @pytest.fixture
 def pool(monkeypatch):
     p = WorkerPool(max_runs=5)
-    monkeypatch.setattr("xray_core.worker.POOL", p)
+    monkeypatch.setattr("xray_core.train.backends.worker.POOL", p)
     yield p
     for w in list(p.busy):
         w.kill()
@@ -187,7 +187,7 @@ def test_a_job_over_the_time_limit_is_stopped_and_kept_with_the_reason(toy_datas
 
 def test_workers_are_niced_first_for_the_oom_killer_memory_capped_and_thread_limited(pool, monkeypatch):
     monkeypatch.setenv("XRAY_LAB_WORKER_MEM_MB", "5000")
-    from xray_core.training import SCHEDULER
+    from xray_core.train.job import SCHEDULER
     w = pool.acquire()
     try:
         assert os.getpriority(os.PRIO_PROCESS, w.pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 10 \

@@ -1,4 +1,4 @@
-"""xray_core.images: every accepted format, DICOM semantics, every refusal."""
+"""xray_core.data.images: every accepted format, DICOM semantics, every refusal."""
 from __future__ import annotations
 
 import importlib.util
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xray_core.errors import ImageError  # noqa: E402
-from xray_core.images import (  # noqa: E402
+from xray_core.data.images import (  # noqa: E402
     MAX_BYTES, is_radiograph, patch_input, read_image, to_film,
 )
 

@@ -1,4 +1,4 @@
-"""xray_core.inference: patch prediction, anatomy maps, overlays, the CLI batch, metrics."""
+"""xray_core.maps.inference: patch prediction, anatomy maps, overlays, the CLI batch, metrics."""
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from xray_core import CLASSES  # noqa: E402
 from xray_core.errors import ConfigError, ImageError  # noqa: E402
-from xray_core.inference import (  # noqa: E402
+from xray_core.maps.inference import (  # noqa: E402
     CLASS_COLOURS, AnatomyMap, anatomy_map, classify_files, evaluate_map, overlay, predict_patches,
 )
 
@@ -305,7 +305,7 @@ def test_measure_maps_script(tmp_path):
 
 def test_load_model(tmp_path, keras_model):
     from xray_core.errors import DataError
-    from xray_core.inference import load_model
+    from xray_core.maps.inference import load_model
     good = tmp_path / "m.keras"
     keras_model.save(good)
     m = load_model(str(good))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xray_core.data import load_dataset
+from xray_core.data.load import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("jsrt_to_course", REPO / "scripts" / "jsrt_to_course.py")

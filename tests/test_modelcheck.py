@@ -9,8 +9,8 @@ import pytest
 
 from xray_core.config import RunConfig
 from xray_core.errors import DataError
-from xray_core.inference import load_model, predict_patches
-from xray_core.modelcheck import MAX_CONFIG_BYTES, check_archive
+from xray_core.maps.inference import load_model, predict_patches
+from xray_core.maps.modelcheck import MAX_CONFIG_BYTES, check_archive
 from xray_core.presets import get_preset
 
 

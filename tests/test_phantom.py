@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 
 from xray_core import FILM, LETTERS, PATCH
-from xray_core import phantom as P
-from xray_core import phantom_anatomy
-from xray_core.dataset import SPLITS
+from xray_core.data.phantom import build as P
+from xray_core.data.phantom import anatomy as phantom_anatomy
+from xray_core.data.dataset import SPLITS
 
 SMALL = dict(n_train=3, n_val=2, n_test=2)
 
@@ -194,7 +194,7 @@ def small_train():
 
 
 def test_texture_per_class_is_near_the_real_numbers(small_train):
-    from xray_core import phantom_stats as S
+    from xray_core.data.phantom import stats as S
     band_stats = _band_stats()
     x, y = small_train
     for c, letter in enumerate(LETTERS):
@@ -209,7 +209,7 @@ def test_texture_check_catches_a_flat_phantom(small_train):
     # The check above must be able to fail: blurring away the ribs and vessels, or
     # brightening the lungs, is caught.
     from scipy import ndimage
-    from xray_core import phantom_stats as S
+    from xray_core.data.phantom import stats as S
     band_stats = _band_stats()
     x, y = small_train
     blurred = band_stats(ndimage.gaussian_filter(x[y == 2], (0, 2, 2)))

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xray_core import preprocess
-from xray_core.data import clear_cache, load_folder, to_patch
-from xray_core.images import patch_input, read_image, to_film
-from xray_core.inference import anatomy_map
-from xray_core.phantom import FILM_GAMMA, window as phantom_window
+from xray_core.data import preprocess
+from xray_core.data.load import clear_cache, load_folder, to_patch
+from xray_core.data.images import patch_input, read_image, to_film
+from xray_core.maps.inference import anatomy_map
+from xray_core.data.phantom.build import FILM_GAMMA, window as phantom_window
 
 SIDE = 256          # a whole film: to_film keeps it as it is
 CENTRE = 128        # a map patch centre on the stride-32 grid

@@ -3,10 +3,10 @@ fresh build would, and only for the config and patch count it was made for."""
 import numpy as np
 import pytest
 
-from xray_core import pretrace
+from xray_core.train import pretrace
 from xray_core.config import RunConfig
-from xray_core.training import DONE, Scheduler, TrainingJob
-from xray_core.worker import WorkerPool
+from xray_core.train.job import DONE, Scheduler, TrainingJob
+from xray_core.train.backends.worker import WorkerPool
 
 from .conftest import wait_for
 
@@ -46,7 +46,7 @@ def test_a_model_prepared_for_another_config_or_patch_count_is_not_used(toy_data
 
 
 def test_an_idle_worker_prepares_the_sidebar_model_and_the_job_takes_it(toy_dataset):
-    import xray_core.worker as w
+    import xray_core.train.backends.worker as w
     pool = WorkerPool(max_runs=5)
     real, w.POOL = w.POOL, pool
     try:

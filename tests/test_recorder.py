@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from xray_core import recorder as rec_mod
+from xray_core.runs import recorder as rec_mod
 from xray_core.config import RunConfig
-from xray_core.recorder import live_job, record_job, recorder_for
-from xray_core.store import RunStore
-from xray_core.training import Snapshot, TrainingJob
+from xray_core.runs.recorder import live_job, record_job, recorder_for
+from xray_core.runs.store import RunStore
+from xray_core.train.job import Snapshot, TrainingJob
 
 from .conftest import wait_for
 
@@ -123,7 +123,7 @@ def test_a_real_training_job_is_recorded(store, toy_dataset):
     assert (got.state, got.epochs_done, got.label) == ("finished", 2, "toy")
     assert got.history == snap.history and got.test == snap.result["test"]
     assert len(got.batch_loss) == len(snap.batch_loss) == 20 and got.unit_stats == snap.unit_stats
-    from xray_core.inference import load_model
+    from xray_core.maps.inference import load_model
     assert load_model(got.model_path).count_params() == 353_254
 
 
@@ -133,10 +133,10 @@ import sys, time
 sys.path.insert(0, sys.argv[2])
 from tests.conftest import make_split
 from xray_core.config import RunConfig
-from xray_core.dataset import Dataset
-from xray_core.recorder import record_job
-from xray_core.store import RunStore
-from xray_core.training import TrainingJob
+from xray_core.data.dataset import Dataset
+from xray_core.runs.recorder import record_job
+from xray_core.runs.store import RunStore
+from xray_core.train.job import TrainingJob
 ds = Dataset("toy", {"train": make_split(640, 1), "validation": make_split(128, 2), "test": make_split(128, 3)})
 job = TrainingJob(RunConfig(epochs=500, batch_size=32, lr=0.001), ds)
 rid = record_job(RunStore(None, sys.argv[1]), job, "ws")

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from xray_core.presets import PRESETS
-from xray_core.report import build_report, export, to_csv, to_html, to_markdown
-from xray_core.store import RunStore, StoreError
+from xray_core.runs.report import build_report, export, to_csv, to_html, to_markdown
+from xray_core.runs.store import RunStore, StoreError
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from xray_core import roots
+from xray_core.data import roots
 from xray_core.errors import DataError
 
 from .fixtures_data import class_layout, course_layout, rids

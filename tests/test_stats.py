@@ -7,7 +7,6 @@ import pytest
 from scipy import stats as sps
 
 from xray_core import stats
-
 A8 = [0.662, 0.671, 0.668, 0.659, 0.675, 0.664, 0.670, 0.666]
 
 

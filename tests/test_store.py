@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from xray_core.config import RunConfig
-from xray_core.store import (MAX_BATCH_POINTS, RunStore, StoreError, get_store, runs as runs_table)
+from xray_core.runs.store import (MAX_BATCH_POINTS, RunStore, StoreError, get_store, runs as runs_table)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -21,7 +21,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 # A second "server" process writing runs into the same store.
 WRITER = """
 import sys
-from xray_core.store import RunStore
+from xray_core.runs.store import RunStore
 url, home, ws, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 s = RunStore(url, home)
 for i in range(n):
@@ -35,7 +35,7 @@ print("ok")
 # A server process that is training (2 epochs recorded) when it is killed.
 HOLDER = """
 import sys, time
-from xray_core.store import RunStore
+from xray_core.runs.store import RunStore
 s = RunStore(sys.argv[1], sys.argv[2])
 r = s.create_run("ws", {"epochs": 5})
 s.update_progress(r.id, state="training", epochs_done=2, history={"loss": [1.0, 0.8], "accuracy": [0.4, 0.5]})
@@ -330,7 +330,7 @@ def test_recover_sees_a_reused_pid_as_a_new_process(store):
     """Pids wrap (32768 here): a server killed with -9 whose pid a later process got is
     dead all the same, because the owner carries the process's start time."""
     import socket
-    from xray_core.store import owner_id, proc_start
+    from xray_core.runs.store import owner_id, proc_start
     me = os.getpid()
     assert owner_id() == f"{socket.gethostname()}:{me}@{proc_start(me)}"
     reused = store.create_run("ws", RunConfig())

@@ -5,9 +5,9 @@ import json
 
 import sqlalchemy as sa
 
-from xray_core.cli import main
+from xray_core.cli.main import main
 from xray_core.config import RunConfig
-from xray_core.store import RunStore, get_store
+from xray_core.runs.store import RunStore, get_store
 
 from .fixtures_data import course_layout, rids
 

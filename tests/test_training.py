@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from xray_core.config import RunConfig
-from xray_core.dataset import Dataset
-from xray_core.callbacks import unit_share
-from xray_core.training import DONE, FAILED, QUEUED, STOPPED, Scheduler, TrainingJob
+from xray_core.data.dataset import Dataset
+from xray_core.train.callbacks import unit_share
+from xray_core.train.job import DONE, FAILED, QUEUED, STOPPED, Scheduler, TrainingJob
 
 from .conftest import make_split, wait_for
 

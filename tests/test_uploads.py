@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xray_core import uploads
-
+from xray_core.data import uploads
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,7 +58,7 @@ def test_same_zip_from_two_processes_at_once(home, tmp_path):
     script = (
         "import os, sys, time, hashlib\n"
         "sys.path.insert(0, sys.argv[1])\n"
-        "from xray_core.uploads import store_zip\n"
+        "from xray_core.data.uploads import store_zip\n"
         "go = float(sys.argv[2])\n"
         "for i in range(20):\n"
         "    data = hashlib.sha256(str(i).encode()).digest() * ((3 << 20) // 32)\n"

@@ -3,9 +3,9 @@
 import numpy as np
 
 from xray_core.config import RunConfig
-from xray_core.dataset import Dataset
-from xray_core.training import DONE, FAILED, STOPPED, Scheduler, TrainingJob
-from xray_core.worker import WorkerPool
+from xray_core.data.dataset import Dataset
+from xray_core.train.job import DONE, FAILED, STOPPED, Scheduler, TrainingJob
+from xray_core.train.backends.worker import WorkerPool
 
 from .conftest import make_split, wait_for
 
@@ -44,7 +44,7 @@ def test_a_failure_in_the_worker_is_kept(toy_dataset):
 
 def test_workers_are_recycled_after_max_runs(toy_dataset, monkeypatch):
     pool = WorkerPool(max_runs=2)
-    monkeypatch.setattr("xray_core.worker.POOL", pool)
+    monkeypatch.setattr("xray_core.train.backends.worker.POOL", pool)
     try:
         first = pool.acquire()
         pool.release(first)
@@ -83,7 +83,7 @@ def test_a_job_waits_for_a_starting_worker_instead_of_starting_another():
 
 def test_a_worker_that_dies_fails_the_job_with_a_reason(toy_dataset, monkeypatch):
     pool = WorkerPool(max_runs=5)
-    monkeypatch.setattr("xray_core.worker.POOL", pool)
+    monkeypatch.setattr("xray_core.train.backends.worker.POOL", pool)
     job = TrainingJob(FAST.replace(epochs=500, batch_size=8), toy_dataset, scheduler=Scheduler(1),
                       isolated=True).start()
     assert wait_for(lambda: len(job.snapshot().batch_loss) > 0)
@@ -98,7 +98,7 @@ def test_a_worker_that_dies_fails_the_job_with_a_reason(toy_dataset, monkeypatch
 def test_a_dataset_reaches_a_worker_once_then_goes_by_its_content_id(toy_dataset):
     from types import SimpleNamespace
 
-    from xray_core import worker as w
+    from xray_core.train.backends import worker as w
     fake = SimpleNamespace(datasets=[])          # what the server knows the child holds
     kept: dict = {}                              # what the child holds
     first = w._ship(fake, toy_dataset)
@@ -122,7 +122,7 @@ def test_a_dataset_reaches_a_worker_once_then_goes_by_its_content_id(toy_dataset
 def test_jobs_on_one_dataset_in_one_worker_train_alike(toy_dataset):
     """The second job gets the dataset from the worker's own copy and trains the same."""
     pool = WorkerPool(max_runs=5)
-    import xray_core.worker as w
+    import xray_core.train.backends.worker as w
     real, w.POOL = w.POOL, pool
     try:
         a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()

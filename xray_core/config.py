@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
+from xray_core.errors import ConfigError
 
 DEFAULT_FILTERS = (64, 128, 128, 256, 256)
 
@@ -228,7 +228,7 @@ class RunConfig:
         for name in KNOBS:
             _check(name, getattr(self, name), caps)
         if caps:
-            from .cost import cost  # arithmetic only: a huge model is refused before anything builds it
+            from xray_core.cost import cost  # arithmetic only: a huge model is refused before anything builds it
             for name, value in cost(self).items():
                 if value > cap(name):
                     raise _over_cap(name, value)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import CLASSES, PATCH
-
+from xray_core import CLASSES, PATCH
 N_CLASSES = len(CLASSES)
 FC_UNITS = (300, 150)
 CNN_POOL_AFTER = (1, 3, 5)   # MaxPooling2D(2) after these convs

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 
-from .tf_quiet import keras
+from xray_core.tf_quiet import keras
 from keras import layers, regularizers  # noqa: E402  (after the quiet import)
 
-from . import CLASSES, PATCH
-from .config import RunConfig
-from .cost import cost  # noqa: F401  (parameters and multiply-adds without building the model)
+from xray_core import CLASSES, PATCH
+from xray_core.config import RunConfig
+from xray_core.cost import cost  # noqa: F401  (parameters and multiply-adds without building the model)
 
 INPUT_SHAPE = (PATCH, PATCH, 1)
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import KNOBS, RunConfig, applies, arch_defaults, to_text
-from .errors import ConfigError
+from xray_core.config import KNOBS, RunConfig, applies, arch_defaults, to_text
+from xray_core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from xray_core import CLASSES
-
-from xray_core.inference import CLASS_COLOURS as _RGB
+from xray_core.maps.inference import CLASS_COLOURS as _RGB
 
 # One colour per class everywhere (bars, legends, the anatomy overlay): the overlay's table.
 # Background is its grey, never white, so it shows on a white page and in legends.

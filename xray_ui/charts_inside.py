@@ -1,5 +1,5 @@
 """Plotly figures for the Inside page (pages/5_Inside.py). Pure functions of engine data
-(xray_core.explain), no streamlit, so tests can check what a figure holds.
+(xray_core.maps.explain), no streamlit, so tests can check what a figure holds.
 
 Small images (32x32 patches, 3x3 filters, feature maps) are drawn as ONE heatmap mosaic
 per figure rather than one subplot per image: a grid of 48 subplots takes seconds to
@@ -11,7 +11,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from xray_core import CLASSES
-
 GRAY = [[0, "#000000"], [1, "#ffffff"]]
 HEAT = "Inferno"
 SIGNED = "RdBu_r"   # red = positive (pushes the class up / excites the unit), blue = negative

@@ -1,5 +1,5 @@
 """Plotly figures for the Experiments page: repeats, comparisons, sweeps, the course study.
-Pure functions of xray_core.experiments records and xray_core.stats summaries (no streamlit)."""
+Pure functions of xray_core.runs.experiments records and xray_core.stats summaries (no streamlit)."""
 from __future__ import annotations
 
 import numpy as np

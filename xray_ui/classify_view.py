@@ -22,10 +22,10 @@ from PIL import Image
 from xray_core import CLASSES
 from xray_core.config import RunConfig
 from xray_core.errors import XrayLabError, one_line
-from xray_core.images import is_radiograph, patch_input, read_image, to_film
-from xray_core.inference import CLASS_COLOURS, AnatomyMap, anatomy_map, load_model, overlay, predict_patches
+from xray_core.data.images import is_radiograph, patch_input, read_image, to_film
+from xray_core.maps.inference import CLASS_COLOURS, AnatomyMap, anatomy_map, load_model, overlay, predict_patches
 from xray_core.presets import get_preset
-from xray_core.training import DONE, STOPPED, TrainingJob
+from xray_core.train.job import DONE, STOPPED, TrainingJob
 
 from .session import runs, shared_dataset, start_job
 
@@ -344,7 +344,7 @@ def pick_patches(n_test: int, seed: int, n: int = DEMO_PATCHES) -> np.ndarray:
 @st.cache_resource(show_spinner="Rendering phantom test films…")
 def demo_films() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """A few phantom test films as (id, float32 film in [0, 1], uint8 labels); shared, read-only."""
-    from xray_core.phantom import phantom_radiographs
+    from xray_core.data.phantom.build import phantom_radiographs
     out = []
     for rid, film, labels in phantom_radiographs(DEMO_FILMS, seed=0, split="test"):
         f = (np.asarray(film, dtype=np.float32) / 255.0) if film.dtype == np.uint8 else film.astype(np.float32)

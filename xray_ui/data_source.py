@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xray_core import roots
+from xray_core.data import roots
 from xray_core.errors import DataError
 
 NOT_AVAILABLE = "The dataset named in the link is not available on this server. Pick one from the list."

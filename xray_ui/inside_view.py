@@ -14,9 +14,9 @@ import numpy as np
 import streamlit as st
 
 from xray_core import CLASSES
-from xray_core import explain as ex
+from xray_core.maps import explain as ex
 from xray_core.errors import XrayLabError, one_line
-from xray_core.inference import predict_patches
+from xray_core.maps.inference import predict_patches
 
 from . import classify_view as cv
 

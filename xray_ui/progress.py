@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xray_core.training import SCHEDULER, Snapshot
+from xray_core.train.job import SCHEDULER, Snapshot
 
 STATE_LABELS = {"training": "Training", "evaluating": "Evaluating on the test set", "done": "Done",
                 "stopped": "Stopped"}

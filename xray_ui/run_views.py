@@ -2,15 +2,15 @@
 process (fresh snapshots twice a second) or a record in the run store (a run of an
 earlier session, of a server that restarted, or training on another replica).
 
-Pure adapter over xray_core.store / recorder: no widgets here."""
+Pure adapter over xray_core.runs.store / recorder: no widgets here."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
 from xray_core.config import RunConfig
-from xray_core.store import JOB_STATE, RunRecord, RunStore
-from xray_core.training import Snapshot, TrainingJob
+from xray_core.runs.store import JOB_STATE, RunRecord, RunStore
+from xray_core.train.job import Snapshot, TrainingJob
 
 from .session import job_for
 

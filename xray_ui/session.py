@@ -1,7 +1,7 @@
 """Per-browser-session state, the workspace in the link, and process-wide shared resources.
 
 - A workspace is an unguessable token in the link (`?ws=…`): every run is recorded in the
-  run store (xray_core.store) under it, so a refresh, a bookmark, a second tab or a server
+  run store (xray_core.runs.store) under it, so a refresh, a bookmark, a second tab or a server
   restart finds the runs again; a link without a token gets a new, empty workspace.
 - Each browser session also keeps the jobs it started in st.session_state (the Classify
   page uses their models), but closing the tab no longer stops them: a run stops when asked.
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from xray_core import recorder
-from xray_core.dataset import Dataset
-from xray_core.store import RunStore, get_store
-from xray_core.training import TrainingJob
+from xray_core.runs import recorder
+from xray_core.data.dataset import Dataset
+from xray_core.runs.store import RunStore, get_store
+from xray_core.train.job import TrainingJob
 
 MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the in-memory model
 # Train in recycled worker processes (xray_core/worker.py): bounds Keras' per-model
@@ -86,7 +86,7 @@ def store() -> RunStore:
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _recover(url: str, tick: int) -> list[str]:
     try:
-        return get_store().recover()
+        return get_store().recover(recorder.live_run_ids())
     except Exception:  # a store hiccup must not take the page down; the next tick retries
         return []
 
@@ -134,22 +134,22 @@ def start_job(config, dataset: Dataset, preset: str | None, label: str | None = 
 def warm_workers() -> str | None:
     """Once per server: start idle training processes so the first Train is quick; on the
     Ray backend, size the trainer cap to the cluster. Returns a problem to show, or None."""
-    from xray_core.training import BACKENDS
+    from xray_core.train.job import BACKENDS
     backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
     if backend not in BACKENDS:
         return f"XRAY_LAB_BACKEND={backend!r} is not a backend (local or ray): training will fail."
     if backend == "ray":
-        from xray_core import ray_backend
+        from xray_core.train.backends import ray as ray_backend
         from xray_core.errors import XrayLabError
-        from xray_core.training import SCHEDULER
+        from xray_core.train.job import SCHEDULER
         try:
             SCHEDULER.cap = ray_backend.cluster_cap()
         except XrayLabError as e:   # the app keeps serving; runs fail with the same line until it is back
             return f"Training cluster: {e}"
         return None
     if ISOLATE:
-        from xray_core.training import SCHEDULER
-        from xray_core.worker import POOL
+        from xray_core.train.job import SCHEDULER
+        from xray_core.train.backends.worker import POOL
         POOL.prewarm(SCHEDULER.cap)
     return None
 
@@ -161,8 +161,8 @@ def prepare_model(cfg, dataset) -> None:
     backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
     if not ISOLATE or backend != "local":
         return
-    from xray_core.pretrace import n_train
-    from xray_core.worker import POOL
+    from xray_core.train.pretrace import n_train
+    from xray_core.train.backends.worker import POOL
     try:
         POOL.prepare(cfg, n_train(cfg, dataset), dataset)
     except Exception:   # only a head start
@@ -213,14 +213,14 @@ def runs() -> SessionRuns:
 @st.cache_resource(max_entries=6, show_spinner="Loading the dataset…")
 def shared_dataset(source: str) -> Dataset:
     """One copy per source for the whole server (arrays are only read)."""
-    from xray_core.data import load_dataset
+    from xray_core.data.load import load_dataset
     return load_dataset(source)
 
 
 def uploaded_zip_path(data: bytes) -> str:
     """Store an uploaded zip in the app's private folder under a content-addressed name
     (xray_core/uploads.py: unique temp names, size-capped, old ones removed)."""
-    from xray_core.uploads import store_zip
+    from xray_core.data.uploads import store_zip
     return store_zip(data)
 
 

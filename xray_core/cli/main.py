@@ -1,0 +1,302 @@
+"""`python -m xray_core <command>`: train, evaluate, summary, presets, phantom, classify, runs.
+
+Every command can write its result as JSON (`--json PATH`). Bad values and bad
+inputs exit non-zero with one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from xray_core import CLASSES
+from xray_core.config import CAPS, KNOBS, RunConfig, parse_filters
+from xray_core.cli.runs import add_commands as add_runs_commands
+from xray_core.errors import ConfigError, XrayLabError, one_line
+
+PROG = "python -m xray_core"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we promise one line
+        raise SystemExit(_fail(f"{self.prog}: {message}", code=2))
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"error: {message}".splitlines()[0], file=sys.stderr)
+    return code
+
+
+def _filters_arg(text: str):
+    try:
+        return parse_filters(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_knobs(p: argparse.ArgumentParser, train: bool = False) -> None:
+    """The knob table (config.KNOBS) as flags; None = not given, so a preset's value stands."""
+    g = p.add_argument_group("model and training knobs (override --preset)")
+    g.add_argument("--preset", help="one of the course experiments, e.g. p1-task1 (see `presets`)")
+    for name, k in KNOBS.items():
+        if not k.flag or not (k.summary or train):
+            continue
+        flag = "--" + name.replace("_", "-")
+        label = k.label.split(" (")[0]
+        if k.choices:
+            g.add_argument(flag, choices=k.choices, help=label)
+        elif k.kind is bool:
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=label)
+        elif k.kind is tuple:
+            g.add_argument(flag, type=_filters_arg, help="five CNN filter counts, e.g. 64,128,128,256,256")
+        else:
+            lo, hi = k.min, k.max
+            rng = f"{lo:,} to {hi:,}" if k.kind is int and hi is not None else f"{lo:g} to {hi:g}" if hi else ""
+            if k.cap:
+                rng = f"{lo:,} to this server's limit, {CAPS[k.cap].env} (default {CAPS[k.cap].default:,})"
+            g.add_argument(flag, type=k.kind, help=f"{label} ({rng})")
+
+
+def _knob_names(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(n for n, k in KNOBS.items() if k.flag and hasattr(args, n))
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    from xray_core.presets import get_preset
+    base = get_preset(args.preset).config if getattr(args, "preset", None) else RunConfig()
+    changes = {k: getattr(args, k) for k in _knob_names(args) if getattr(args, k) is not None}
+    if getattr(args, "data", None):
+        changes["data"] = args.data
+    return base.replace(**changes).validate()
+
+
+def _write_json(path: str | None, obj) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2, allow_nan=False, default=_json_default))
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _check_data(source: str) -> None:
+    if source != "phantom" and not Path(source).exists():
+        raise XrayLabError(f"{source}: no such file or folder (use 'phantom', a folder or a .zip)")
+
+
+# ---- commands --------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    cfg = config_from_args(args).resolved()
+    _check_data(cfg.data)
+    from xray_core.runs.recorder import RunRecorder
+    from xray_core.runs.store import check_workspace, get_store
+    from xray_core.train.job import TrainingJob, DONE, STOPPED
+    from xray_core.data.load import load_dataset
+    from xray_core.train.estimate import dataset_sizes, estimate
+    store = get_store()
+    ds = load_dataset(cfg.data)
+    sizes = dataset_sizes(ds)
+    try:  # measured on this machine (a few timed steps, cached per model): see estimate.py
+        est = estimate(cfg, *sizes)
+    except Exception:  # an estimate must never stop a run
+        est = None
+    if est:
+        print(f"estimated {est['total']:.1f}s ({est['source']})", flush=True)
+    job = TrainingJob(cfg, ds, backend=args.backend)  # the dataset loaded once, for both
+    run = store.create_run(check_workspace(args.workspace), cfg)
+    recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
+    job.start()
+    last_epoch = -1
+    try:
+        while True:
+            job.join(0.5)
+            snap = job.snapshot()
+            if snap.epoch != last_epoch and snap.history["loss"]:
+                last_epoch = snap.epoch
+                h = snap.history
+                val = (f" val_loss {h['val_loss'][-1]:.4f} val_acc {h['val_accuracy'][-1]:.3f}"
+                       if h["val_accuracy"] else "")
+                print(f"epoch {snap.epoch}/{snap.epochs} loss {h['loss'][-1]:.4f} "
+                      f"acc {h['accuracy'][-1]:.3f}{val} ({snap.elapsed:.1f}s)", flush=True)
+            if snap.finished:
+                break
+    except KeyboardInterrupt:
+        job.stop()
+        job.join()
+    recorder.join()  # its end (result, model) is written before we exit
+    snap = job.snapshot()
+    if snap.state not in (DONE, STOPPED):
+        return _fail(snap.error or f"training ended as {snap.state}")
+    record = job.record()
+    record["run_id"] = run.id
+    timing = dict(record.get("timing") or {})
+    total = (job._t_end or time.perf_counter()) - job.started_at
+    timing["total_seconds"] = total
+    timing["estimated_seconds"] = est["total"] if est else None
+    timing["estimate"] = est
+    record["timing"] = timing
+    # the recorder feeds a finished run's actual times back into the estimate (estimate.learn)
+    if args.out:
+        paths = job.save(args.out)
+        record["saved"] = paths
+    test = record.get("test")
+    if test:
+        print(f"test accuracy {test['accuracy']:.4f} test loss {test['loss']:.4f}")
+    _write_json(args.json, record)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from xray_core.data.load import load_dataset
+    from xray_core.maps.inference import load_model
+    from xray_core.train.job import evaluate_predictions
+    _check_data(args.data)
+    model = load_model(args.model)
+    ds = load_dataset(args.data, seed=args.seed)
+    split = ds.split(args.split)
+    probs = model.predict(split.x, batch_size=1024, verbose=0)
+    res = evaluate_predictions(split.y, probs)
+    res.update({"split": args.split, "model": args.model, "data": args.data, "classes": list(CLASSES)})
+    print(f"{args.split}: accuracy {res['accuracy']:.4f} loss {res['loss']:.4f} (n={res['n']})")
+    _write_json(args.json, res)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from xray_core.models import layer_table
+    cfg = config_from_args(args)
+    table = layer_table(cfg)
+    print(f"{'layer':<16}{'type':<22}{'output shape':<22}{'params':>10}")
+    for r in table["layers"]:
+        print(f"{r['name']:<16}{r['type']:<22}{r['output_shape']:<22}{r['params']:>10,}")
+    print(f"total params: {table['total_params']:,} (trainable {table['trainable_params']:,})")
+    _write_json(args.json, {"config": cfg.resolved().to_dict(), **table})
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from xray_core.presets import PRESETS
+    out = []
+    for p in PRESETS.values():
+        r = p.reported
+        figs = ", ".join(f"{k} {v}" for k, v in r.items())
+        print(f"{p.name:<10} {p.title:<40} course: {figs}")
+        out.append({"name": p.name, "title": p.title, "lesson": p.lesson,
+                    "config": p.config.resolved().to_dict(), "reported": r})
+    _write_json(args.json, out)
+    return 0
+
+
+def cmd_phantom(args) -> int:
+    from xray_core.data.phantom.build import write_phantom
+    if args.radiographs < 3:
+        raise ConfigError(f"--radiographs must be at least 3 (one per split), got {args.radiographs}")
+    t = time.perf_counter()
+    counts = write_phantom(args.out, n_radiographs=args.radiographs, seed=args.seed)
+    print(f"wrote the phantom to {args.out}: {counts} ({time.perf_counter() - t:.1f}s)")
+    _write_json(args.json, {"out": args.out, "counts": counts, "seed": args.seed})
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from xray_core.maps.inference import classify_files, load_model
+    if not 1 <= args.stride <= 32:
+        raise ConfigError(f"--stride must be from 1 to 32, got {args.stride}")
+    model = load_model(args.model)
+    results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride,
+                             method="auto" if args.method == "dense" else args.method)
+    if args.method == "dense" and any(r.get("method") == "patches" for r in results):
+        # asked for dense on a model that cannot go dense: say so once, the maps are still made
+        reason = next(r["method_reason"] for r in results if r.get("method") == "patches")
+        print(f"note: --method dense does not apply; {reason[0].lower()}{reason[1:]}", file=sys.stderr)
+    for r in results:
+        print(f"{r['file']}: {r['label']}" if r["ok"] else f"{r['file']}: error: {r['error']}")
+    _write_json(args.json, results)
+    if not any(r["ok"] for r in results):
+        return _fail(f"none of the {len(results)} file(s) could be classified")
+    return 0
+
+
+# ---- entry point -----------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="X-ray Lab engine: train and use the course's chest X-ray models.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (streams one line per epoch)")
+    _add_knobs(t, train=True)
+    t.add_argument("--data", default="phantom", help="phantom (default), a folder or a .zip")
+    t.add_argument("--out", help="folder for model.keras and run.json")
+    t.add_argument("--json", help="write the run record here")
+    t.add_argument("--backend", choices=("local", "ray"), default=None,
+                   help="where the job runs: this process (local, default) or a Ray cluster (RAY_ADDRESS, "
+                        "else a local Ray started now); default XRAY_LAB_BACKEND")
+    t.add_argument("--workspace", default="cli", help="record the run in this workspace of the run store")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a saved .keras model on a dataset split")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", default="phantom")
+    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("summary", help="layer table and parameter counts for a config")
+    _add_knobs(s)
+    s.add_argument("--json")
+    s.set_defaults(func=cmd_summary)
+
+    pr = sub.add_parser("presets", help="the course's seven experiments and their reported figures")
+    pr.add_argument("--json")
+    pr.set_defaults(func=cmd_presets)
+
+    ph = sub.add_parser("phantom", help="write the built-in chest phantom in the course layout")
+    ph.add_argument("--out", required=True)
+    ph.add_argument("--radiographs", type=int, default=217)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--json")
+    ph.set_defaults(func=cmd_phantom)
+
+    c = sub.add_parser("classify", help="classify image files; map whole radiographs")
+    c.add_argument("--model", required=True)
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--map-dir", help="per radiograph, write NAME.png (the label map: pixel value = class "
+                                     "index 0-3, so it looks black; it is data) and NAME.overlay.png "
+                                     "(the film tinted in the app's class colours: the one to look at)")
+    c.add_argument("--stride", type=int, default=4)
+    c.add_argument("--method", choices=("dense", "patches"), default="dense",
+                   help="dense: one pass of a CNN over the film (falls back to patches, with a note, "
+                        "for models that cannot); patches: every patch on its own")
+    c.add_argument("--json")
+    c.set_defaults(func=cmd_classify)
+    add_runs_commands(sub)
+    # imported here: these modules reuse this one's knob helpers
+    from xray_core.cli.experiments import add_commands as add_experiment_commands
+    from xray_core.cli.explain import add_commands as add_explain_commands
+    add_experiment_commands(sub)   # repeat, sweep, compare
+    add_explain_commands(sub)      # explain
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    except XrayLabError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        return _fail("interrupted", code=130)
+    except Exception as e:  # the promise is one line, never a traceback
+        return _fail(one_line(e))

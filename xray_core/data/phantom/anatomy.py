@@ -1,0 +1,362 @@
+"""What a phantom film shows: anatomy, label map and tissue density (`phantom.py` films it).
+
+`sample_anatomy(rng)` draws a few numbers per film around the values measured on the
+real label maps (`phantom_stats`); `label_map(a)` paints lungs, heart and clavicles
+(0 background, 1 clavicle, 2 lung, 3 heart); `density(a, masks, labels, rng)` is how
+much tissue the beam crosses at each pixel (larger = whiter on the film). Change the
+drawing here -> bump `phantom.GENERATOR_VERSION` so stale caches are not reused.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from xray_core import FILM
+from xray_core.data.phantom import stats as S
+__all__ = ["sample_anatomy", "label_map", "density"]
+
+# Pixel-centre coordinates as fractions of the film side (x to the right, y down).
+_Y, _X = (np.mgrid[0:FILM, 0:FILM].astype(np.float32) + 0.5) / FILM
+
+
+# ---------------------------------------------------------------------------------
+# Anatomy: a few random numbers per film, drawn around the measured real values.
+# ---------------------------------------------------------------------------------
+def _jitter(rng: np.random.Generator, stat: tuple, scale: float = 1.0) -> np.ndarray:
+    """Draw around a measured (mean, std) pair, clipped at 2 std so no film is absurd."""
+    mean, std = np.asarray(stat[0], float), np.asarray(stat[1], float)
+    return mean + scale * std * np.clip(rng.standard_normal(mean.shape), -2, 2)
+
+
+def _lung_edges(rng: np.random.Generator, box: tuple, profile: tuple) -> tuple:
+    """Apex/base heights and the two edge curves of one lung, each an x per height."""
+    x0, x1, y0, y1 = _jitter(rng, box, 0.8)
+    prof = np.asarray(profile[0], float)                      # 9 x (edge a, edge b)
+    shift = rng.normal(0, 0.012, 2)                           # whole-edge shifts
+    wobble = rng.normal(0, 0.006, prof.shape)                 # small shape changes
+    prof = prof + shift + wobble
+    # Scale the measured profile into this film's bounding box (keeps the shape).
+    mean_box = np.asarray(box[0], float)
+    prof = x0 + (prof - mean_box[0]) * (x1 - x0) / (mean_box[1] - mean_box[0])
+    return y0, y1, prof
+
+
+def sample_anatomy(rng: np.random.Generator) -> dict:
+    a: dict = {}
+    a["lung_r"] = _lung_edges(rng, S.LUNG_R, S.LUNG_PROFILE_R)
+    a["lung_l"] = _lung_edges(rng, S.LUNG_L, S.LUNG_PROFILE_L)
+    hx0, hx1, hy0, hy1 = _jitter(rng, S.HEART, 0.8)
+    a["heart"] = (hx0, hx1, hy0, hy1, rng.normal(0.6, 0.1))   # box + tilt (rad)
+    a["clav_r"] = _jitter(rng, S.CLAV_R, 0.8)
+    a["clav_l"] = _jitter(rng, S.CLAV_L, 0.8)
+    a["mid"] = rng.normal(0.5, 0.008)                          # spine / midline x
+    a["body_w"] = rng.normal(0.45, 0.015)                      # half-width of the chest
+    a["waist"] = rng.uniform(0.02, 0.1)                        # narrowing at the bottom
+    a["arm_low"] = rng.uniform(0.45, 0.8, 2)                   # where the arms end
+    a["n_ribs"] = int(rng.integers(9, 12))
+    a["rib_phase"] = rng.uniform(0, 1)
+    a["bubble"] = rng.random() < 0.6                          # gastric air bubble
+    a["marker"] = rng.random() < 0.5                          # black ID marker, top corner
+    a["breast"] = rng.uniform(0, 0.15)                        # soft-tissue over lower lungs
+    return a
+
+
+# ---------------------------------------------------------------------------------
+# Masks: lungs, heart, clavicles -> the label map.
+# ---------------------------------------------------------------------------------
+def _lung_mask(y0: float, y1: float, prof: np.ndarray) -> np.ndarray:
+    """Fill between the two edge curves, rows from apex to base (rounded apex)."""
+    t = (_Y[:, 0] - y0) / (y1 - y0)                            # 0 at apex, 1 at base
+    knots = np.linspace(0.05, 0.95, 9)
+    a = np.interp(t, knots, prof[:, 0])
+    b = np.interp(t, knots, prof[:, 1])
+    # Round the apex: shrink the width towards its middle above the first knot.
+    mid = (a + b) / 2
+    taper = np.sqrt(np.clip(t / 0.05, 0, 1))
+    a, b = mid + (a - mid) * taper, mid + (b - mid) * taper
+    inside_rows = (t >= 0) & (t <= 1)
+    # Diaphragm dome: the base is lowest at the lateral (costophrenic) angle and
+    # rises towards the middle, so the lung-abdomen border is a curve, not a line.
+    lat, med = (prof[-1, 0], prof[-1, 1]) if prof[-1, 0] < 0.5 else (prof[-1, 1], prof[-1, 0])
+    u = np.clip((_X - lat) / (med - lat), 0, 1)
+    base = y1 - 0.07 * (y1 - y0) * np.sin(np.pi / 2 * np.clip(u / 0.6, 0, 1))
+    return inside_rows[:, None] & (_Y <= base) & (_X >= a[:, None]) & (_X <= b[:, None])
+
+
+def _heart_mask(h: tuple) -> np.ndarray:
+    """A tilted ellipse (apex down and to the image right), its lower side cut flat by
+    the diaphragm, stretched to fill the sampled bounding box."""
+    x0, x1, y0, y1, tilt = h
+    c, s = np.cos(tilt), np.sin(tilt)
+    # Unit-frame shape on a local grid, then mapped onto the box.
+    g = np.linspace(-1.6, 1.6, 161)
+    v, u = np.meshgrid(g, g, indexing="ij")
+    r2 = ((c * u + s * v) / 1.0) ** 2 + ((-s * u + c * v) / 0.72) ** 2
+    shape = (r2 <= 1) & (v <= 0.5)
+    rows, cols = np.nonzero(shape)
+    gy0, gy1, gx0, gx1 = g[rows.min()], g[rows.max()], g[cols.min()], g[cols.max()]
+    # Film pixel -> local coordinates, then nearest-neighbour lookup in the shape.
+    lu = gx0 + (_X - x0) / (x1 - x0) * (gx1 - gx0)
+    lv = gy0 + (_Y - y0) / (y1 - y0) * (gy1 - gy0)
+    iu = np.clip(np.round((lu + 1.6) / 0.02).astype(int), 0, 160)
+    iv = np.clip(np.round((lv + 1.6) / 0.02).astype(int), 0, 160)
+    inside = (lu >= -1.6) & (lu <= 1.6) & (lv >= -1.6) & (lv <= 1.6)
+    return shape[iv, iu] & inside
+
+
+def _clavicle_centre(box: np.ndarray, right: bool):
+    """The clavicle's centre line y(x): medial end low, lateral end high, gently S-curved."""
+    x0, x1, y0, y1 = box
+    width = 0.042
+    # Medial end is the lower end; the bone continues laterally out to the shoulder.
+    med_x, lat_x = (x1, x0) if right else (x0, x1)
+    med_y, lat_y = y1 - width / 2, y0 + width / 2
+
+    def yc(x):
+        s = (x - med_x) / (lat_x - med_x)                      # 0 medial, 1 lateral end of label
+        return med_y + (lat_y - med_y) * (s + 0.15 * np.sin(np.pi * np.clip(s, 0, 1.4)))
+    return yc, med_x, lat_x, width
+
+
+def _clavicle_label(box: np.ndarray, right: bool) -> np.ndarray:
+    yc, med_x, lat_x, width = _clavicle_centre(box, right)
+    lo, hi = min(med_x, lat_x), max(med_x, lat_x)
+    taper = np.where(np.abs(_X - med_x) < 0.04, 1.15, 1.0)     # thicker medial head
+    return (np.abs(_Y - yc(_X[:1])) <= width / 2 * taper) & (_X >= lo) & (_X <= hi)
+
+
+def label_map(a: dict) -> tuple[np.ndarray, dict]:
+    lung_r = _lung_mask(*a["lung_r"])
+    lung_l = _lung_mask(*a["lung_l"])
+    heart = _heart_mask(a["heart"])
+    # Let the lungs run on behind the heart so heart and lung always touch.
+    rows = heart.any(1)
+    left_edge = np.where(rows, np.argmax(heart, 1), FILM)
+    right_edge = np.where(rows, FILM - 1 - np.argmax(heart[:, ::-1], 1), -1)
+    cols = np.arange(FILM)[None, :]
+    lung_r |= rows[:, None] & (cols <= left_edge[:, None] + 6) & (cols > (left_edge[:, None] - 30)) \
+        & _row_has(lung_r)[:, None]
+    lung_l |= rows[:, None] & (cols >= right_edge[:, None] - 6) & (cols < right_edge[:, None] + 30) \
+        & _row_has(lung_l)[:, None]
+    lung_r = ndimage.binary_fill_holes(lung_r)
+    lung_l = ndimage.binary_fill_holes(lung_l)
+    lungs = lung_r | lung_l
+    clav = _clavicle_label(a["clav_r"], True) | _clavicle_label(a["clav_l"], False)
+    labels = np.zeros((FILM, FILM), np.uint8)
+    labels[lungs] = 2
+    labels[clav & ndimage.binary_dilation(lungs, iterations=3)] = 1   # clavicle over lung
+    labels[heart] = 3                                                   # heart over lung
+    return labels, {"lung_r": lung_r, "lung_l": lung_l, "heart": heart}
+
+
+def _row_has(mask: np.ndarray) -> np.ndarray:
+    return mask.any(1)
+
+
+# ---------------------------------------------------------------------------------
+# Density: soft tissue, air, heart, bone, vessels. Larger = whiter on the film.
+# ---------------------------------------------------------------------------------
+def _smooth(mask: np.ndarray, sigma: float) -> np.ndarray:
+    return ndimage.gaussian_filter(mask.astype(np.float32), sigma)
+
+
+def _body(a: dict) -> np.ndarray:
+    """Soft-tissue thickness: the trunk (an elliptic cross-section per row, narrowing
+    to the neck at the top and the waist at the bottom) plus the arms beside the
+    upper chest, with air between arm and waist and outside the body."""
+    mid = a["mid"]
+    y = _Y[:, 0]
+    w = a["body_w"] - 0.28 * np.clip((0.07 - y) / 0.07, 0, 1) ** 0.7 \
+        - a["waist"] * np.clip((y - 0.6) / 0.4, 0, 1) ** 1.5
+    u = (_X - mid) / w[:, None]
+    trunk = np.clip(1 - u ** 2, 0, 1) ** 0.5
+    # Arms: from the film edge inwards, down to an armpit height that differs per side.
+    arms = np.zeros_like(trunk)
+    for side, low in ((-1, a["arm_low"][0]), (1, a["arm_low"][1])):
+        reach = np.clip(1 - ((y - 0.05) / (low - 0.05)) ** 4, 0, 1) * 0.12  # arm width
+        dist = (0.5 + side * (_X - 0.5)) - (1 - reach[:, None])            # >0 inside arm
+        arms += np.clip(dist / 0.03, 0, 1) * 0.6
+    # Thinner at the neck and upper chest than over the abdomen.
+    trunk = trunk * (0.72 + 0.28 * np.clip((y - 0.1) / 0.5, 0, 1))[:, None]
+    return np.maximum(trunk, arms)
+
+
+def _air_in_lungs(m: dict, a: dict) -> np.ndarray:
+    """How much air the beam crosses: deep in the middle of each lung, thin at its
+    edges and in the apex (the lung narrows there, neck and shoulder tissue overlap)."""
+    air = np.zeros((FILM, FILM), np.float32)
+    for key in ("lung_r", "lung_l"):
+        y0, y1, _ = a[key]
+        # Distance transforms on the lung's bounding box only (1 px margin): cheap.
+        rows, cols = np.nonzero(m[key].any(1))[0], np.nonzero(m[key].any(0))[0]
+        box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+        mask, yy = m[key][box], _Y[box]
+        # The diaphragm meets the beam edge-on: the lung base is a sharp edge, the
+        # sides and the apex fade in. Lower half: vertical distances count more.
+        d_iso = ndimage.distance_transform_edt(mask)
+        d_base = ndimage.distance_transform_edt(mask, sampling=(3.0, 1.0))
+        d_apex = ndimage.distance_transform_edt(mask, sampling=(0.4, 1.0))
+        w = np.clip((yy - (y0 + y1) / 2) / ((y1 - y0) / 2), 0, 1)
+        w_top = np.clip(1 - 2 * (yy - y0) / (y1 - y0), 0, 1) ** 2
+        d = (d_base * w + d_apex * w_top + d_iso * (1 - w - w_top)) / FILM
+        apex = 0.85 + 0.15 * np.clip((yy - y0) / (0.3 * (y1 - y0)), 0, 1)
+        air[box] += (1 - np.exp(-d / 0.03)) * apex
+    return _smooth(air, 1.0)
+
+
+def _heart_density(m: dict) -> np.ndarray:
+    d = ndimage.distance_transform_edt(m["heart"]) / FILM
+    return _smooth(1 - np.exp(-d / 0.08), 0.8)
+
+
+def _mediastinum(a: dict, rng: np.random.Generator) -> np.ndarray:
+    """Spine with vertebrae, the mediastinal soft tissue around it, the dark trachea.
+    Built from 1-D profiles (x and y separately) because that is all it needs."""
+    x, y = _X[0] - a["mid"], _Y[:, 0]
+    spine = np.exp(-(x / 0.055) ** 4)
+    period = rng.uniform(0.035, 0.045)
+    vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * (y / period + rng.uniform())) ** 2
+    pedicles = np.exp(-((np.abs(x) - 0.03) / 0.012) ** 2) * 0.3 * spine
+    trachea = np.exp(-(x / 0.018) ** 2)[None, :] * (np.clip((0.36 - y) / 0.1, 0, 1) * (y > 0.02))[:, None]
+    # Mediastinum: narrow at the top (between the lung apices), wide at the heart.
+    half = 0.05 + 0.04 * np.clip((y - 0.2) / 0.25, 0, 1)
+    q = ((x[None, :] - 0.01) / half[:, None]).astype(np.float32) ** 2
+    medi = np.exp(-q * q)
+    # Through this windowing the spine is a faint column, not a bright stripe (the
+    # bright vertical bands it used to make were read as "background" everywhere).
+    out = 0.5 * medi + (0.5 * pedicles)[None, :] + 0.15 * vertebrae[:, None] * spine[None, :] \
+        - 0.35 * trachea
+    return _smooth(out, 2.0)
+
+
+def _rib_band(dist: np.ndarray, half: float) -> np.ndarray:
+    """Cross-section of a rib (or clavicle): a bright body, brighter cortical edges,
+    a soft margin -- real ribs read as bands, not as pairs of thin lines."""
+    r = np.abs(dist) / half
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    fade = np.clip(1 - (r - 1) / 0.25, 0, 1) ** 2               # soft outer edge, cheaply
+    return np.where(r < 1, 0.7 + 0.3 * r8, fade)
+
+
+def _rib_field(offset: np.ndarray, gap: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """All ribs of one kind at once: `offset` is the height above the first rib's
+    centre line; the distance to the nearest centre line is the fractional part."""
+    q = offset / gap
+    return _rib_band((q - np.round(q)) * gap, half)
+
+
+def _ribs(a: dict, rng: np.random.Generator) -> np.ndarray:
+    """Posterior ribs (arcs from the spine, up then down laterally) and fainter
+    anterior ribs (sloping down towards the middle), on both sides."""
+    top = min(a["lung_r"][0], a["lung_l"][0]) - 0.03
+    base = max(a["lung_r"][1], a["lung_l"][1])
+    gap = (base - top) / a["n_ribs"]
+    out = np.zeros((FILM, FILM), np.float32)
+    for side in (-1, 1):
+        s = np.clip((_X - a["mid"]) * side / 0.42, 0, 1.2)     # 0 at spine, 1 at chest wall
+        first = top + (a["rib_phase"] - 0.5) * gap + rng.normal(0, 0.005)
+        g = gap * (1 + 0.08 * s)                                # ribs fan out laterally
+        # Posterior: rises a little off the spine then arcs down towards the chest wall.
+        post = _Y - first - (-0.05 * s + 0.2 * s ** 2.2)
+        out += _rib_field(post, g, 0.014 + 0.004 * s) * (s > 0.06) * (post > -gap / 2)
+        # Anterior: starts high at the chest wall and runs down towards the middle.
+        ant = _Y - first - 0.09 - 0.22 * (1 - s)
+        out += 0.45 * _rib_field(ant, g, 0.018) * (s > 0.3) * (s < 1.05) * (ant > -gap / 2)
+    return ndimage.gaussian_filter(out, 0.8)   # real rib margins are soft
+
+
+def _clavicle_bone(a: dict) -> np.ndarray:
+    out = np.zeros((FILM, FILM), np.float32)
+    for key, right in (("clav_r", True), ("clav_l", False)):
+        yc, med_x, lat_x, width = _clavicle_centre(a[key], right)
+        # The bone runs from just past the medial label end out to the shoulder.
+        ext = med_x + (lat_x - med_x) * np.array([-0.12, 2.0])
+        lo, hi = ext.min(), ext.max()
+        along = np.clip(np.minimum(_X - lo, hi - _X) / 0.02, 0, 1)
+        out += _rib_band(_Y - yc(_X[:1]), width / 2 * 1.05) * along
+    return out
+
+
+def _shoulders(a: dict) -> np.ndarray:
+    """Humeral heads and scapulae: dense, rounded, in the top corners."""
+    mid = a["mid"]
+    out = np.zeros((FILM, FILM), np.float32)
+    for side in (-1, 1):
+        cx = mid + side * (a["body_w"] + 0.02)
+        out += 0.9 * (((_X - cx) / 0.08) ** 2 + ((_Y - 0.1) / 0.09) ** 2 < 1)
+        # Scapula: a faint wedge over the upper lateral lung.
+        sx = mid + side * (a["body_w"] - 0.07)
+        out += 0.25 * np.exp(-((_X - sx - side * 0.03 * (0.4 - _Y)) / 0.05) ** 2) * (_Y > 0.1) * (_Y < 0.42)
+    return _smooth(out, 2.0)
+
+
+def _vessels(a: dict, m: dict, rng: np.random.Generator) -> np.ndarray:
+    """Lung markings: branching vessels fanning out from each hilum, thick near it."""
+    pts = np.zeros((FILM, FILM), np.float32)
+    thin = np.zeros((FILM, FILM), np.float32)
+    for key, side in (("lung_r", -1), ("lung_l", 1)):
+        y0, y1, _ = a[key]
+        hx = a["mid"] + side * rng.normal(0.1, 0.01)
+        hy = y0 + rng.normal(0.5, 0.03) * (y1 - y0)
+        n, steps = 60, 70
+        ang = rng.uniform(-np.pi * 0.85, np.pi * 0.85, n)     # 0 = straight out laterally
+        ang = np.where(side > 0, ang, np.pi - ang)
+        drift = rng.normal(0, 0.06, (n, steps)).cumsum(1)
+        step = 1.6 / FILM
+        theta = ang[:, None] + drift
+        px = hx * FILM + np.cumsum(np.cos(theta) * step * FILM, 1)
+        py = hy * FILM + np.cumsum(np.sin(theta) * step * FILM, 1)
+        w = np.exp(-np.arange(steps) / 30.0)[None, :] * rng.uniform(0.5, 1.0, (n, 1))
+        ok = (px >= 0) & (px < FILM) & (py >= 0) & (py < FILM)
+        ix, iy = px[ok].astype(int), py[ok].astype(int)
+        wk = np.broadcast_to(w, (n, steps))[ok]
+        near = np.broadcast_to(np.arange(steps) < 20, (n, steps))[ok]   # trunk vs branches
+        np.add.at(pts, (iy[near], ix[near]), wk[near])
+        np.add.at(thin, (iy[~near], ix[~near]), wk[~near])
+    v = ndimage.gaussian_filter(pts, 1.3) * 1.2 + ndimage.gaussian_filter(thin, 0.6)
+    return np.clip(v, 0, 1.5)
+
+
+def _texture(rng: np.random.Generator) -> np.ndarray:
+    """Band-pass noise: the mottled look of lung tissue and overlapping structures."""
+    n = rng.standard_normal((FILM, FILM)).astype(np.float32)
+    return ndimage.gaussian_filter(n, 1.5) - ndimage.gaussian_filter(n, 5.0)
+
+
+def density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    body = _body(a)
+    inside = _smooth(body > 0.02, 1.0)
+    lung = _smooth(m["lung_r"] | m["lung_l"], 2)          # includes lung behind the heart
+    heart2 = _smooth(m["heart"], 2)
+    d = 1.0 * body
+    below = np.clip((_Y - max(a["lung_r"][1], a["lung_l"][1])) / 0.05, 0, 1)   # under the diaphragm
+    d += 0.25 * _mediastinum(a, rng) * inside * (1 - 0.5 * below)
+    # The heart displaces the lung air in front of and behind it: that, not its own
+    # density, is why it shows up white.
+    hd = _heart_density(m)
+    cover = (0.1 * heart2 + 0.45 * hd) * rng.uniform(0.35, 0.8)
+    d -= rng.uniform(0.6, 0.78) * _air_in_lungs(m, a) * (1 - cover)
+    # Lung wraps behind the heart: the heart shadow is greyer than the abdomen below it.
+    # More of it near the heart's top (hila, great vessels), less over the diaphragm.
+    hy0, hy1 = a["heart"][2], a["heart"][3]
+    top = 0.4 + 1.2 * np.clip((hy1 - _Y) / (hy1 - hy0), 0, 1)
+    d -= rng.uniform(0.1, 0.3) * _smooth(m["heart"], 4.0) * (1 - 0.8 * hd) * top
+    d += a["breast"] * np.clip((_Y - 0.45) / 0.3, 0, 1) * inside
+    # Ribs show over the lungs; over soft tissue they are barely visible.
+    # Below the diaphragm the dense abdomen hides them.
+    d += rng.uniform(0.08, 0.13) * _ribs(a, rng) * inside * (0.3 + 0.7 * lung) * (1 - 0.8 * below) \
+        * (1 - 0.6 * heart2)
+    d += rng.uniform(0.16, 0.24) * _clavicle_bone(a)
+    d += 0.5 * _shoulders(a)
+    # Vessels and lung texture show only faintly through the heart.
+    behind = lung * (1 - 0.7 * heart2)
+    d += rng.uniform(0.12, 0.2) * _vessels(a, m, rng) * behind
+    d += rng.uniform(0.02, 0.035) * _texture(rng) * (0.3 + behind)
+    if a["bubble"]:   # gastric air under the left hemidiaphragm (image right)
+        bx = a["lung_l"][2][-1].mean() - 0.08
+        by = a["lung_l"][1] + 0.05
+        bub = ((_X - bx) / 0.06) ** 2 + ((_Y - by) / 0.035) ** 2 < 1
+        d -= 0.3 * _smooth(bub & (labels == 0), 1.5)
+    return d
