@@ -54,3 +54,32 @@ def cost(config: Any) -> dict[str, int]:
         p, m = _dense(n, units)
         params, macs, n = params + p, macs + m, units
     return {"params": params, "multiply_adds": macs}
+
+
+# ---- any model, layer by layer -----------------------------------------------------------
+# maps/modelcheck.py measures an uploaded (or any) .keras model from its config.json with
+# these, before Keras builds it: the same counting as cost() above (a bias is one
+# multiply-add, applied once per output), so one limit, XRAY_LAB_MAX_MACS, means the same
+# thing for a model trained here and a model brought in. Activations are float32.
+FLOAT_BYTES = 4
+
+
+def conv2d_cost(kernel_h: int, kernel_w: int, channels_per_group: int, filters: int, bias: bool,
+                out_h: int, out_w: int) -> tuple[int, int]:
+    """(params, multiply-adds per patch) of a Conv2D: as cost()'s convs, every output pixel
+    applies every filter's weights (and bias) once."""
+    p = kernel_h * kernel_w * channels_per_group * filters + (filters if bias else 0)
+    return p, p * out_h * out_w
+
+
+def dense_cost(n_in: int, units: int, bias: bool, positions: int = 1) -> tuple[int, int]:
+    """(params, multiply-adds per patch) of a Dense layer applied at `positions` places
+    (1 after a Flatten; Keras applies a Dense on an image-shaped input at every pixel)."""
+    p = n_in * units + (units if bias else 0)
+    return p, p * positions
+
+
+def layer_bytes(in_elements: int, out_elements: int) -> int:
+    """Bytes one layer holds for one patch while it runs: its input and its output
+    (float32). The peak over the layers bounds what a prediction batch needs per patch."""
+    return (in_elements + out_elements) * FLOAT_BYTES

@@ -36,6 +36,7 @@ This module imports TensorFlow lazily (inference.py imports neither keras nor TF
 """
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from xray_core import CLASSES, PATCH
+from xray_core.errors import log_once, one_line
+
+_log = logging.getLogger(__name__)
 POOL = 2          # the course's MaxPooling2D(2)
 MAX_SHIFT = 8     # three pools: the dense grid can step by 1, 2, 4 or 8 film pixels
 
@@ -70,7 +74,11 @@ def dense_plan(model) -> DensePlan:
             return _plans[model]
         except (KeyError, TypeError):
             pass
-    plan = _make_plan(model)
+    try:
+        plan = _make_plan(model)
+    except Exception as e:   # a model this check did not foresee: patch by patch, and the note says why
+        log_once(_log, "dense map: checking the model for the one-pass form failed", e)
+        plan = _no(f"checking it for the one-pass form failed ({one_line(e)}).")
     with _plans_lock:
         try:
             _plans[model] = plan
@@ -91,8 +99,8 @@ def _no(reason: str) -> DensePlan:
 def _make_plan(model) -> DensePlan:
     try:
         from keras import layers as L
-    except Exception:           # no Keras: nothing to make dense
-        return _no("the model is not a Keras model.")
+    except ImportError as e:    # no usable Keras here: said, not taken for "not a Keras model"
+        return _no(f"Keras cannot be imported here ({one_line(e)}).")
     if not hasattr(model, "layers"):
         return _no("the model is not a Keras model.")
     steps: list = []
@@ -197,11 +205,8 @@ def _make_plan(model) -> DensePlan:
 
 
 def _is_linear(act) -> bool:
-    try:
-        from keras import activations
-        return act is None or act is activations.linear or getattr(act, "__name__", "") == "linear"
-    except Exception:
-        return False
+    from keras import activations    # only asked by _make_plan, which has imported Keras
+    return act is None or act is activations.linear or getattr(act, "__name__", "") == "linear"
 
 
 def dense_grid(model, padded: np.ndarray, stride: int, n_rows: int, n_cols: int,
@@ -215,9 +220,7 @@ def dense_grid(model, padded: np.ndarray, stride: int, n_rows: int, n_cols: int,
         raise ValueError(plan.reason)
     # The finest grid the network gives for free is 2**pools pixels; below the requested
     # stride's power-of-two factor (capped at that), pools really subsample; after, à trous.
-    t = 1
-    while t < 2 ** plan.pools and stride % (t * 2) == 0:
-        t *= 2
+    t = pool_factor(plan, stride)
     padded = np.asarray(padded, np.float32)
     if plan.exact:   # only the rows and columns the last patches reach: nothing beyond is ever read
         padded = padded[:(n_rows - 1) * stride + PATCH, :(n_cols - 1) * stride + PATCH]
@@ -229,6 +232,42 @@ def dense_grid(model, padded: np.ndarray, stride: int, n_rows: int, n_cols: int,
     if grid.shape[:2] != (n_rows, n_cols):     # cannot happen with PATCH//2 padding; be loud if it does
         raise ValueError(f"dense pass gave a {grid.shape[:2]} grid, expected {(n_rows, n_cols)}")
     return np.ascontiguousarray(grid, dtype=np.float32)
+
+
+def pool_factor(plan: DensePlan, stride: int) -> int:
+    """How much the dense pass really subsamples for `stride` (see dense_grid)."""
+    t = 1
+    while t < 2 ** plan.pools and stride % (t * 2) == 0:
+        t *= 2
+    return t
+
+
+def dense_bytes(plan: DensePlan, rows: int, cols: int, stride: int) -> int:
+    """Bytes the whole-film pass holds at its widest step (a step's input + output, float32;
+    an à trous pool also its half-done maximum), for a padded film of rows x cols as
+    dense_grid runs it: the same shape walk as _run, without running anything."""
+    from xray_core.cost import FLOAT_BYTES
+    t = pool_factor(plan, stride)
+    h, w, c = rows, cols, 1
+    sub, dil, peak = 1, 1, 0
+    for s in plan.steps:
+        kind, size_in = s[0], h * w * c
+        extra = 0
+        if kind in ("conv", "head"):
+            kh, kw, _, c = s[1].shape
+            if not (kind == "conv" and s[4] == "same"):
+                h, w = h - (kh - 1) * dil, w - (kw - 1) * dil
+        elif kind == "pool":
+            if sub < t:
+                h, w, sub = h // POOL, w // POOL, sub * POOL
+            else:
+                extra = (h - dil) * w * c
+                h, w, dil = h - dil, w - dil, dil * POOL
+        elif kind == "fc":
+            c = s[1].shape[1]
+        h, w = max(h, 0), max(w, 0)
+        peak = max(peak, (size_in + extra + h * w * c) * FLOAT_BYTES)
+    return peak
 
 
 def _run(plan: DensePlan, x, t: int):

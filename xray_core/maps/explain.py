@@ -38,7 +38,7 @@ import numpy as np
 from xray_core import CLASSES, PATCH
 from xray_core.errors import ConfigError, ImageError
 from xray_core.data.images import patch_input
-from xray_core.maps.inference import predict_patches
+from xray_core.maps.inference import fit_batch, predict_patches
 
 METHODS = ("saliency", "occlusion", "gradcam")
 IG_STEPS = 32            # Riemann steps of integrated gradients (one batch)
@@ -170,10 +170,15 @@ def _x4(x: np.ndarray):
 
 
 def _class_gradients(model, x: np.ndarray, target: int) -> np.ndarray:
-    """d p_target / d input for a batch (n, 32, 32) in one forward+backward pass."""
+    """d p_target / d input for a batch (n, 32, 32): one forward+backward pass per chunk of
+    patches whose activations fit modelcheck.BATCH_BYTES (inference.fit_batch)."""
     import tensorflow as tf
     fn = _submodel(model, "grad", lambda: _grad_function(model))
-    return np.asarray(fn(_x4(x), tf.constant(target, tf.int32)))[..., 0]
+    x = np.asarray(x, dtype=np.float32).reshape((-1, PATCH, PATCH))
+    step = fit_batch(model, max(1, len(x)), gradient=True)
+    parts = [np.asarray(fn(_x4(x[i:i + step]), tf.constant(target, tf.int32)))[..., 0]
+             for i in range(0, len(x), step)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _grad_function(model):
@@ -409,6 +414,7 @@ def fc_units(model, probe: np.ndarray) -> FCUnits:
     if has_conv(model) or len(dense) < 2:
         raise ConfigError("first-layer weight images are for fully connected models")
     probe = np.asarray(probe, dtype=np.float32).reshape(-1, PATCH, PATCH)
+    probe = probe[:fit_batch(model, max(1, len(probe)))]     # one pass: as many as fit BATCH_BYTES
     first, second = dense[0], dense[1]
     act_layer = _first_activation_after(model, first)
     act = _activation_name(act_layer) if act_layer is not None else _activation_name(first)
@@ -536,6 +542,8 @@ def batchnorm_rows(model, patches: np.ndarray, layer: str | None = None, index: 
     x = np.stack([_check_patch(q) for q in np.asarray(patches).reshape(-1, PATCH, PATCH)])
     if not 0 <= index < len(x):
         raise ConfigError(f"index {index} out of range for {len(x)} patches")
+    # one pass, as many patches as fit BATCH_BYTES; the float64 copies below take ~6x the float32 maps
+    x = x[:max(index + 1, fit_batch(model, len(x)) // 6)]
 
     def compute():
         sub = _submodel(model, f"bn:{name}", lambda: keras.Model(model.inputs, [bn.input, bn.output]))

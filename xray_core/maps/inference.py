@@ -28,6 +28,7 @@ from xray_core import CLASSES, PATCH
 from xray_core.errors import ConfigError, DataError, ImageError, XrayLabError
 from xray_core.data.images import MAX_BYTES, _check_2d, _one_line, is_radiograph, patch_input, read_image, to_film
 from xray_core.data.preprocess import from_u8, to_u8
+from xray_core import settings
 
 # RGB per class index; background (0) is left transparent (the film shows through).
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -45,16 +46,18 @@ MAP_BUSY = "The server is busy drawing other anatomy maps: try again in a minute
 
 
 def _map_slots() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_MAP_SLOTS", "")))
-    except ValueError:
-        return max(1, (os.cpu_count() or 1) // 2)
+    return settings.get("XRAY_LAB_MAP_SLOTS") or max(1, (os.cpu_count() or 1) // 2)
 
 
 _MAP_SLOTS = threading.BoundedSemaphore(_map_slots())
 DEFAULT_SMOOTH = 8.0  # film pixels; see anatomy_map
-DEFAULT_BATCH = 4096
+DEFAULT_BATCH = 4096  # patches per prediction call at most; fewer when they would not fit BATCH_BYTES
+DENSE_BYTES = 256 << 20   # the whole-film pass's widest step at most (dense.dense_bytes), else patches
 METHODS = ("auto", "dense", "patches")
+# What reading a Keras model's or layer's static shape raises when it has none: never called
+# (AttributeError: "has never been called"), a subclassed model (no .inputs), several
+# outputs (a list), an unknown dimension (int(None)).
+NO_STATIC_SHAPE = (AttributeError, IndexError, TypeError, ValueError)
 # A patch cut from the film sees zeros at its border, the whole-film pass sees the
 # neighbours (dense.py): the two differ a little. anatomy_map measures by how much on a
 # sample of grid points, then re-evaluates patch by patch the grid points whose two best
@@ -65,7 +68,7 @@ REFINE_GIVE_UP = 0.5    # more than this share of the grid unsure: compute the m
 
 __all__ = [
     "AnatomyMap", "CLASS_COLOURS", "predict_patches", "anatomy_map", "overlay",
-    "classify_files", "evaluate_map", "load_model", "map_method", "METHODS",
+    "classify_files", "evaluate_map", "load_model", "map_method", "METHODS", "patch_bytes", "fit_batch",
 ]
 
 
@@ -91,25 +94,66 @@ def load_model(path: str):
     DataError with a one-line reason otherwise (missing file, not a Keras archive,
     wrong input/output shape, layers this app does not build, too many parameters).
     The archive's architecture is checked before Keras builds anything
-    (xray_core/modelcheck.py): the Classify page and the CLI both come through here."""
+    (xray_core/modelcheck.py): the Classify page and the CLI both come through here.
+    Messages name the file by its base name only: a stored run's model lives in a server
+    folder no browser should see."""
+    shown = os.path.basename(path) or "model"
     if not os.path.isfile(path):
-        raise DataError(f"{path}: no such model file")
+        raise DataError(f"{shown}: no such model file")
     from xray_core.maps.modelcheck import load_checked
     try:
-        model = load_checked(path, shown=path)   # callers show their own name for `path`
+        model = load_checked(path, shown=shown)
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"{path}: cannot load the model ({_one_line(e)})") from None
+        raise DataError(f"{shown}: cannot load the model ({_one_line(e).replace(path, shown)})") from None
     try:
         n_in = int(np.prod([int(d) for d in model.inputs[0].shape[1:]]))
         n_out = int(model.outputs[0].shape[-1])
     except Exception:
-        raise DataError(f"{path}: not a single-input, single-output Keras model") from None
+        raise DataError(f"{shown}: not a single-input, single-output Keras model") from None
     if n_in != PATCH * PATCH or n_out != len(CLASSES):
-        raise DataError(f"{path}: model maps {tuple(model.inputs[0].shape[1:])} to {n_out} outputs; "
+        raise DataError(f"{shown}: model maps {tuple(model.inputs[0].shape[1:])} to {n_out} outputs; "
                         f"expected ({PATCH}, {PATCH}, 1) patches to {len(CLASSES)} classes")
     return model
+
+
+# ---- batches sized by bytes ---------------------------------------------------------
+_bytes_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def patch_bytes(model) -> tuple[int, int]:
+    """(peak, total) bytes of activations one patch needs in `model`: the largest layer's
+    input + output, and every layer's output (what a gradient keeps), as modelcheck.py
+    measures an archive (cost.layer_bytes). Read from the built model's layer shapes."""
+    try:
+        return _bytes_cache[model]
+    except (KeyError, TypeError):
+        pass
+    from xray_core.cost import FLOAT_BYTES, layer_bytes
+    peak = total = 0
+    prev = PATCH * PATCH
+    for layer in getattr(model, "layers", ()):
+        try:
+            out = int(np.prod([int(d) for d in layer.output.shape[1:]]))
+        except NO_STATIC_SHAPE:  # a layer without a static shape: skip it, the others still count
+            continue
+        peak, total, prev = max(peak, layer_bytes(prev, out)), total + out * FLOAT_BYTES, out
+    result = (max(peak, layer_bytes(prev, prev)), max(total, prev * FLOAT_BYTES))
+    try:
+        _bytes_cache[model] = result
+    except TypeError:
+        pass
+    return result
+
+
+def fit_batch(model, batch: int = DEFAULT_BATCH, gradient: bool = False) -> int:
+    """How many patches go through `model` in one call: at most `batch`, and no more than
+    modelcheck.BATCH_BYTES of activations (a gradient keeps every layer's output)."""
+    from xray_core.maps.modelcheck import BATCH_BYTES
+    peak, total = patch_bytes(model)
+    per = total if gradient else peak
+    return max(1, min(int(batch), BATCH_BYTES // max(1, per)))
 
 
 # ---- patch classification -----------------------------------------------------------
@@ -133,7 +177,7 @@ def _model_input(model, x: np.ndarray) -> np.ndarray:
     """(n, 32, 32, 1) float32, or reshaped to the model's own input shape if it differs."""
     try:
         want = tuple(int(d) for d in model.inputs[0].shape[1:])
-    except Exception:
+    except NO_STATIC_SHAPE:     # no symbolic input (a subclassed model): it takes the patches as they are
         return x
     if want != x.shape[1:] and int(np.prod(want)) == PATCH * PATCH:
         return x.reshape((x.shape[0],) + want)
@@ -149,7 +193,7 @@ def predict_patches(model, x: np.ndarray, batch: int = DEFAULT_BATCH) -> np.ndar
         x = x[..., None]
     if x.ndim != 4 or x.shape[1:] != (PATCH, PATCH, 1):
         raise ImageError(f"patches must be N x {PATCH} x {PATCH} (x 1), got shape {x.shape}")
-    batch = _check_batch(batch)
+    batch = fit_batch(model, _check_batch(batch))
     n = x.shape[0]
     out = np.empty((n, len(CLASSES)), dtype=np.float32)
     for i in range(0, n, batch):
@@ -190,7 +234,7 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     """
     t0 = time.perf_counter()
     stride = _check_stride(stride)
-    batch = _check_batch(batch)
+    batch = fit_batch(model, _check_batch(batch))
     img = _check_2d(film, "anatomy_map")
     if not np.all(np.isfinite(img)):
         raise ImageError("anatomy_map: the film contains NaN or infinite values")
@@ -210,6 +254,13 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
         used, reason = _choose_method(model, method)
         refined = 0
         exact = False
+        if used == "dense":
+            from xray_core.maps.dense import dense_bytes, dense_plan
+            need = dense_bytes(dense_plan(model), *padded.shape, stride)
+            if need > DENSE_BYTES:     # a wide network over the whole film: patches, in small batches
+                used = "patches"
+                reason = (f"Patch by patch, because the whole-film pass of this network would hold "
+                          f"{need / 2**20:,.0f} MB at once, more than the {DENSE_BYTES >> 20} MB a map may use.")
         if used == "dense":
             from xray_core.maps.dense import dense_grid, dense_plan
             grid = dense_grid(model, from_u8(padded), stride, gh, gw)

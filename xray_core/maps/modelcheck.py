@@ -10,7 +10,13 @@ and the architecture is walked without Keras:
   and Keras' own initialisers/regularisers/dtype policies, nothing from another module;
 - one input of 32x32x1 and 4 outputs;
 - the parameter count, computed from the config by propagating shapes, at most
-  XRAY_LAB_MAX_PARAMS (default 5 M; the course CNN has 3.3 M).
+  XRAY_LAB_MAX_PARAMS (default 5 M; the course CNN has 3.3 M);
+- the multiply-adds per patch, with the training caps' arithmetic (xray_core/cost.py), at
+  most XRAY_LAB_MAX_MACS (config.CAPS; default 150 M, the course CNN needs ~116 M);
+- the activations one patch needs while it runs (the largest layer's input + output,
+  float32), at most MAX_PATCH_BYTES, and all layers' outputs together (what a gradient
+  keeps) at most MAX_PATCH_TOTAL_BYTES: prediction batches are then sized by bytes
+  (BATCH_BYTES, inference.py), so any accepted model maps a film in bounded memory.
 
 Only then `keras.models.load_model(path, safe_mode=True, compile=False)`.
 
@@ -26,7 +32,9 @@ import zipfile
 from dataclasses import dataclass
 
 from xray_core import CLASSES, PATCH
-from xray_core.errors import DataError
+from xray_core.config import CAPS, cap
+from xray_core.cost import FLOAT_BYTES, conv2d_cost, dense_cost, layer_bytes
+from xray_core.errors import ConfigError, DataError
 
 ALLOWED_LAYERS = frozenset({
     "InputLayer", "Flatten", "Dense", "BatchNormalization", "Activation", "LeakyReLU",
@@ -44,21 +52,39 @@ MAX_MEMBERS = 16
 MAX_CONFIG_BYTES = 1 << 20
 MAX_JSON_DEPTH = 40
 MAX_LAYERS = 200
-DEFAULT_MAX_PARAMS = 5_000_000
+DEFAULT_MAX_PARAMS = CAPS["params"].default
 INPUT_SHAPE = (PATCH, PATCH, 1)
+# Activations of one prediction batch (inference.py sizes batches by this): a map of any
+# accepted model then grows the server by tens of MB, not by gigabytes. One patch alone
+# may need at most that much (the course CNN needs ~0.5 MB); all its layers' outputs
+# together (what a gradient keeps for the backward pass) at most four times that.
+BATCH_BYTES = 64 << 20
+MAX_PATCH_BYTES = BATCH_BYTES
+MAX_PATCH_TOTAL_BYTES = 4 * BATCH_BYTES
+
+
+def _server_cap(name: str, default: int) -> int:
+    try:
+        return cap(name)
+    except ConfigError:      # a bad environment value: the default (config validation says why)
+        return default
 
 
 def max_params() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_MAX_PARAMS", DEFAULT_MAX_PARAMS)))
-    except ValueError:
-        return DEFAULT_MAX_PARAMS
+    return _server_cap("params", DEFAULT_MAX_PARAMS)
+
+
+def max_macs() -> int:
+    return _server_cap("multiply_adds", CAPS["multiply_adds"].default)
 
 
 @dataclass(frozen=True)
 class Summary:
     params: int
     layers: int
+    multiply_adds: int = 0     # per patch, counted as xray_core/cost.py counts
+    peak_bytes: int = 0        # largest layer input + output for one patch (float32)
+    total_bytes: int = 0       # every layer's output for one patch (what a gradient keeps)
 
 
 class _Bad(Exception):
@@ -165,18 +191,19 @@ def _spatial(n: int, k: int, s: int, d: int, padding: str) -> int:
     raise _Bad(f"padding {padding!r} is not supported")
 
 
-def _layer(cls: str, c: dict, shape: tuple, name: str) -> tuple[tuple, int]:
-    """Output shape (without batch) and parameter count of one layer."""
+def _layer(cls: str, c: dict, shape: tuple, name: str) -> tuple[tuple, int, int]:
+    """Output shape (without batch), parameter count and multiply-adds per patch of one layer
+    (cost.py's arithmetic: batch norm and pooling count no multiply-adds, as in training)."""
     if cls in ("Activation", "LeakyReLU", "Dropout"):
-        return shape, 0
+        return shape, 0, 0
     if cls == "Flatten":
-        return (math.prod(shape),), 0
+        return (math.prod(shape),), 0, 0
     if cls == "Dense":
         units = _int(c.get("units"), f"{name}: units")
         if units < 1 or not shape:
             raise _Bad(f"{name}: units must be at least 1")
-        bias = units if c.get("use_bias", True) else 0
-        return shape[:-1] + (units,), shape[-1] * units + bias
+        params, macs = dense_cost(shape[-1], units, bool(c.get("use_bias", True)), math.prod(shape[:-1]))
+        return shape[:-1] + (units,), params, macs
     if cls in ("Conv2D", "MaxPooling2D"):
         if len(shape) != 3:
             raise _Bad(f"{name}: expects an image-shaped input")
@@ -192,16 +219,17 @@ def _layer(cls: str, c: dict, shape: tuple, name: str) -> tuple[tuple, int]:
             groups = _int(c.get("groups", 1), f"{name}: groups") or 1
             if filters < 1 or ch % groups or filters % groups:
                 raise _Bad(f"{name}: filters and groups do not fit the input")
-            params = kh * kw * (ch // groups) * filters + (filters if c.get("use_bias", True) else 0)
             out = (_spatial(h, kh, sh, dh, padding), _spatial(w, kw, sw, dw, padding), filters)
+            params, macs = conv2d_cost(kh, kw, ch // groups, filters, bool(c.get("use_bias", True)),
+                                       max(out[0], 0), max(out[1], 0))
         else:
             ph, pw = _pair(c.get("pool_size", 2), f"{name}: pool_size")
             strides = c.get("strides")
             sh, sw = _pair(strides if strides is not None else [ph, pw], f"{name}: strides")
-            out, params = (_spatial(h, ph, sh, 1, padding), _spatial(w, pw, sw, 1, padding), ch), 0
+            out, params, macs = (_spatial(h, ph, sh, 1, padding), _spatial(w, pw, sw, 1, padding), ch), 0, 0
         if out[0] < 1 or out[1] < 1:
             raise _Bad(f"{name}: the image shrinks to nothing")
-        return out, params
+        return out, params, macs
     if cls == "BatchNormalization":
         axis = c.get("axis", -1)
         axes = axis if isinstance(axis, list) else [axis]
@@ -215,7 +243,7 @@ def _layer(cls: str, c: dict, shape: tuple, name: str) -> tuple[tuple, int]:
                 raise _Bad(f"{name}: axis out of range")
             n *= shape[a - 1]
         per = 2 + (1 if c.get("center", True) else 0) + (1 if c.get("scale", True) else 0)
-        return shape, per * n
+        return shape, per * n, 0
     raise _Bad(f"layer class {cls!r} is not one this app builds")
 
 
@@ -259,6 +287,7 @@ def _walk(cfg: dict) -> Summary:
         raise _Bad(f"the model has {len(layers)} layers, more than {MAX_LAYERS}")
     shapes: dict[str, tuple] = {}
     params, prev, inputs = 0, None, 0
+    macs = peak = total = 0
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
             raise _Bad("a layer has no configuration")
@@ -269,8 +298,9 @@ def _walk(cfg: dict) -> Summary:
             raise _Bad(f"layer {name!r} is a {str(cls)[:40]!r}; this app only loads "
                        f"{', '.join(sorted(ALLOWED_LAYERS))}")
         if cls == "InputLayer":
-            out, n = _input_shape(c), 0
+            out, n, m = _input_shape(c), 0, 0
             inputs += 1
+            shape = out
         else:
             if model_cls == "Functional":
                 src = _tensor_sources(layer)
@@ -284,11 +314,21 @@ def _walk(cfg: dict) -> Summary:
             built = (layer.get("build_config") or {}).get("input_shape")
             if built is not None and tuple(built[1:] if isinstance(built, list) else ()) != shape:
                 raise _Bad(f"layer {name!r} declares an input shape that does not match the model")
-            out, n = _layer(cls, c, shape, name)
+            out, n, m = _layer(cls, c, shape, name)
         params += n
         if params > max_params():
             raise _Bad(f"it has more than {max_params():,} parameters (layer {name!r}); "
                        "the limit is XRAY_LAB_MAX_PARAMS")
+        macs += m
+        if macs > max_macs():
+            raise _Bad(f"it needs more than {max_macs():,} multiply-adds per patch (layer {name!r}), "
+                       f"this server's limit ({CAPS['multiply_adds'].env}): use fewer or smaller filters")
+        peak = max(peak, layer_bytes(math.prod(shape), math.prod(out)))
+        total += math.prod(out) * FLOAT_BYTES
+        if peak > MAX_PATCH_BYTES or total > MAX_PATCH_TOTAL_BYTES:
+            big, limit = (peak, MAX_PATCH_BYTES) if peak > MAX_PATCH_BYTES else (total, MAX_PATCH_TOTAL_BYTES)
+            raise _Bad(f"one patch needs {big / 2**20:,.0f} MB of activations (layer {name!r}), more than "
+                       f"this server's limit of {limit >> 20} MB: use fewer filters or pool earlier")
         if name in shapes:
             raise _Bad(f"two layers are named {name!r}")
         shapes[name] = out
@@ -307,7 +347,7 @@ def _walk(cfg: dict) -> Summary:
         final = prev
     if final != (len(CLASSES),):
         raise _Bad(f"its output is {final}; expected {len(CLASSES)} class probabilities")
-    return Summary(params=params, layers=len(layers))
+    return Summary(params=params, layers=len(layers), multiply_adds=macs, peak_bytes=peak, total_bytes=total)
 
 
 def check_archive(path: str, shown: str | None = None) -> Summary:
