@@ -20,8 +20,10 @@ from xray_core.errors import XrayLabError, one_line
 from xray_core.train.estimate import page_estimate  # measured on this machine (rough until measured)
 from xray_core.models import layer_table
 from xray_core.presets import PRESETS, matching_preset
+from xray_core.runs.report import csv_cell   # a label "=HYPERLINK(…)" stays text in a spreadsheet
 from xray_ui import charts
 from xray_ui.classify_view import patch_png
+from xray_ui.exports import browser_record
 from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
@@ -30,7 +32,8 @@ from xray_ui.session import (model_file_bytes, prepare_model, shared_dataset, st
                              warm_workers, workspace, workspace_notice)
 from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
-st.set_page_config(page_title="X-ray Lab · Train", page_icon=":material/radiology:", layout="wide")
+from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
+st.set_page_config(page_title="X-ray Lab · Train", page_icon=ICON, layout="wide")
 REFRESH_S = 0.5
 QUEUED_REFRESH_S = 2.0  # a queued run: only its queue position moves
 STARTING_REFRESH_S = 0.2  # a run before its first batch: the first point shows sooner after the click
@@ -444,12 +447,12 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
                "and download or delete it.")
     pick = next((v for v in views if v.id == (chosen[-1] if chosen else None)), current)
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("Runs table (CSV)", lambda: pd.DataFrame(rows).to_csv(index=False), "xray_lab_runs.csv",
+    c1.download_button("Runs table (CSV)", lambda: pd.DataFrame(rows).map(csv_cell).to_csv(index=False), "xray_lab_runs.csv",
                        "text/csv", key="dl_csv")   # made when clicked, not on every rerun
     if pick is None:
         return
     if not pick.active:
-        c2.download_button(f"Run {pick.number} record (JSON)", lambda: json.dumps(pick.rec.to_json(), indent=2),
+        c2.download_button(f"Run {pick.number} record (JSON)", lambda: json.dumps(browser_record(pick.rec), indent=2),
                            f"xray_lab_run{pick.number}.json", "application/json", key="dl_json")
         if pick.rec.model_path:
             c3.download_button(f"Run {pick.number} model (.keras)", lambda: model_file_bytes(pick.rec.model_path),

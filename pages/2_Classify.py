@@ -21,7 +21,8 @@ from xray_ui.nav import page_links
 from xray_ui.progress import job_status
 from xray_ui.session import runs, shared_dataset
 
-st.set_page_config(page_title="X-ray Lab · Classify", page_icon=":material/radiology:", layout="wide")
+from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
+st.set_page_config(page_title="X-ray Lab · Classify", page_icon=ICON, layout="wide")
 REFRESH_S = 0.5
 
 

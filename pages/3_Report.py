@@ -15,7 +15,8 @@ from xray_ui.nav import page_links
 from xray_ui.run_views import workspace_views
 from xray_ui.session import store, workspace, workspace_notice
 
-st.set_page_config(page_title="X-ray Lab · Report", page_icon=":material/description:", layout="wide")
+from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
+st.set_page_config(page_title="X-ray Lab · Report", page_icon=ICON, layout="wide")
 
 
 def main() -> None:

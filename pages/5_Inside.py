@@ -17,7 +17,8 @@ from xray_ui import classify_view as cv
 from xray_ui import inside_view as iv
 from xray_ui.nav import page_links
 
-st.set_page_config(page_title="X-ray Lab · Inside", page_icon=":material/neurology:", layout="wide")
+from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
+st.set_page_config(page_title="X-ray Lab · Inside", page_icon=ICON, layout="wide")
 SOURCES = ("Test patch", "Misclassified", "Upload")
 N_UNITS = 24      # first-layer units shown (most influential first)
 N_MAPS = 16       # feature-map channels shown per layer

@@ -9,7 +9,10 @@ import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset 
 
 import hashlib
 import hmac
+import logging
+import math
 import os
+import secrets
 
 import pandas as pd
 import plotly.express as px
@@ -18,9 +21,12 @@ import streamlit as st
 from xray_core.presets import PRESETS
 from xray_ui.nav import page_links
 from xray_ui.session import store, workspace_notice
+from xray_ui.throttle import LOGIN, client_key
 
-st.set_page_config(page_title="X-ray Lab · Class board", page_icon=":material/leaderboard:", layout="wide")
+from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
+st.set_page_config(page_title="X-ray Lab · Class board", page_icon=ICON, layout="wide")
 OWN = "(own settings)"
+_log = logging.getLogger("xray_lab.teacher_login")
 
 
 def main() -> None:
@@ -107,17 +113,48 @@ def teacher_login() -> bool:
     with st.sidebar.expander("Teacher"):
         st.text_input("Teacher password", type="password", key="teacher_password", on_change=_check_password,
                       args=(password,))
-        if st.session_state.pop("_teacher_wrong", False):
-            st.error("Wrong password.")
+        if (wait := st.session_state.pop("_teacher_wrong", None)) is not None:
+            st.error(f"Wrong password. The next attempt is checked in {math.ceil(wait)} s.")
+        if (wait := st.session_state.pop("_teacher_wait", None)) is not None:
+            st.error(f"Too many wrong passwords: wait {math.ceil(wait)} s, then try again "
+                     "(a password entered before that is not checked).")
     return False
+
+
+def _login_keys() -> tuple[list[str], str]:
+    """The throttle's keys for this attempt (this browser session, this client) and the
+    client's name for the log (xray_ui/throttle.py: behind a proxy, X-Forwarded-For)."""
+    sid = st.session_state.setdefault("_login_session", secrets.token_hex(8))
+    try:
+        ip = st.context.ip_address
+        fwd = st.context.headers.get("X-Forwarded-For") if st.context.headers else None
+    except (AttributeError, RuntimeError):   # no browser (AppTest)
+        ip, fwd = None, None
+    client = client_key(ip, fwd)
+    return ["session:" + sid, client], client
 
 
 def _check_password(password: str) -> None:
     entered = st.session_state.get("teacher_password") or ""
     st.session_state["teacher_password"] = ""  # never kept in the session
+    if not entered:
+        return
+    keys, client = _login_keys()
+    wait = LOGIN.wait(keys)
+    if wait > 0:     # refused unchecked: guessing is no faster than the growing delay
+        st.session_state["_teacher_wait"] = wait
+        _log.warning("teacher login: attempt from %r refused unchecked (%.0f s left of its delay)", client, wait)
+        return
     ok = hmac.compare_digest(entered.encode(), password.encode())
     st.session_state["_teacher"] = ok
-    st.session_state["_teacher_wrong"] = bool(entered) and not ok
+    if ok:
+        LOGIN.succeeded(keys)
+        _log.info("teacher login from %r", client)
+        return
+    wait = LOGIN.failed(keys)
+    st.session_state["_teacher_wrong"] = wait
+    _log.warning("teacher login: wrong password from %r (%d in a row from this client); next attempt "
+                 "checked in %.0f s", client, LOGIN.failures(client), wait)
 
 
 def teacher_panel(recs) -> None:

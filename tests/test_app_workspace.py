@@ -270,6 +270,8 @@ def test_teacher_password_shows_every_run_and_can_remove(visit, trained, monkeyp
     student = visit(WS_C, BOARD)
     assert "teacher_password" not in {t.key for t in student.text_input}  # no password set: no login
     monkeypatch.setenv("XRAY_LAB_TEACHER_PASSWORD", "s3cret")
+    from xray_ui import throttle
+    monkeypatch.setattr(throttle, "BASE_S", 0.0)   # no wait after the wrong one (tests/test_hostile_login.py checks it)
     app = visit(WS_C, BOARD)
     app.text_input(key="teacher_password").input("wrong").run()
     assert any("Wrong password" in e.value for e in app.error)

@@ -179,7 +179,7 @@ def use_uploaded_model(name: str, data: bytes) -> ModelChoice:
         try:
             model = load_model(path)
         except XrayLabError as e:
-            raise XrayLabError(str(e).replace(path, name)) from None
+            raise XrayLabError(str(e).replace(path, name).replace(os.path.basename(path), name)) from None
         except Exception as e:  # whatever Keras raises for a hostile archive
             raise XrayLabError(f"{name}: cannot load the model ({one_line(e)})") from None
     finally:

@@ -8,7 +8,7 @@ from xray_core.config import KNOBS, RunConfig, applies, arch_defaults, bounds, p
 from xray_core.errors import ConfigError
 from xray_core.presets import PRESETS, get_preset, matching_preset
 
-from .texts import HELP
+from .texts import HELP, cut_link_values
 
 CUSTOM = "(custom)"
 # Every knob with a widget, from the knob table (xray_core.config.KNOBS), plus the data and preset keys.
@@ -57,10 +57,11 @@ def init_state() -> None:
     if st.session_state.get("_controls_ready"):
         return
     cfg = RunConfig()
+    query = dict(st.query_params)
     try:
-        cfg = RunConfig.from_query(dict(st.query_params))
-    except ConfigError as e:
-        st.session_state["_link_error"] = f"The link's settings were ignored: {e}"
+        cfg = RunConfig.from_query(query)
+    except ConfigError as e:   # the values it names are cut: a 100 KB link is not echoed back whole
+        st.session_state["_link_error"] = f"The link's settings were ignored: {cut_link_values(e, query.values())}"
     st.session_state.setdefault("data_source", "phantom")
     st.session_state.setdefault("data_path", "")
     _state_from_config(cfg)

@@ -24,15 +24,18 @@ import streamlit as st
 
 from xray_core.runs import recorder
 from xray_core.data.dataset import Dataset
-from xray_core.runs.store import RunStore, get_store
+from xray_core.errors import XrayLabError
+from xray_core.runs import keys
+from xray_core.runs.store import RunStore, default_home, get_store
 from xray_core.train.job import TrainingJob
 
 MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the in-memory model
 # Train in recycled worker processes (xray_core/worker.py): bounds Keras' per-model
 # memory leak and keeps the server responsive. XRAY_LAB_ISOLATE=0 trains in threads.
 ISOLATE = os.environ.get("XRAY_LAB_ISOLATE", "1") != "0"
-# Tokens the app hands out are secrets.token_urlsafe(16) (22 characters). Shorter names
-# (the CLI's "cli", "alice") are guessable, so a link cannot open them.
+# Tokens the app hands out are signed with the home's secret (xray_core/runs/keys.py, 32
+# characters); a link opens only those (and older 22-character keys that hold runs). Shorter
+# names (the CLI's "cli", "alice") are guessable, so a link cannot open them.
 WS_PARAM = "ws"
 _WS_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 RECOVER_EVERY_S = 30.0    # runs of a server that died are marked interrupted at most this late
@@ -45,7 +48,30 @@ def valid_workspace(token) -> bool:
 
 
 def new_workspace() -> str:
-    return secrets.token_urlsafe(16)
+    """A key signed with the home's secret (xray_core/runs/keys.py): only keys this server
+    issued open a workspace from a link."""
+    try:
+        return get_store().issue_workspace()
+    except XrayLabError:   # no store: sign with the home's secret all the same
+        try:
+            return keys.issue(default_home())
+        except OSError:    # nor a home: this session works, its link will not open again
+            return secrets.token_urlsafe(16)
+
+
+def issued_workspace(token) -> bool:
+    """A well-formed key this server issued (signed, or an older key that already has runs)."""
+    if not valid_workspace(token):
+        return False
+    if token == st.session_state.get("xray_ws"):
+        return True        # this session's own key, checked when it was taken
+    try:
+        return get_store().workspace_issued(token)
+    except XrayLabError:
+        try:
+            return keys.signed(token, default_home())
+        except OSError:
+            return False
 
 
 def workspace() -> str:
@@ -55,7 +81,7 @@ def workspace() -> str:
     that dropped the query string gets the session's token back; no token -> a new one;
     a malformed token -> a new one and a one-line notice (st.session_state["_ws_notice"])."""
     raw = st.query_params.get(WS_PARAM)
-    if valid_workspace(raw):
+    if issued_workspace(raw):
         st.session_state["xray_ws"] = raw
         return raw
     ws = st.session_state.get("xray_ws")

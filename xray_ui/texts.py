@@ -1,5 +1,7 @@
 """Help texts that teach: what each control changes and what to expect.
 Started from the reference course's own explanations."""
+import re
+
 from xray_core.config import KNOBS
 
 
@@ -27,6 +29,19 @@ def plain(text: object) -> str:
 
 
 _PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+LINK_ECHO_CHARS = 40      # a link's value is echoed at most this long
+LINK_MESSAGE_CHARS = 300  # and a message about a link at most this long
+
+
+def cut_link_values(message: object, values) -> str:
+    """A message about a link's values, each value in it cut to LINK_ECHO_CHARS (a 100 KB
+    value must not come back whole), and the message itself to LINK_MESSAGE_CHARS."""
+    text = str(message)
+    for v in sorted({str(v) for v in values if len(str(v)) > LINK_ECHO_CHARS}, key=len, reverse=True):
+        text = text.replace(v, v[:LINK_ECHO_CHARS] + "…")
+    # a value the message re-wrote (a parsed list, say): any long unbroken run is cut too
+    text = re.sub(r"\S{%d,}" % (LINK_ECHO_CHARS + 1), lambda m: m.group()[:LINK_ECHO_CHARS] + "…", text)
+    return text if len(text) <= LINK_MESSAGE_CHARS else text[:LINK_MESSAGE_CHARS - 1] + "…"
 
 BN_AXIS_EXPLAINER = """
 **What `BatchNormalization(axis=1)` does here.** Keras images are NHWC: (batch, height, width, channels).

@@ -21,6 +21,11 @@ If the folder holds nothing but one other folder (a zip's top folder, say), that
 folder is used instead (up to three levels). Image extensions: png, jpg, jpeg,
 bmp, tif, tiff, gif. Dotfiles, ``__MACOSX/``, ``Thumbs.db``, ``desktop.ini`` are
 ignored; other non-image files are skipped with a warning.
+
+Files and folders whose real path (symbolic links followed) leaves the folders given
+as `within` (default: the scanned folder itself; the app passes the data root, or the
+folder a zip was unpacked into) are skipped with a warning: a link in a dataset must
+not make the server read, say, /etc/passwd as a patch.
 """
 from __future__ import annotations
 
@@ -85,9 +90,26 @@ def _group_of(filename: str) -> str:
     return stem.split("_", 1)[0] if "_" in stem else stem
 
 
-def _listdir(path: str) -> list[os.DirEntry]:
+def _listdir(path: str, within: tuple[str, ...] | None = None,
+             outside: list[str] | None = None) -> list[os.DirEntry]:
+    """The folder's entries by name, dotfiles and the like left out; with `within`, also
+    the links whose real path leaves those folders (their names go to `outside`)."""
     with os.scandir(path) as it:
-        return sorted((e for e in it if not ignored(e.name)), key=lambda e: e.name)
+        entries = sorted((e for e in it if not ignored(e.name)), key=lambda e: e.name)
+    if within is None:
+        return entries
+    kept = []
+    for e in entries:
+        if e.is_symlink() and not _inside(os.path.realpath(e.path), within):
+            if outside is not None:
+                outside.append(e.name)
+            continue
+        kept.append(e)
+    return kept
+
+
+def _inside(real: str, within: tuple[str, ...]) -> bool:
+    return any(real == w or real.startswith(w.rstrip(os.sep) + os.sep) for w in within)
 
 
 def _join(shown: str, name: str) -> str:
@@ -95,8 +117,10 @@ def _join(shown: str, name: str) -> str:
 
 
 class _Scanner:
-    def __init__(self, prefix: str = "") -> None:
+    def __init__(self, prefix: str = "", within: tuple[str, ...] | None = None) -> None:
         self.prefix = prefix
+        self.within = within
+        self.outside: list[str] = []     # links leading out of `within`, by shown name
         self.warnings: list[str] = []
         self.skipped: list[str] = []
         self.sig = hashlib.blake2b(digest_size=16)
@@ -109,9 +133,16 @@ class _Scanner:
         self.sig.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         out.append(Entry(e.path, shown, rel, label, _group_of(e.name), _join(self.prefix, rel)))
 
+    def ls(self, path: str, shown: str) -> list[os.DirEntry]:
+        """_listdir within the allowed folders; links leading out are noted by their shown name."""
+        names: list[str] = []
+        entries = _listdir(path, self.within, names)
+        self.outside += [_join(shown, n) for n in names]
+        return entries
+
     def class_dir(self, d: os.DirEntry, label: int, shown: str, rel: str) -> list[Entry]:
         out: list[Entry] = []
-        for e in _listdir(d.path):
+        for e in self.ls(d.path, shown):
             s, r = _join(shown, e.name), _join(rel, e.name)
             if e.is_dir():
                 self.warnings.append(f"{s}: folder inside a class folder, ignored")
@@ -131,7 +162,7 @@ class _Scanner:
 
     def split_dir(self, d: os.DirEntry, shown: str, rel: str) -> list[Entry]:
         out: list[Entry] = []
-        for e in _listdir(d.path):
+        for e in self.ls(d.path, shown):
             s, r = _join(shown, e.name), _join(rel, e.name)
             if e.is_dir():
                 label = _CLASS_NAMES.get(e.name.lower())
@@ -147,13 +178,16 @@ class _Scanner:
         return out
 
 
-def _descend(root: str, shown: str) -> tuple[str, str, str]:
+def _descend(root: str, shown: str, sc: _Scanner | None = None) -> tuple[str, str, str]:
     """Step into a lone sub-folder (a zip's top folder) up to three times.
     Returns the folder, its name for messages and its path below `root`."""
     prefix = ""
     for _ in range(3):
-        entries = _listdir(root)
+        entries = _listdir(root)    # a link leading out still counts here: it is not descended into
         if len(entries) != 1 or not entries[0].is_dir():
+            break
+        if sc is not None and sc.within is not None and entries[0].is_symlink() \
+                and not _inside(os.path.realpath(entries[0].path), sc.within):
             break
         name = entries[0].name.lower()
         if name in _SPLIT_NAMES or name in _CLASS_NAMES:
@@ -163,14 +197,16 @@ def _descend(root: str, shown: str) -> tuple[str, str, str]:
     return root, shown, prefix
 
 
-def scan(root: str, shown_root: str) -> Plan:
-    root, shown_root, prefix = _descend(root, shown_root)
-    sc = _Scanner(prefix)
+def scan(root: str, shown_root: str, within: list[str] | tuple[str, ...] | None = None) -> Plan:
+    """`within`: the folders (real paths) the dataset's files must lie in, links followed;
+    default the scanned folder itself."""
+    sc = _Scanner("", tuple(os.path.realpath(w) for w in (within or [root])))
+    root, shown_root, sc.prefix = _descend(root, shown_root, sc)
     split_dirs: dict[str, os.DirEntry] = {}
     class_dirs: list[tuple[os.DirEntry, int]] = []
     loose: list[os.DirEntry] = []
     other: list[str] = []
-    for e in _listdir(root):
+    for e in sc.ls(root, shown_root):
         low = e.name.lower()
         if e.is_dir():
             if low in _SPLIT_NAMES:
@@ -213,6 +249,9 @@ def scan(root: str, shown_root: str) -> Plan:
         if pool:
             parts["all"] = sorted(pool, key=lambda x: x.rel)
         auto = True
+    if sc.outside:
+        sc.warnings.append(f"skipped {len(sc.outside)} link(s) leading out of the dataset "
+                           f"(e.g. {sc.outside[0]})")
     if not parts:
         raise DataError(f"{shown_root}: {_NO_IMAGES}")
     if sc.skipped:

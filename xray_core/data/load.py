@@ -309,14 +309,25 @@ def load_folder(path: PathLike, seed: int = 0) -> Dataset:
         raise DataError(f"{shown}: no such file or folder")
     if not os.path.isdir(shown):
         raise DataError(f"{shown}: not a folder")
-    try:
-        plan = scan(shown, shown)
-    except PermissionError as e:
-        raise DataError(f"{e.filename or shown}: permission denied") from None
     name = Path(os.path.abspath(shown)).name or shown
+    # a dataset under a data root (the only folders a browser can pick) is named as the picker
+    # names it, never by its server folder; its files must stay inside that data root (else,
+    # the CLI's own folders, inside the folder itself), links followed
+    from xray_core.data import roots
+    real = os.path.realpath(shown)
+    picked = roots.name_of(shown)
+    label = picked or shown
+    within = [r for r in roots.roots() if roots._inside(real, [r])] or [real]
+    try:
+        plan = scan(shown, label, within)
+    except PermissionError as e:
+        raise DataError(f"{label}: permission denied ({os.path.basename(e.filename or '') or 'a file'})") from None
     key = ("folder", os.path.abspath(shown), plan.signature)
-    raw = _cached(key, lambda: _build_raw(name, plan, name))
+    raw = _cached(key, lambda: _build_raw(name, plan, picked or name))
     return _assemble(raw, seed)
+
+
+UPLOAD_SHOWN = "your .zip"   # how messages name a zip uploaded through the app
 
 
 def load_zip(path: PathLike, seed: int = 0) -> Dataset:
@@ -327,23 +338,25 @@ def load_zip(path: PathLike, seed: int = 0) -> Dataset:
     """
     seed = _check_seed(seed)
     shown = os.fspath(path)
+    from xray_core.data.uploads import is_upload
+    label = UPLOAD_SHOWN if is_upload(shown) else shown    # an upload's server path is nobody's business
     try:
         st = os.stat(shown)
     except FileNotFoundError:
-        raise DataError(f"{shown}: no such file or folder") from None
+        raise DataError(f"{label}: no such file or folder") from None
     except OSError as e:
-        raise DataError(f"{shown}: cannot be read ({e.strerror})") from None
+        raise DataError(f"{label}: cannot be read ({e.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{shown}: is a folder, not a zip file")
+        raise DataError(f"{label}: is a folder, not a zip file")
     name = Path(shown).stem or shown
     key = ("zip", os.path.abspath(shown), st.st_size, st.st_mtime_ns)
 
     def build() -> _Raw:
         with tempfile.TemporaryDirectory(prefix="xraylab-zip-") as tmp:
             safe_extract(shown, tmp, max_members=zipsafe.MAX_MEMBERS,
-                         max_total_bytes=zipsafe.MAX_TOTAL_BYTES, max_ratio=zipsafe.MAX_RATIO)
-            plan = scan(tmp, shown)
-            return _build_raw(name, plan, Path(shown).name)
+                         max_total_bytes=zipsafe.MAX_TOTAL_BYTES, max_ratio=zipsafe.MAX_RATIO, shown=label)
+            plan = scan(tmp, label, [tmp])
+            return _build_raw(name, plan, label if label == UPLOAD_SHOWN else Path(shown).name)
 
     return _assemble(_cached(key, build), seed)
 

@@ -37,7 +37,9 @@ def app_home() -> Path:
 
 
 def upload_dir() -> Path:
-    d = app_home() / "uploads"
+    home = app_home()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)   # a new home is private too
+    d = home / "uploads"
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(d, 0o700)       # also when it existed before with looser rights
     key = str(d)
@@ -47,6 +49,14 @@ def upload_dir() -> Path:
     if first:                # once per process: what an earlier run left behind
         prune(max_age=MAX_AGE_SECONDS, folder=d)
     return d
+
+
+def is_upload(path) -> bool:
+    """Whether `path` is a zip stored by store_zip (in this home's uploads folder)."""
+    try:
+        return os.path.dirname(os.path.realpath(path)) == os.path.realpath(app_home() / "uploads")
+    except (OSError, ValueError):
+        return False
 
 
 def max_files() -> int:

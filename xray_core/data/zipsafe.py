@@ -55,7 +55,8 @@ def _mib(n: int) -> str:
 
 
 def safe_extract(zip_path: PathLike, dest_dir: PathLike, max_members: int = MAX_MEMBERS,
-                 max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO) -> list[str]:
+                 max_total_bytes: int = MAX_TOTAL_BYTES, max_ratio: float = MAX_RATIO,
+                 shown: str | None = None) -> list[str]:
     """Extract a zip into dest_dir (created if needed) refusing anything hostile.
 
     Refused with a DataError saying why: not a zip / damaged zip; more than
@@ -70,11 +71,13 @@ def safe_extract(zip_path: PathLike, dest_dir: PathLike, max_members: int = MAX_
     so a lying compressed size does not help; members sharing data are refused.
     `__MACOSX/` and dotfiles are skipped (after the path checks). Nothing is
     written outside dest_dir; on error, files written by this call are removed.
-    Returns the relative paths of the files extracted.
+    Returns the relative paths of the files extracted. Messages name the zip as `shown`
+    (default: the path given; the app passes "your .zip" for an upload: never a server path).
     """
-    shown = os.fspath(zip_path)
+    path = os.fspath(zip_path)
+    shown = shown or path
     try:
-        zf = zipfile.ZipFile(shown)
+        zf = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(f"{shown}: no such file or folder") from None
     except (zipfile.BadZipFile, EOFError, ValueError) as e:
@@ -93,7 +96,7 @@ def safe_extract(zip_path: PathLike, dest_dir: PathLike, max_members: int = MAX_
         starts = sorted(i.header_offset for i in infos)
         if len(set(starts)) != len(starts):
             raise DataError(f"{shown}: refused: several members share the same data (overlapping zip bomb?)")
-        end = getattr(zf, "start_dir", None) or os.path.getsize(shown)
+        end = getattr(zf, "start_dir", None) or os.path.getsize(path)
         bounds = dict(zip(starts, starts[1:] + [max(end, starts[-1] if starts else 0)]))
 
         def packed(info: zipfile.ZipInfo) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -107,17 +108,37 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...),
+# +cmd|..., @SUM...; tab and CR start DDE payloads too): such text cells get a leading
+# apostrophe, which spreadsheets show as text and do not evaluate (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A text value made safe for a spreadsheet; numbers and None are left as they are."""
+    if isinstance(value, str) and value.lstrip(" ").startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(report: Report) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
     for row in report.rows:
-        w.writerow(row.as_dict())
+        w.writerow({k: csv_cell(v) for k, v in row.as_dict().items()})
     return buf.getvalue()
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|!])")
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Student text in the Markdown report: HTML escaped (a <script> or <img onerror> label
+    is shown as text by any renderer), Markdown's link, emphasis and table marks
+    backslash-escaped, one line."""
+    out = _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+    return html.escape(out, quote=False)
 
 
 def _when(report: Report) -> str:

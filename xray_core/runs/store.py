@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from xray_core.errors import XrayLabError
+from xray_core.runs import keys
 
 STATES = ("queued", "training", "finished", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "training")
@@ -253,6 +254,7 @@ class RunStore:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.models_dir = self.home / "models"
         try:
+            keys.make_home(self.home)     # created 0700: it holds every workspace's runs and keys
             self.models_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"XRAY_LAB_HOME: cannot create {self.models_dir}: {e.strerror or e}") from None
@@ -294,6 +296,13 @@ class RunStore:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the folder of {parsed.database}: {e.strerror or e}") from None
+        try:   # the file holds every workspace key: only this server's user may read it (SQLite
+            # gives its -wal and -shm files the same rights)
+            os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT, 0o600))
+            os.chmod(parsed.database, 0o600)
+        except OSError as e:
+            raise StoreError(f"cannot create the run store file {Path(parsed.database).name}: "
+                             f"{e.strerror or e}") from None
         engine = sa.create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False},
                                   pool_size=8, max_overflow=16)
 
@@ -461,6 +470,28 @@ class RunStore:
         q = q.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(int(limit))
         with self.engine.connect() as conn:
             return [self._record(r) for r in conn.execute(q)]
+
+    def has_workspace(self, workspace: str) -> bool:
+        """Whether any run is recorded under `workspace`."""
+        q = sa.select(runs.c.id).where(runs.c.workspace == check_workspace(workspace)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(q).first() is not None
+
+    def issue_workspace(self) -> str:
+        """A new workspace key signed with this home's secret (xray_core/runs/keys.py)."""
+        try:
+            return keys.issue(self.home)
+        except OSError as e:
+            raise StoreError(f"cannot sign a workspace key: {e.strerror or e}") from None
+
+    def workspace_issued(self, workspace) -> bool:
+        """Whether a link may open `workspace`: a key this server signed, or one issued before
+        keys were signed that already holds runs."""
+        try:
+            return keys.signed(workspace, self.home) or (
+                isinstance(workspace, str) and 16 <= len(workspace) <= 64 and self.has_workspace(workspace))
+        except (StoreError, OSError):
+            return False
 
     def _remove_files(self, run_id: str) -> None:
         if _RUN_ID_RE.match(run_id):  # never let a crafted id walk out of models/
