@@ -271,3 +271,22 @@ def test_every_page_sets_a_local_favicon():
         if page.name == "4_Experiments.py" and "page_icon=ICON" not in src:
             continue     # another engineer's page this change may not touch (see the report)
         assert "page_icon=ICON" in src and ":material/" not in src.split("set_page_config(")[1].split(")")[0], page
+
+
+# ---- temporary files under the home --------------------------------------------------------
+
+def test_an_uploaded_zip_is_unpacked_under_the_home_not_in_tmp(home, tmp_path, monkeypatch):
+    import tempfile as tf
+    seen = []
+    real = tf.TemporaryDirectory
+
+    def spy(*a, **kw):
+        d = real(*a, **kw)
+        seen.append(d.name)
+        return d
+    monkeypatch.setattr(tf, "TemporaryDirectory", spy)
+    src = tmp_path / "ds"
+    course_layout(src, {"train": rids(2, "A")}, per_class=2)
+    load_dataset(store_zip(zip_dir(src, tmp_path / "t.zip").read_bytes()))
+    assert seen and all(Path(d).parent == home / "tmp" for d in seen)
+    assert stat.S_IMODE(os.stat(home / "tmp").st_mode) == 0o700

@@ -172,7 +172,8 @@ def use_uploaded_model(name: str, data: bytes) -> ModelChoice:
     current = st.session_state.get("_cls_uploaded_model")
     if current is not None and current.key == key:
         return current
-    fd, path = tempfile.mkstemp(suffix=".keras", prefix="xray_upload_")
+    from xray_core.data.uploads import private_tmp    # under the home, not the shared /tmp
+    fd, path = tempfile.mkstemp(suffix=".keras", prefix="xray_upload_", dir=private_tmp())
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -338,7 +338,7 @@ def load_zip(path: PathLike, seed: int = 0) -> Dataset:
     """
     seed = _check_seed(seed)
     shown = os.fspath(path)
-    from xray_core.data.uploads import is_upload
+    from xray_core.data.uploads import is_upload, private_tmp
     label = UPLOAD_SHOWN if is_upload(shown) else shown    # an upload's server path is nobody's business
     try:
         st = os.stat(shown)
@@ -352,7 +352,7 @@ def load_zip(path: PathLike, seed: int = 0) -> Dataset:
     key = ("zip", os.path.abspath(shown), st.st_size, st.st_mtime_ns)
 
     def build() -> _Raw:
-        with tempfile.TemporaryDirectory(prefix="xraylab-zip-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="xraylab-zip-", dir=private_tmp()) as tmp:
             safe_extract(shown, tmp, max_members=zipsafe.MAX_MEMBERS,
                          max_total_bytes=zipsafe.MAX_TOTAL_BYTES, max_ratio=zipsafe.MAX_RATIO, shown=label)
             plan = scan(tmp, label, [tmp])

@@ -59,6 +59,14 @@ def is_upload(path) -> bool:
         return False
 
 
+def private_tmp() -> Path:
+    """Temporary files (an unpacked zip, an uploaded model being checked) live under the home,
+    in `tmp/` (0700), as the training processes' do: not in the shared /tmp."""
+    d = app_home() / "tmp"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
 def max_files() -> int:
     """Films classified per upload on the Classify page (XRAY_LAB_MAX_FILES, default 20)."""
     try:
