@@ -179,3 +179,13 @@ def test_a_map_of_the_128_filter_model_keeps_the_servers_memory_bounded(hostile)
     print(f"map of the 128-filter model: peak RSS +{grew:.0f} MB, afterwards {r['after'] - r['before']:+.0f} MB")
     assert grew < 300, r
     assert r["after"] - r["before"] < 100, r        # given back, not kept
+
+
+def test_an_overlapping_pool_is_not_free(tmp_path):
+    """MaxPooling2D(32, strides=1, 'same') over 4,096 channels: no weights, no conv, but
+    32*32 comparisons for each of 32*32*4,096 outputs (~4.3 G per patch)."""
+    from keras import layers as L
+    path = _save(tmp_path / "pool.keras", L.Conv2D(4096, 1, name="wide"), L.MaxPooling2D(32, strides=1, padding="same"),
+                 L.MaxPooling2D(32), L.Flatten(), L.Dense(4, activation="softmax"))
+    with pytest.raises(DataError, match="multiply-adds per patch"):
+        check_archive(path)

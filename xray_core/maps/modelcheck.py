@@ -227,6 +227,11 @@ def _layer(cls: str, c: dict, shape: tuple, name: str) -> tuple[tuple, int, int]
             strides = c.get("strides")
             sh, sw = _pair(strides if strides is not None else [ph, pw], f"{name}: strides")
             out, params, macs = (_spatial(h, ph, sh, 1, padding), _spatial(w, pw, sw, 1, padding), ch), 0, 0
+            if sh < ph or sw < pw:
+                # overlapping windows (never in the course's 2x2/2 pools, which cost() leaves out):
+                # each output compares its whole window, counted like multiply-adds so that a
+                # 32x32 stride-1 pool over thousands of channels cannot pass as free
+                macs = max(out[0], 0) * max(out[1], 0) * ch * ph * pw
         if out[0] < 1 or out[1] < 1:
             raise _Bad(f"{name}: the image shrinks to nothing")
         return out, params, macs
