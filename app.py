@@ -9,6 +9,10 @@ of a restarted server or of another replica are drawn from their stored records
 """
 from __future__ import annotations
 
+import xray_ui
+
+xray_ui.install()   # first: Streamlit's patches, version-checked, and the server's shutdown (xray_ui/__init__.py)
+
 import json
 
 import numpy as np

@@ -4,14 +4,17 @@ films. A thin view: the logic lives in xray_ui.classify_view and xray_core.maps.
 """
 from __future__ import annotations
 
+import logging
 import math
 
-import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
+import xray_ui
+
+xray_ui.install()   # first: Streamlit's patches, version-checked, and the server's shutdown (xray_ui/__init__.py)
 
 import streamlit as st
 
 from xray_core import CLASSES
-from xray_core.errors import XrayLabError, one_line
+from xray_core.errors import XrayLabError, log_once, one_line
 from xray_core.maps.inference import evaluate_map, overlay, predict_patches
 from xray_core.train.estimate import dataset_sizes, page_estimate
 from xray_ui import charts
@@ -24,6 +27,7 @@ from xray_ui.session import runs, shared_dataset
 from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
 st.set_page_config(page_title="X-ray Lab · Classify", page_icon=ICON, layout="wide")
 REFRESH_S = 0.5
+_log = logging.getLogger("xray_ui.pages.classify")
 
 
 def main() -> None:
@@ -120,8 +124,8 @@ def no_model_panel() -> None:
             n = len(ds.split("train"))
             est = 5 * max(1, math.ceil(page_estimate(cfg, *dataset_sizes(ds))["total"] / 5))
             st.caption(f"About {est} s on {n:,} phantom patches when the server is idle; longer while others train.")
-        except Exception:
-            pass
+        except Exception as e:   # only a caption (the button says what fails): the log says why, once
+            log_once(_log, "Classify: no time estimate for the quick model", e)
 
 
 def training_panel(run) -> None:

@@ -4,7 +4,9 @@ picks), with their curves; downloads as Markdown, one self-contained HTML file, 
 A thin view over xray_core.runs.report."""
 from __future__ import annotations
 
-import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
+import xray_ui
+
+xray_ui.install()   # first: Streamlit's patches, version-checked, and the server's shutdown (xray_ui/__init__.py)
 
 import pandas as pd
 import streamlit as st

@@ -8,7 +8,9 @@ figures from xray_ui.charts_stats. Groups live in st.session_state for now.
 """
 from __future__ import annotations
 
-import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
+import xray_ui
+
+xray_ui.install()   # first: Streamlit's patches, version-checked, and the server's shutdown (xray_ui/__init__.py)
 
 from dataclasses import dataclass
 

@@ -4,7 +4,9 @@ xray_ui.charts_inside, model and patch sources in xray_ui.inside_view.
 """
 from __future__ import annotations
 
-import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
+import xray_ui
+
+xray_ui.install()   # first: Streamlit's patches, version-checked, and the server's shutdown (xray_ui/__init__.py)
 
 import numpy as np
 import streamlit as st

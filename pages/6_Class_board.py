@@ -5,7 +5,9 @@ would open the student's runs. With XRAY_LAB_TEACHER_PASSWORD set, the teacher s
 every workspace's runs (workspaces as short, one-way names) and can remove runs."""
 from __future__ import annotations
 
-import xray_ui  # noqa: F401  -- first: stops Streamlit's per-rerun Keras reset (see xray_ui/__init__.py)
+import xray_ui
+
+xray_ui.install()   # first: Streamlit's patches, version-checked, and the server's shutdown (xray_ui/__init__.py)
 
 import hashlib
 import hmac

@@ -10,10 +10,12 @@ import time
 import numpy as np
 import pytest
 
-import xray_ui  # noqa: F401  -- its Streamlit patches in place before any AppTest runs, as in the server
+import xray_ui
 from xray_core.data.dataset import Dataset, Split
 
 from .pg import pg_server, pg_url  # noqa: F401  (fixtures: one real PostgreSQL for the whole session)
+
+xray_ui.install()   # Streamlit's patches in place before any AppTest runs, as in the server
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REQUIRE_ALL = os.environ.get("XRAY_LAB_REQUIRE_ALL") == "1"

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -24,11 +25,12 @@ import streamlit as st
 
 from xray_core.runs import recorder
 from xray_core.data.dataset import Dataset
-from xray_core.errors import XrayLabError
+from xray_core.errors import XrayLabError, log_once
 from xray_core.runs import keys
 from xray_core.runs.store import RunStore, default_home, get_store
 from xray_core.train.job import TrainingJob
 
+_log = logging.getLogger(__name__)
 MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the in-memory model
 # Train in recycled worker processes (xray_core/worker.py): bounds Keras' per-model
 # memory leak and keeps the server responsive. XRAY_LAB_ISOLATE=0 trains in threads.
@@ -113,7 +115,9 @@ def store() -> RunStore:
 def _recover(url: str, tick: int) -> list[str]:
     try:
         return get_store().recover(recorder.live_run_ids())
-    except Exception:  # a store hiccup must not take the page down; the next tick retries
+    except Exception as e:  # a store hiccup must not take the page down; the next tick retries
+        log_once(_log, "run store: recovering runs of dead servers failed (retried every "
+                       f"{RECOVER_EVERY_S:g} s)", e)
         return []
 
 
@@ -191,8 +195,8 @@ def prepare_model(cfg, dataset) -> None:
     from xray_core.train.backends.worker import POOL
     try:
         POOL.prepare(cfg, n_train(cfg, dataset), dataset)
-    except Exception:   # only a head start
-        pass
+    except Exception as e:   # only a head start: a Train meets the same problem and says it
+        log_once(_log, "worker pool: preparing the sidebar's model failed", e)
 
 
 @dataclass

@@ -236,6 +236,12 @@ def _read_dicom(data: bytes, name: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+# What pydicom and these reads raise for a malformed window or VOI LUT (width < 1, text where
+# a number belongs, a missing or short descriptor, too little LUT data, 2**bits too large).
+# Anything else is no fallback: _read_dicom refuses the file in one line.
+_MALFORMED_VALUES = (ValueError, TypeError, AttributeError, IndexError, KeyError, ArithmeticError)
+
+
 def _dicom_voi(arr: np.ndarray, ds) -> np.ndarray:
     """Modality values -> [0, 1] via the first Window Center/Width, else VOI LUT, else min-max."""
     from pydicom.pixels import apply_voi_lut, apply_windowing
@@ -246,15 +252,15 @@ def _dicom_voi(arr: np.ndarray, ds) -> np.ndarray:
             out = apply_windowing(arr.copy(), ds, index=0)
             if hi != lo:
                 return np.clip((out - lo) / (hi - lo), 0.0, 1.0)
-        except Exception:
+        except _MALFORMED_VALUES:
             pass   # malformed window (width < 1, text...): fall back to the data range
     if ds.get("VOILUTSequence"):
         try:
             bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
             out = apply_voi_lut(arr.copy(), ds, index=0, prefer_lut=True)
             return np.clip(out / float(2 ** bits - 1), 0.0, 1.0)
-        except Exception:
-            pass
+        except _MALFORMED_VALUES:
+            pass   # malformed VOI LUT (no or short descriptor, too little data): the data range
     return minmax(arr)
 
 

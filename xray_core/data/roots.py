@@ -70,7 +70,7 @@ def _is_dataset(path: str) -> bool:
             return False         # the lone sub-folder is listed under its own name instead
         scan(path, "")
         return True
-    except Exception:            # DataError, PermissionError, races: simply not offered
+    except (DataError, OSError):  # not a dataset, unreadable, or changed while scanned: simply not offered
         return False
 
 

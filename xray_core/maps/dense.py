@@ -36,6 +36,7 @@ This module imports TensorFlow lazily (inference.py imports neither keras nor TF
 """
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from xray_core import CLASSES, PATCH
+from xray_core.errors import log_once, one_line
+
+_log = logging.getLogger(__name__)
 POOL = 2          # the course's MaxPooling2D(2)
 MAX_SHIFT = 8     # three pools: the dense grid can step by 1, 2, 4 or 8 film pixels
 
@@ -70,7 +74,11 @@ def dense_plan(model) -> DensePlan:
             return _plans[model]
         except (KeyError, TypeError):
             pass
-    plan = _make_plan(model)
+    try:
+        plan = _make_plan(model)
+    except Exception as e:   # a model this check did not foresee: patch by patch, and the note says why
+        log_once(_log, "dense map: checking the model for the one-pass form failed", e)
+        plan = _no(f"checking it for the one-pass form failed ({one_line(e)}).")
     with _plans_lock:
         try:
             _plans[model] = plan
@@ -91,8 +99,8 @@ def _no(reason: str) -> DensePlan:
 def _make_plan(model) -> DensePlan:
     try:
         from keras import layers as L
-    except Exception:           # no Keras: nothing to make dense
-        return _no("the model is not a Keras model.")
+    except ImportError as e:    # no usable Keras here: said, not taken for "not a Keras model"
+        return _no(f"Keras cannot be imported here ({one_line(e)}).")
     if not hasattr(model, "layers"):
         return _no("the model is not a Keras model.")
     steps: list = []
@@ -197,11 +205,8 @@ def _make_plan(model) -> DensePlan:
 
 
 def _is_linear(act) -> bool:
-    try:
-        from keras import activations
-        return act is None or act is activations.linear or getattr(act, "__name__", "") == "linear"
-    except Exception:
-        return False
+    from keras import activations    # only asked by _make_plan, which has imported Keras
+    return act is None or act is activations.linear or getattr(act, "__name__", "") == "linear"
 
 
 def dense_grid(model, padded: np.ndarray, stride: int, n_rows: int, n_cols: int,
