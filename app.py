@@ -20,6 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from xray_core import CLASSES
+from xray_core.config import COLUMN_KNOBS, KNOBS, column_cells
 from xray_core.errors import XrayLabError, one_line
 from xray_core.train.estimate import page_estimate  # measured on this machine (rough until measured)
 from xray_core.models import layer_table
@@ -430,14 +431,10 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
         s = v.snapshot()
         res = s.result or {}
         t = res.get("test") or {}
-        c = v.rec.config
-        cnn = c.get("arch") == "cnn"
+        knobs = column_cells(v.rec.config)    # the knob table's runs-table columns (KNOBS: column)
+        knobs[KNOBS["epochs"].column.title] = f"{s.epoch}/{s.epochs}"   # the epochs column shows progress
         rows.append({
-            "run": v.number, "label": v.rec.label, "state": v.state_text(), "arch": c.get("arch"),
-            "activation": c.get("activation"), "epochs": f"{s.epoch}/{s.epochs}", "batch": c.get("batch_size"),
-            "lr": c.get("lr"), "bn": c.get("batch_norm"),
-            "filters": ",".join(map(str, c.get("filters") or ())) if cnn else "",
-            "mode": c.get("cnn_mode") if cnn else "", "seed": c.get("seed"),
+            "run": v.number, "label": v.rec.label, "state": v.state_text(), **knobs,
             "train acc": _pct(res.get("train_accuracy")), "val acc": _pct(res.get("val_accuracy")),
             "test acc": _pct(t.get("accuracy")), "test loss": t.get("loss"),
             "time s": round((res.get("timing") or {}).get("fit_seconds") or 0.0, 1),
@@ -479,19 +476,23 @@ LAYER_COLUMNS = {   # auto widths: the four columns fit the narrow right column
     "output_shape": st.column_config.TextColumn("output shape"),
     "params": st.column_config.NumberColumn("params", format="localized"),
 }
+
+
+def _knob_column(name: str):
+    """A knob's runs-table column, from its row of the knob table."""
+    k, c = KNOBS[name], KNOBS[name].column
+    if k.kind is bool:
+        return st.column_config.CheckboxColumn(c.title, width=c.width)
+    if k.kind in (int, float) and name != "epochs":   # the epochs column shows progress ("3/25")
+        return st.column_config.NumberColumn(c.title, format=c.format, width=c.width)
+    return st.column_config.TextColumn(c.title, width=c.width)
+
+
 RUN_COLUMNS = {
     "run": st.column_config.NumberColumn("run", width=40),
     "label": st.column_config.TextColumn("label", width="large"),
     "state": st.column_config.TextColumn("state", width="medium"),
-    "arch": st.column_config.TextColumn("arch", width=50),
-    "activation": st.column_config.TextColumn("activation", width=90),
-    "epochs": st.column_config.TextColumn("epochs", width=60),
-    "batch": st.column_config.NumberColumn("batch", width=55),
-    "lr": st.column_config.NumberColumn("lr", format="%.0e", width=60),
-    "bn": st.column_config.CheckboxColumn("bn", width=40),
-    "filters": st.column_config.TextColumn("filters", width="medium"),
-    "mode": st.column_config.TextColumn("mode", width=80),
-    "seed": st.column_config.NumberColumn("seed", width=50),
+    **{KNOBS[n].column.title: _knob_column(n) for n in COLUMN_KNOBS},
     "train acc": st.column_config.NumberColumn("train acc", format="%.1f %%", width=80),
     "val acc": st.column_config.NumberColumn("val acc", format="%.1f %%", width=75),
     "test acc": st.column_config.NumberColumn("test acc", format="%.1f %%", width=75),

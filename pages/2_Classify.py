@@ -14,6 +14,7 @@ xray_ui.install()   # first: Streamlit's patches, version-checked, and the serve
 import streamlit as st
 
 from xray_core import CLASSES
+from xray_core.config import MAP_KNOBS, map_default
 from xray_core.errors import XrayLabError, log_once, one_line
 from xray_core.maps.inference import evaluate_map, overlay, predict_patches
 from xray_core.train.estimate import dataset_sizes, page_estimate
@@ -88,9 +89,9 @@ def model_sidebar() -> cv.ModelChoice | None:
 def map_sidebar() -> tuple[int, float]:
     sb = st.sidebar
     sb.header("Anatomy map")
-    stride = sb.slider("Stride (px between patch centres)", 1, 16, 4, key="stride",
-                       help="At film scale (256 px). 4 classifies 64×64 = 4,096 patches; 1 classifies every "
-                            "pixel's patch (65,536): finer edges, 16× the work.")
+    k = MAP_KNOBS["stride"]   # the map knobs' table (xray_core.config): same range as `classify --stride`
+    stride = sb.slider(k.label, int(k.min), int(k.max), map_default("stride"), step=int(k.step), key="stride",
+                       help=k.help)
     opacity = sb.slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="opacity",
                         help="Only re-blends the colours: the map itself is not recomputed.")
     return int(stride), float(opacity)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from xray_core.config import KNOBS, bounds
 from xray_core.runs import experiments as ex
 from xray_core import stats
 from xray_core.errors import XrayLabError, one_line
@@ -255,9 +256,7 @@ def compare_tab() -> None:
 
 # ---- Sweep ---------------------------------------------------------------------------------
 
-DEFAULT_VALUES = {"alpha": "0,0.01,0.1,0.3", "batch_size": "16,32,64,128", "lr": "1e-5,1e-4,1e-3",
-                  "epochs": "5,10,25", "dropout": "0,0.2,0.5", "filter_scale": "0.25,0.5,1",
-                  "limit_train": "500,2000,8000"}
+DEFAULT_VALUES = {name: s.values for name, s in ex.SWEEPS.items()}   # from the knob table's sweep rows
 
 
 def _default_values() -> None:
@@ -297,7 +296,7 @@ def sweep_view(entry: Entry) -> None:
     pts = [p for p in res["points"] if p["test_accuracy"]["n"]]
     if pts:
         vals = [p["value"] for p in pts]
-        log_x = knob in ("lr", "limit_train", "batch_size") and min(vals) > 0 and max(vals) / min(vals) >= 20
+        log_x = ex.SWEEPS[knob].log and min(vals) > 0 and max(vals) / min(vals) >= 20
         st.plotly_chart(charts_stats.sweep_chart(pts, ex.KNOB_LABELS[knob], log_x), width="stretch",
                         key=f"exp_sweep_chart_{entry.number}")
         rows = [{ex.KNOB_LABELS[knob]: p["value"], "runs": p["test_accuracy"]["n"],
@@ -316,10 +315,13 @@ def study_tab(cfg, dataset, can_run) -> None:
                 "accuracy. It uses the sidebar's data.")
     c1, c2, c3, c4 = st.columns(4)
     seeds = c1.number_input("Seeds per preset", 2, 20, 3, key="exp_study_seeds")
-    epochs = c2.number_input("Epochs (0 = the course's)", 0, 1000, 0, key="exp_study_epochs",
+    # the knob table's ranges (epochs up to this server's cap), with 0 = the presets' own
+    epochs = c2.number_input("Epochs (0 = the course's)", 0, int(bounds("epochs")[1]), 0, key="exp_study_epochs",
                              help="Fewer epochs make a quick classroom version; the verdicts then answer "
                                   "a different question than the course's.")
-    limit = c3.number_input("Training patches (0 = all)", 0, 10_000_000, 0, step=500, key="exp_study_limit")
+    lt = KNOBS["limit_train"]
+    limit = c3.number_input("Training patches (0 = all)", lt.off, int(bounds("limit_train")[1]), lt.off,
+                            step=int(lt.step), key="exp_study_limit")
     go = c4.button("▶ Run the study", key="exp_study", type="primary", disabled=not can_run, width="stretch")
     if dataset is not None and dataset.has("train") and cfg is not None:
         configs = [p.config.replace(seed=s, data=cfg.data, epochs=int(epochs) or p.config.epochs,

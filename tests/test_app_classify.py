@@ -121,7 +121,11 @@ def test_page_loads_without_a_model_and_offers_quick_train(page):
     assert not [b for b in at.button if b.key in ("demo_patches", "demo_film")]  # nothing to classify with yet
     for key in ("stride", "opacity"):
         assert at.slider(key=key) is not None
-    assert at.slider(key="stride").value == 4 and at.slider(key="stride").min == 1 and at.slider(key="stride").max == 16
+    from xray_core.config import MAP_KNOBS, map_default
+    k = MAP_KNOBS["stride"]   # the map knobs' table: the same range as `classify --stride`
+    s = at.slider(key="stride")
+    assert (s.value, s.min, s.max, s.label, s.help) == (map_default("stride"), k.min, k.max, k.label, k.help) == \
+        (4, 1, 32, k.label, k.help)
     assert at.file_uploader(key="uploads").accept_multiple_files
     assert {"png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif", "dcm"} <= {
         t.lstrip(".") for t in at.file_uploader(key="uploads").allowed_type}

@@ -80,3 +80,17 @@ def test_bad_sweep_values_are_a_one_line_error(page):
     assert not page.exception
     assert any("whole numbers" in e.value for e in page.error)
     assert "xray_experiments" not in page.session_state or not page.session_state["xray_experiments"]
+
+def test_the_sweep_and_study_widgets_take_the_knob_tables_ranges(page):
+    from xray_core.config import KNOBS, bounds
+    from xray_core.runs import experiments as ex
+    page.radio(key="exp_view").set_value("Sweep").run()
+    knob = page.selectbox(key="exp_knob")
+    assert knob.options == [ex.KNOB_LABELS[n] for n in ex.SWEEP_KNOBS]
+    assert page.text_input(key="exp_values").value == KNOBS["alpha"].sweep.values
+    knob.set_value("limit_train").run()
+    assert page.text_input(key="exp_values").value == KNOBS["limit_train"].sweep.values
+    page.radio(key="exp_view").set_value("The course as a study").run()
+    assert page.number_input(key="exp_study_epochs").max == bounds("epochs")[1]
+    lim = page.number_input(key="exp_study_limit")
+    assert (lim.min, lim.max, lim.step) == (KNOBS["limit_train"].off, KNOBS["limit_train"].max, KNOBS["limit_train"].step)

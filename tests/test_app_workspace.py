@@ -288,3 +288,15 @@ def test_teacher_password_shows_every_run_and_can_remove(visit, trained, monkeyp
     app.button(key="teacher_remove_confirm").click().run()
     assert not app.exception and get_store().get(private.id) is None
     assert len(app.dataframe[-1].value) == 1
+
+def test_the_runs_table_shows_the_knobs_flagged_column(visit, trained):
+    from xray_core.config import KNOBS
+    record(trained, WS_A, label="fc run")
+    app = visit(WS_A)
+    assert not app.exception
+    df = app.dataframe(key="runs_table").value
+    titles = [k.column.title for k in KNOBS.values() if k.column]
+    assert list(df.columns)[:3 + len(titles)] == ["run", "label", "state", *titles]
+    row = df.iloc[0]
+    assert (row["arch"], row["batch"], row["filters"], row["mode"]) == ("fc", 64, "", "")   # CNN knobs blank
+    assert row["epochs"] == f"{trained[1].epoch}/{trained[1].epochs}"                         # progress

@@ -228,3 +228,70 @@ def test_caps_guard_the_edges_not_the_engine():
         RunConfig.from_query({"epochs": "500"})
     with pytest.raises(ConfigError, match="epochs"):
         RunConfig(epochs=0).resolved()
+
+# ---- the knob table is the only place (issue 22, item 3) ------------------------------
+
+def test_a_preset_ignores_exactly_the_knobs_flagged_preset_free():
+    from xray_core import presets
+    from xray_core.config import PRESET_FREE_KNOBS
+    assert presets.IGNORED == PRESET_FREE_KNOBS == tuple(n for n, k in KNOBS.items() if k.preset_free)
+    assert set(PRESET_FREE_KNOBS) == {"seed", "data", "limit_train"}
+    p = PRESETS["p1-task2"]
+    for name in PRESET_FREE_KNOBS:   # any value of a free knob: still the preset
+        assert matching_preset(p.config.replace(**{name: _other_value(name)})) is p, name
+    for name in ("epochs", "batch_size", "lr"):   # not free: an edit
+        assert matching_preset(p.config.replace(**{name: _other_value(name)})) is not p, name
+
+
+def test_the_cost_caps_read_only_the_knobs_flagged_step_cost():
+    from xray_core.config import STEP_COST_KNOBS, step_cost_view
+    from xray_core.cost import cost
+    assert set(vars(step_cost_view(RunConfig()))) == set(STEP_COST_KNOBS)
+    assert {"arch", "cnn_mode", "filters", "padding", "batch_norm"} <= set(STEP_COST_KNOBS)
+    assert not {"lr", "epochs", "seed", "data", "dropout", "head_dropout"} & set(STEP_COST_KNOBS)
+    for cfg in [p.config for p in PRESETS.values()] + [RunConfig(arch="cnn", padding="valid")]:
+        assert cost(step_cost_view(cfg)) == cost(cfg)   # an unflagged knob read by cost() would raise here
+
+
+def test_the_cost_caps_follow_a_step_cost_knob_through_validation(monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_MAX_PARAMS", "2000000")
+    RunConfig(arch="cnn", filters=(32, 64, 64, 128, 128)).validate()
+    with pytest.raises(ConfigError, match="parameters"):
+        RunConfig(arch="cnn").validate()
+
+
+def test_head_dropout_applies_only_to_a_corrected_cnn():
+    assert applies("head_dropout", RunConfig(arch="cnn", cnn_mode="corrected"))
+    assert not applies("head_dropout", RunConfig(arch="cnn"))
+    assert not applies("head_dropout", RunConfig(arch="fc", cnn_mode="corrected"))   # the chain: cnn_mode needs a CNN
+    assert not applies("head_dropout", {"arch": "fc", "cnn_mode": "corrected"})
+    assert applies("head_dropout", {"arch": "cnn", "cnn_mode": "corrected"})
+    assert RunConfig.from_dict({"arch": "cnn", "cnn_mode": "corrected"}).head_dropout == 0.3  # records from before it
+
+
+def test_the_runs_table_columns_are_the_knobs_flagged_column():
+    from xray_core.config import COLUMN_KNOBS, column_cells
+    assert COLUMN_KNOBS == tuple(n for n, k in KNOBS.items() if k.column)
+    fc = column_cells(RunConfig(batch_norm=True).resolved().to_dict())
+    assert list(fc) == [KNOBS[n].column.title for n in COLUMN_KNOBS]
+    assert fc["arch"] == "fc" and fc["bn"] is True and fc["filters"] == "" and fc["mode"] == "" and fc["lr"] == 1e-5
+    cnn = column_cells(RunConfig(arch="cnn").resolved().to_dict())
+    assert cnn["filters"] == "64,128,128,256,256" and cnn["mode"] == "seed" and cnn["bn"] is None
+    assert column_cells({"arch": "cnn", "cnn_mode": "corrected"})["mode"] == "corrected"   # a record's partial config
+
+
+def test_a_knob_flagged_column_becomes_a_runs_table_column(monkeypatch):
+    import dataclasses
+    from xray_core import config
+    monkeypatch.setitem(config.KNOBS, "optimizer", dataclasses.replace(KNOBS["optimizer"],
+                                                                       column=config.Column("optimizer", 70)))
+    assert config.column_cells(RunConfig(optimizer="sgd").to_dict())["optimizer"] == "sgd"
+
+
+def test_the_map_knobs_are_one_table_with_the_engines_range():
+    from xray_core.config import MAP_KNOBS, MapConfig, map_default
+    from xray_core.maps.inference import MAX_STRIDE, METHODS
+    s, m = MAP_KNOBS["stride"], MAP_KNOBS["method"]
+    assert (s.min, s.max, map_default("stride")) == (1, MAX_STRIDE, 4) and s.label and s.help
+    assert set(m.choices) <= set(METHODS) and map_default("method") in m.choices and m.help
+    assert set(MAP_KNOBS) == {"stride", "method"} and MapConfig().stride == 4

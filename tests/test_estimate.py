@@ -198,3 +198,21 @@ def test_worker_jobs_show_the_trainers_own_eta(toy_dataset):
     assert 41.0 < eta <= 42.0
     server._remote_eta = (42.0, time.perf_counter() - 10.0)  # ten seconds since that message
     assert server.snapshot().eta == pytest.approx(32.0, abs=0.5)
+
+def test_cost_keys_of_calibrations_on_disk_stay_the_same():
+    assert est.cost_key(RunConfig()) == "fc/relu/bs64/adam/nobn"
+    assert est.cost_key(RunConfig(batch_norm=True, batch_size=32, optimizer="sgd")) == "fc/relu/bs32/sgd/bn"
+    assert est.cost_key(RunConfig(arch="cnn")) == "cnn/relu/bs64/adam/seed/64-128-128-256-256"
+    from xray_core.presets import PRESETS
+    assert est.cost_key(PRESETS["p2-corrected"].config) == "cnn/relu/bs64/adam/corrected/32-64-64-128-128/valid"
+
+
+def test_a_knob_flagged_step_cost_joins_the_cost_key(monkeypatch):
+    import dataclasses
+    from xray_core import config
+    assert est.cost_key(FC.replace(dropout=0.5)) == est.cost_key(FC)   # not flagged: one calibration
+    monkeypatch.setitem(config.KNOBS, "dropout", dataclasses.replace(config.KNOBS["dropout"], step_cost="do{value}"))
+    assert est.cost_key(FC.replace(dropout=0.5)) != est.cost_key(FC)
+    assert est.cost_key(FC.replace(dropout=0.5)) == "fc/relu/do0.5/bs64/adam/nobn"   # in table order
+    monkeypatch.setitem(config.KNOBS, "batch_size", dataclasses.replace(config.KNOBS["batch_size"], step_cost=None))
+    assert est.cost_key(FC.replace(batch_size=32)) == est.cost_key(FC)   # unflagged: no longer in the key

@@ -230,3 +230,37 @@ def test_cli_entry_point_lists_the_new_commands_without_a_traceback():
     h = subprocess.run([sys.executable, "-m", "xray_core", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert all(c in h.stdout for c in ("repeat", "sweep", "compare"))
+
+# ---- sweeps come from the knob table (issue 22, item 3) --------------------------------
+
+def _sweep_choices() -> list:
+    from xray_core.cli.main import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return next(a for a in sub.choices["sweep"]._actions if a.dest == "knob").choices
+
+
+def test_the_sweepable_knobs_their_types_and_labels_are_the_tables():
+    from xray_core.config import KNOBS
+    flagged = {(k.sweep.name or n): n for n, k in KNOBS.items() if k.sweep}
+    assert list(ex.SWEEP_KNOBS) == list(flagged) == list(_sweep_choices())
+    assert set(flagged) == {"alpha", "batch_size", "lr", "epochs", "dropout", "filter_scale", "limit_train"}
+    for name, knob in flagged.items():
+        k = KNOBS[knob]
+        assert ex.SWEEP_KNOBS[name] is (k.sweep.kind or k.kind), name
+        assert ex.KNOB_LABELS[name] == (k.sweep.label or k.noun), name
+        ex.parse_values(name, k.sweep.values)   # the suggested values read and are valid
+        for v in ex.parse_values(name, k.sweep.values):
+            ex.with_knob(RunConfig(arch="cnn"), name, v)
+    assert ex.KNOB_LABELS["lr"] == "learning rate" and ex.KNOB_LABELS["limit_train"] == "training-set size"
+    with pytest.raises(ConfigError, match="filter scale"):
+        ex.with_knob(RunConfig(arch="cnn"), "filter_scale", 17)
+
+
+def test_a_knob_flagged_sweepable_is_in_the_sweeps_and_the_clis_choices(monkeypatch):
+    import dataclasses
+    from xray_core import config
+    assert "momentum" not in _sweep_choices()
+    monkeypatch.setitem(config.KNOBS, "momentum", dataclasses.replace(config.KNOBS["momentum"],
+                                                                      sweep=config.Sweep("0,0.5,0.9")))
+    assert "momentum" in config.sweeps() and "momentum" in _sweep_choices()
+    assert config.sweeps()["momentum"][1].kind is float and config.sweeps()["momentum"][1].label == "momentum"

@@ -80,3 +80,27 @@ def test_valid_padding_shrinks_every_conv_and_keeps_the_course_layer_names():
     assert all(l.padding == "valid" for l in valid.layers if l.name.startswith("conv"))
     assert multiply_adds(RunConfig(arch="cnn", cnn_mode="corrected", padding="valid")) < \
         multiply_adds(RunConfig(arch="cnn", cnn_mode="corrected")) / 3
+
+def _rate(model, name):
+    return next(l.rate for l in model.layers if l.name == name)
+
+
+def test_no_hidden_floor_under_the_corrected_cnns_head_dropout():
+    """What the table allows is what runs: head dropout 0.1 is a Dropout(0.1)."""
+    m = build_model(RunConfig(arch="cnn", cnn_mode="corrected", head_dropout=0.1), compile=False)
+    assert _rate(m, "dropout_dense") == pytest.approx(0.1)
+    m = build_model(RunConfig(arch="cnn", cnn_mode="corrected", dropout=0.1, head_dropout=0.0), compile=False)
+    assert _rate(m, "dropout_dense") == 0.0 and _rate(m, "dropout1") == pytest.approx(0.1)
+    m = build_model(RunConfig(arch="cnn", cnn_mode="corrected", dropout=0.5), compile=False)
+    assert _rate(m, "dropout_dense") == pytest.approx(0.3)   # the table's default, not max(dropout, 0.3)
+    # the course's CNN keeps its one rate, dropout, at the head too
+    m = build_model(RunConfig(arch="cnn", dropout=0.1, head_dropout=0.9), compile=False)
+    assert _rate(m, "dropout_dense") == pytest.approx(0.1)
+
+
+def test_the_corrected_preset_says_its_head_dropout_and_builds_as_before():
+    from xray_core.presets import PRESETS
+    cfg = PRESETS["p2-corrected"].config
+    assert cfg.head_dropout == 0.3 and cfg.dropout == 0.2
+    m = build_model(cfg, compile=False)
+    assert _rate(m, "dropout_dense") == pytest.approx(0.3) and _rate(m, "dropout1") == pytest.approx(0.2)

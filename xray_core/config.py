@@ -3,9 +3,17 @@
 The sidebar, the presets, the CLI, the URL query string and the saved run record
 all speak it (like tensorflow/playground's state.ts). Each field carries its knob
 in its metadata (`KNOBS`): type, default per architecture, range, choices, label,
-help and format. The CLI flags (cli.py), the URL parser/writer (below), the sidebar
-widgets (xray_ui/controls.py) and the presets' check are all made from that table,
-so adding a knob is one field here plus its use in models.py.
+help and format, and what else the knob is: sweepable (`sweep`: the Experiments
+page and `sweep --knob`), part of a training step's cost (`step_cost`: the
+estimates' cache key and the cost caps), free for a preset (`preset_free`: a preset
+run may use any value), a column of the runs table (`column`). The CLI flags
+(cli/main.py), the URL parser/writer (below), the sidebar widgets
+(xray_ui/controls.py), the presets' check, the sweeps and the runs table are all made
+from that table, so adding a knob is one field here plus its use in models.py.
+
+The anatomy map's knobs (stride, method) are not part of a training run: they are
+the rows of `MAP_KNOBS` (same `Knob` rows), read by the Classify page's widget and
+the `classify` command's flags.
 
 Fields left as None mean "the architecture's default" and are filled by
 `resolved()`, so a CNN switched to corrected mode gets settings that train unless
@@ -19,9 +27,33 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from xray_core import PATCH
 from xray_core.errors import ConfigError
+from xray_core import settings
 
 DEFAULT_FILTERS = (64, 128, 128, 256, 256)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """How a knob is swept (Experiments page, `sweep --knob`)."""
+    values: str                         # the values first suggested, e.g. "16,32,64,128"
+    label: str | None = None            # how the sweep names it; default: the knob's noun
+    log: bool = False                   # the sweep's chart may use a log axis (values spanning >= 20x)
+    # A sweep of something derived from the knob rather than the knob itself (filter_scale
+    # multiplies the five filter counts): its own name, value type and range (min excluded).
+    name: str | None = None
+    kind: type | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    """The knob's column in the runs table (Train page)."""
+    title: str
+    width: int | str | None = None      # pixels or "small" | "medium" | "large"
+    format: str | None = None           # printf format of a number column
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,16 @@ class Knob:
     flag: bool = True                   # a CLI flag --name-with-dashes
     summary: bool = True                # also a flag of `summary` (not only of `train`)
     short: str = "{noun} {value}"       # in run labels: "p1-task5, 10 epochs"
+    # What else the knob is (each derived list reads these flags, never a list of names):
+    sweep: Sweep | None = None          # sweepable, and how (None: not sweepable)
+    # Changes what one training step costs (model shape, batch, optimizer): the estimates'
+    # cache key (estimate.cost_key) and the cost caps (cost.py reads only these knobs) use
+    # exactly the flagged knobs. The text is the knob's part of the cache key ("bs{value}";
+    # a bool: the text when on, "no" + text when off).
+    step_cost: str | None = None
+    step_cost_default_silent: bool = False  # left out of the key at its default (added after keys were cached)
+    preset_free: bool = False           # a preset run may use any value (still "p1-task1" with another seed)
+    column: Column | None = None        # shown in the runs table, under this column
 
 
 def knob(default: Any, **kw: Any) -> Any:
@@ -89,7 +131,7 @@ CAPS = {
 def cap(name: str) -> int:
     """This server's limit: the teacher's environment variable, else the default."""
     c = CAPS[name]
-    raw = os.environ.get(c.env, "").strip()
+    raw = settings.raw(c.env)
     if not raw:
         return c.default
     try:
@@ -113,13 +155,15 @@ def _over_cap(name: str, value: int) -> ConfigError:
 class RunConfig:
     arch: str = knob(
         "fc", kind=str, label="Architecture", noun="architecture", widget="radio", picks_defaults=True,
-        **_choices({"fc": "Fully connected", "cnn": "CNN"}), short="{label}",
+        **_choices({"fc": "Fully connected", "cnn": "CNN"}), short="{label}", step_cost="{value}",
+        column=Column("arch", 50),
         help="FC flattens the 32×32 patch into 1,024 numbers and connects every pixel to every unit: "
              "it cannot know that neighbouring pixels belong together. A CNN slides small 3×3 filters over the "
              "image, sharing the same weights everywhere, so a conv layer needs far fewer parameters than a "
              "dense layer of the same width.")
     activation: str = knob(
         "relu", kind=str, label="Activation", noun="activation", widget="select", short="{label}",
+        step_cost="{value}", column=Column("activation", 90),
         **_choices({"relu": "ReLU", "leaky_relu": "LeakyReLU", "tanh": "tanh", "sigmoid": "sigmoid", "elu": "ELU"}),
         help="ReLU passes positives and zeroes negatives; a unit whose input stays negative outputs 0 "
              "and gets no gradient, so it may never recover ('dying ReLU': watch the dead-unit monitor). "
@@ -128,22 +172,27 @@ class RunConfig:
     alpha: float = knob(  # LeakyReLU negative slope
         0.01, kind=float, label="LeakyReLU α", noun="alpha", min=0.0, max=0.999, widget="slider", step=0.01,
         format="%.3g", when=("activation", ("leaky_relu",)), short="α {value}",
+        sweep=Sweep("0,0.01,0.1,0.3", label="LeakyReLU α"),
         help="LeakyReLU's slope for negative inputs. 0 is plain ReLU; the course uses 0.01. Larger slopes "
              "keep more gradient flowing but make the unit more linear.")
     cnn_mode: str = knob(
         "seed", kind=str, label="CNN mode", noun="CNN mode", widget="radio", picks_defaults=True,
         **_choices({"seed": "seed", "corrected": "corrected"}), when=("arch", ("cnn",)), short="{label}",
+        step_cost="{value}", column=Column("mode", 80),
         help="seed: the course's CNN exactly, including BatchNormalization(axis=1), which on NHWC tensors "
              "normalises image rows instead of channels, and lr 1e-5 under L2 1e-2: it barely learns. "
              "corrected: batch norm over channels before the activation, lr 1e-3, light L2.")
     filters: tuple[int, ...] = knob(
         DEFAULT_FILTERS, kind=tuple, label="Filters (five conv layers)", noun="filter counts", min=1, max=2048,
-        widget="text", when=("arch", ("cnn",)), short="filters {value}",
+        widget="text", when=("arch", ("cnn",)), short="filters {value}", step_cost="{value}",
+        column=Column("filters", "medium"),
+        sweep=Sweep("0.25,0.5,1", label="filter scale", name="filter_scale", kind=float, min=0, max=16),
         help="Number of 3×3 filters in each of the five conv layers (course: 64,128,128,256,256). Each "
              "filter is a feature detector; halving them roughly halves the conv parameters.")
     padding: str = knob(
         "same", kind=str, label="Conv padding", noun="padding", widget="radio", when=("arch", ("cnn",)),
         **_choices({"same": "same", "valid": "valid"}), short="padding {value}",
+        step_cost="{value}", step_cost_default_silent=True,   # 'valid' shrinks every map: ~3x fewer multiply-adds
         help="same: each 3×3 conv adds a ring of zeros so its output keeps the input's size (the course's "
              "choice); the patch's border is then zeros the network learns to rely on. valid: no zeros, each "
              "conv shrinks the map by 2 (32 → 30 → … → a 1×1 map), so the network only ever sees real "
@@ -151,35 +200,42 @@ class RunConfig:
              "patch-by-patch labels.")
     batch_norm: bool = knob(  # FC only; the CNN always has its batch norm layers
         False, kind=bool, label="Batch normalisation", noun="batch norm", widget="checkbox",
-        when=("arch", ("fc",)), short="batch norm {value}",
+        when=("arch", ("fc",)), short="batch norm {value}", step_cost="bn", column=Column("bn", 40),
         help="Batch normalisation rescales each layer's outputs to zero mean and unit variance over the "
              "mini-batch, then learns a scale and shift. It makes training faster and less sensitive to "
              "the learning rate (course Task 5). The CNN always has its batch-norm layers.")
     dropout: float | None = knob(
         None, kind=float, label="Dropout", noun="dropout", min=0.0, max=0.999, widget="slider", step=0.05,
         format="%.3g", per_arch={"fc": 0.0, "cnn/seed": 0.3, "cnn/corrected": 0.2},
+        sweep=Sweep("0,0.2,0.5"),
         help="During training, randomly silences this share of units so the network cannot rely on any "
              "single one: a regulariser against overfitting. Off at test time.")
+    head_dropout: float = knob(  # the corrected CNN only; the seed CNN uses `dropout` there too, as the course
+        0.3, kind=float, label="Dropout before the dense head", noun="head dropout", min=0.0, max=0.999,
+        widget="slider", step=0.05, format="%.3g", when=("cnn_mode", ("corrected",)), short="head dropout {value}",
+        help="The corrected CNN's dropout between its 512- and 128-unit dense layers, where most of its "
+             "parameters are (the convs use Dropout above). The course's CNN uses one rate for both.")
     epochs: int = knob(
         25, kind=int, label="Epochs", noun="epochs", min=1, cap="epochs", widget="number", step=1,
-        section="training", short="{value} epochs",
+        section="training", short="{value} epochs", sweep=Sweep("5,10,25"), column=Column("epochs", 60),
         help="One epoch = one pass over all training patches. More epochs raise training accuracy; when "
              "validation accuracy stops rising while training accuracy keeps climbing, the model overfits.")
     batch_size: int = knob(
         64, kind=int, label="Batch size", noun="batch size", min=1, cap="batch_size", widget="number", step=8,
-        section="training", short="batch {value}",
+        section="training", short="batch {value}", step_cost="bs{value}",
+        sweep=Sweep("16,32,64,128", log=True), column=Column("batch", 55),
         help="Patches per weight update (mini-batch gradient descent). Small batches: more, noisier "
              "updates per epoch (see the batch-loss jitter, course Task 4). Batch size 1 is plain SGD; "
              "the whole set is batch gradient descent.")
     lr: float | None = knob(
         None, kind=float, label="Learning rate", noun="learning rate", min=1e-7, max=10.0, widget="number",
         step=1e-5, format="%.1e", section="training", per_arch={"fc": 1e-5, "cnn/seed": 1e-5, "cnn/corrected": 1e-3},
-        short="lr {value:g}",
+        short="lr {value:g}", sweep=Sweep("1e-5,1e-4,1e-3", log=True), column=Column("lr", 60, "%.0e"),
         help="Step size of each update. The course uses 1e-5 with Adam: slow but steady. Too large and the loss "
              "jumps or diverges; too small and nothing moves in the time you have (the course CNN's problem).")
     optimizer: str = knob(
         "adam", kind=str, label="Optimizer", noun="optimizer", widget="select", section="training",
-        **_choices({"adam": "Adam", "sgd": "SGD + momentum"}), short="{label}",
+        **_choices({"adam": "Adam", "sgd": "SGD + momentum"}), short="{label}", step_cost="{value}",
         help="Adam adapts a step size per weight (the course's choice). SGD with momentum is the classic: "
              "one global step size, with momentum smoothing the direction over batches.")
     momentum: float = knob(  # SGD only
@@ -195,12 +251,13 @@ class RunConfig:
              "term (the course CNN's 1e-2 on every conv).")
     seed: int = knob(
         0, kind=int, label="Random seed", noun="seed", min=0, max=2**31 - 1, widget="number", step=1,
-        section="training", short="seed {value}",
+        section="training", short="seed {value}", preset_free=True, column=Column("seed", 50),
         help="Random seed for weight initialisation, dropout and shuffling: the same seed and settings give "
              "the same run. Change it to see how much results vary by chance alone.")
     limit_train: int | None = knob(  # use only N training patches (quick CNN runs)
         None, kind=int, label="Use N training patches (0 = all)", noun="limit-train", min=1, max=10_000_000,
         widget="number", step=500, off=0, section="training", summary=False, short="{value} patches",
+        preset_free=True, sweep=Sweep("500,2000,8000", label="training-set size", log=True),
         help="Train on only this many patches (0 = all). A quick way to try the CNN in class: "
              "2,000 patches take a fifth of the time.")
     lr_schedule: str = knob(
@@ -209,7 +266,7 @@ class RunConfig:
         help="Cosine: the learning rate starts at the value above and decays smoothly to 0 by the last "
              "epoch, so the final weights are not a snapshot of a still-jumping run.")
     data: str = knob(  # phantom | folder path | .zip path; the sidebar's Data section and --data set it
-        "phantom", kind=str, label="Data", noun="data", flag=False)
+        "phantom", kind=str, label="Data", noun="data", flag=False, preset_free=True)
 
     # ---- defaults and validation -------------------------------------------------
     def resolved(self) -> "RunConfig":
@@ -229,7 +286,7 @@ class RunConfig:
             _check(name, getattr(self, name), caps)
         if caps:
             from xray_core.cost import cost  # arithmetic only: a huge model is refused before anything builds it
-            for name, value in cost(self).items():
+            for name, value in cost(step_cost_view(self)).items():   # the step-cost knobs are all it may read
                 if value > cap(name):
                     raise _over_cap(name, value)
         return self
@@ -276,13 +333,100 @@ def arch_defaults(arch: str, cnn_mode: str = "seed") -> dict[str, Any]:
 
 
 def applies(name: str, values: Any) -> bool:
-    """Whether a knob is used with these other settings (alpha only for LeakyReLU, ...).
-    `values` is a RunConfig or a mapping such as st.session_state."""
+    """Whether a knob is used with these other settings (alpha only for LeakyReLU, the head
+    dropout only for a CNN in corrected mode, ...). `values` is a RunConfig or a mapping
+    such as st.session_state or a stored record's config (a missing knob counts as its default)."""
     when = KNOBS[name].when
     if when is None:
         return True
-    other = getattr(values, when[0]) if isinstance(values, RunConfig) else values[when[0]]
-    return other in when[1]
+    if isinstance(values, RunConfig):
+        other = getattr(values, when[0])
+    else:
+        other = values[when[0]] if when[0] in values else getattr(RunConfig(), when[0])
+    return other in when[1] and applies(when[0], values)   # and the knob it depends on is used
+
+
+# ---- what else each knob is (derived from the flags, never from a list of names) ----------
+
+STEP_COST_KNOBS = tuple(n for n, k in KNOBS.items() if k.step_cost)
+PRESET_FREE_KNOBS = tuple(n for n, k in KNOBS.items() if k.preset_free)
+COLUMN_KNOBS = tuple(n for n, k in KNOBS.items() if k.column)
+
+
+def step_cost_view(config: RunConfig) -> Any:
+    """The config's step-cost knobs and nothing else: what the cost caps (cost.py) read, so a
+    knob that changes the model's size but is not flagged fails loudly instead of being missed."""
+    from types import SimpleNamespace
+    return SimpleNamespace(**{n: getattr(config, n) for n, k in KNOBS.items() if k.step_cost})
+
+
+def step_cost_parts(config: RunConfig) -> list[str]:
+    """The estimates' cache key of a resolved config, part by part: each step-cost knob the
+    config uses, in table order, the knobs every architecture uses first (so the keys of
+    calibrations already on disk stay the same, e.g. "fc/relu/bs64/adam/nobn")."""
+    used = [n for n, k in KNOBS.items() if k.step_cost and applies(n, config)]
+    parts = []
+    for n in [n for n in used if KNOBS[n].when is None] + [n for n in used if KNOBS[n].when is not None]:
+        k, v = KNOBS[n], getattr(config, n)
+        if k.step_cost_default_silent and v == getattr(RunConfig(), n):
+            continue
+        if k.kind is bool:
+            parts.append(k.step_cost if v else "no" + k.step_cost)
+        else:
+            parts.append(k.step_cost.format(value="-".join(map(str, v)) if k.kind is tuple else to_text(v)))
+    return parts
+
+
+def sweeps() -> dict[str, tuple[str, Sweep]]:
+    """Every sweepable knob by its sweep name, in table order: (the knob it changes, its Sweep
+    with label and kind filled in from the knob's row)."""
+    out = {}
+    for n, k in KNOBS.items():
+        if k.sweep:
+            s = k.sweep
+            out[s.name or n] = (n, dataclasses.replace(s, name=s.name or n, label=s.label or k.noun,
+                                                      kind=s.kind or k.kind))
+    return out
+
+
+def column_cells(config: dict) -> dict[str, Any]:
+    """The runs table's knob columns of a stored run's config (a dict), in table order:
+    {column title: value}; blank ("" for text, None otherwise) where the knob is not used."""
+    cells = {}
+    for n, k in KNOBS.items():
+        if not k.column:
+            continue
+        v = config.get(n)
+        text = k.kind in (str, tuple)
+        if not applies(n, config):
+            v = "" if text else None
+        elif k.kind is tuple:
+            v = ",".join(map(str, v or ()))
+        cells[k.column.title] = v
+    return cells
+
+
+# ---- the anatomy map's knobs (Classify page, `classify`) -------------------------------------
+
+@dataclass(frozen=True)
+class MapConfig:
+    """How the Classify page and `classify` draw an anatomy map: not part of a training run."""
+    stride: int = knob(
+        4, kind=int, label="Stride (px between patch centres)", noun="stride", min=1, max=PATCH,
+        widget="slider", step=1,
+        help="At film scale (256 px). 4 classifies 64×64 = 4,096 patches; 1 classifies every "
+             "pixel's patch (65,536): finer edges, 16× the work.")
+    method: str = knob(
+        "dense", kind=str, label="Map method", noun="method", **_choices({"dense": "dense", "patches": "patches"}),
+        help="dense: one pass of a CNN over the film (falls back to patches, with a note, "
+             "for models that cannot); patches: every patch on its own")
+
+
+MAP_KNOBS: dict[str, Knob] = {f.name: f.metadata["knob"] for f in fields(MapConfig)}
+
+
+def map_default(name: str) -> Any:
+    return getattr(MapConfig(), name)
 
 
 def bounds(name: str) -> tuple[Any, Any]:

@@ -25,7 +25,8 @@ def _dense(n_in: int, n_out: int) -> tuple[int, int]:
 
 def cost(config: Any) -> dict[str, int]:
     """{"params": total parameters (trainable + batch-norm statistics),
-    "multiply_adds": of one forward pass on one patch}."""
+    "multiply_adds": of one forward pass on one patch}. Reads only knobs flagged step_cost in
+    the knob table: validation hands it config.step_cost_view(config), which holds nothing else."""
     params = macs = 0
     if config.arch == "fc":
         n = PATCH * PATCH
@@ -41,7 +42,7 @@ def cost(config: Any) -> dict[str, int]:
     side, channels = PATCH, 1
     for i, filters in enumerate(config.filters, start=1):
         p = 3 * 3 * channels * filters + filters
-        if getattr(config, "padding", "same") == "valid":
+        if config.padding == "valid":
             side -= 2                                         # 'valid': the map shrinks by 2
         params, macs = params + p, macs + p * side * side   # one output per pixel of the map
         # seed mode: BatchNormalization(axis=1) = per image row; corrected: per channel

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xray_core import stats
 from xray_core.cli.main import _add_knobs, _check_data, _fail, _write_json, config_from_args
+from xray_core.config import sweeps
 from xray_core.errors import XrayLabError
 
 METRICS = ("test_accuracy", "test_loss", "train_accuracy")
@@ -31,9 +32,10 @@ def add_commands(sub) -> None:
 
     s = sub.add_parser("sweep", help="vary one knob over values × seeds; mean, sd and 95%% interval per value")
     _add_knobs(s)
-    from xray_core.runs.experiments import SWEEP_KNOBS
-    s.add_argument("--knob", required=True, choices=list(SWEEP_KNOBS),
-                   help="limit_train = training-set size; filter_scale multiplies the CNN's filter counts")
+    knobs = sweeps()   # the knob table's sweepable rows (light: no TensorFlow to parse arguments)
+    s.add_argument("--knob", required=True, choices=list(knobs),
+                   help="; ".join(f"{n} = {sw.label}" for n, (_k, sw) in knobs.items() if sw.label != n.replace("_", " "))
+                   + "; filter_scale multiplies the CNN's filter counts")
     s.add_argument("--values", required=True, help="comma-separated, e.g. 16,32,64")
     _group_args(s)
     s.set_defaults(func=cmd_sweep)

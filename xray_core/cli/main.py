@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from xray_core import CLASSES
+from xray_core.config import MAP_KNOBS, map_default
 from xray_core.config import CAPS, KNOBS, RunConfig, parse_filters
 from xray_core.cli.runs import add_commands as add_runs_commands
 from xray_core.errors import ConfigError, XrayLabError, one_line
@@ -209,8 +210,9 @@ def cmd_phantom(args) -> int:
 
 def cmd_classify(args) -> int:
     from xray_core.maps.inference import classify_files, load_model
-    if not 1 <= args.stride <= 32:
-        raise ConfigError(f"--stride must be from 1 to 32, got {args.stride}")
+    lo, hi = MAP_KNOBS["stride"].min, MAP_KNOBS["stride"].max   # the map knobs' table, as the Classify page
+    if not lo <= args.stride <= hi:
+        raise ConfigError(f"--stride must be from {lo} to {hi}, got {args.stride}")
     model = load_model(args.model)
     results = classify_files(model, args.files, map_dir=args.map_dir, stride=args.stride,
                              method="auto" if args.method == "dense" else args.method)
@@ -273,10 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--map-dir", help="per radiograph, write NAME.png (the label map: pixel value = class "
                                      "index 0-3, so it looks black; it is data) and NAME.overlay.png "
                                      "(the film tinted in the app's class colours: the one to look at)")
-    c.add_argument("--stride", type=int, default=4)
-    c.add_argument("--method", choices=("dense", "patches"), default="dense",
-                   help="dense: one pass of a CNN over the film (falls back to patches, with a note, "
-                        "for models that cannot); patches: every patch on its own")
+    stride, method = MAP_KNOBS["stride"], MAP_KNOBS["method"]   # the map knobs' rows (config.MAP_KNOBS)
+    c.add_argument("--stride", type=int, default=map_default("stride"),
+                   help=f"{stride.label} ({stride.min} to {stride.max}). {stride.help}")
+    c.add_argument("--method", choices=method.choices, default=map_default("method"), help=method.help)
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
     add_runs_commands(sub)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from xray_core import stats
-from xray_core.config import RunConfig
+from xray_core.config import KNOBS, RunConfig, sweeps
 from xray_core.data.dataset import Dataset
 from xray_core.errors import ConfigError
 from xray_core.presets import COURSE_PRESETS, PRESETS, get_preset, matching_preset
@@ -28,14 +28,12 @@ from xray_core.train.job import DONE, TrainingJob
 MAX_SEEDS = 50          # per group: a classroom server is shared
 MAX_RUNS = 200          # per experiment (values × seeds, presets × seeds)
 
-# Knobs a sweep can vary, with how a typed value is read. "filter_scale" multiplies the
-# config's five CNN filter counts; "limit_train" is the training-set size.
-SWEEP_KNOBS: dict[str, Callable[[str], Any]] = {
-    "alpha": float, "batch_size": int, "lr": float, "epochs": int, "dropout": float,
-    "filter_scale": float, "limit_train": int,
-}
-KNOB_LABELS = {"alpha": "LeakyReLU α", "batch_size": "batch size", "lr": "learning rate", "epochs": "epochs",
-               "dropout": "dropout", "filter_scale": "filter scale", "limit_train": "training-set size"}
+# Knobs a sweep can vary: the knob table's rows with a `sweep` (config.KNOBS), each with how a
+# typed value is read and its label. "filter_scale" (the filters' row) multiplies the config's
+# five CNN filter counts; "limit_train" is the training-set size.
+SWEEPS = {name: s for name, (_knob, s) in sweeps().items()}
+SWEEP_KNOBS: dict[str, Callable[[str], Any]] = {name: s.kind for name, s in SWEEPS.items()}
+KNOB_LABELS = {name: s.label for name, s in SWEEPS.items()}
 
 
 def check_seeds(n: int, seed: int = 0) -> None:
@@ -50,9 +48,10 @@ def with_knob(config: RunConfig, knob: str, value: Any) -> RunConfig:
     if knob not in SWEEP_KNOBS:
         raise ConfigError(f"unknown sweep knob {knob!r}: choose one of {', '.join(SWEEP_KNOBS)}")
     if knob == "filter_scale":
-        if not isinstance(value, (int, float)) or not 0 < value <= 16:
-            raise ConfigError(f"filter scale must be a number in (0, 16], got {value}")
-        return config.replace(filters=tuple(max(1, min(2048, round(f * value))) for f in config.filters)).validate()
+        s, k = SWEEPS[knob], KNOBS["filters"]
+        if not isinstance(value, (int, float)) or not s.min < value <= s.max:
+            raise ConfigError(f"{s.label} must be a number in ({s.min:g}, {s.max:g}], got {value}")
+        return config.replace(filters=tuple(max(k.min, min(k.max, round(f * value))) for f in config.filters)).validate()
     return config.replace(**{knob: value}).validate()
 
 

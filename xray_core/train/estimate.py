@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from xray_core.config import RunConfig
+from xray_core.config import RunConfig, step_cost_parts
 
 VERSION = 4                 # bump when the measured fields change meaning
 PROBE_SIZE = 256            # = training.PROBE_SIZE (not imported: training imports Keras-side code)
@@ -63,16 +63,9 @@ _memory: dict[str, dict] = {}
 # ---- keys ------------------------------------------------------------------------
 
 def cost_key(config: RunConfig) -> str:
-    """What changes the per-step cost, nothing else (not lr, seed, epochs, data...)."""
-    c = config.resolved()
-    parts = [c.arch, c.activation, f"bs{c.batch_size}", c.optimizer]
-    if c.arch == "fc":
-        parts.append("bn" if c.batch_norm else "nobn")
-    else:
-        parts += [c.cnn_mode, "-".join(str(f) for f in c.filters)]
-        if c.padding != "same":     # 'valid' shrinks every map: ~3x fewer multiply-adds
-            parts.append(c.padding)
-    return "/".join(parts)
+    """What changes the per-step cost, nothing else (not lr, seed, epochs, data...): the
+    knobs flagged step_cost in the knob table (config.KNOBS) that this config uses."""
+    return "/".join(step_cost_parts(config.resolved()))
 
 
 def machine_signature() -> str:
