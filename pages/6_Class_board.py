@@ -21,6 +21,7 @@ import plotly.express as px
 import streamlit as st
 
 from xray_core.presets import PRESETS
+from xray_core import settings
 from xray_ui.nav import page_links
 from xray_ui.session import store, workspace_notice
 from xray_ui.throttle import LOGIN, client_key
@@ -104,7 +105,7 @@ def spread_figure(df: pd.DataFrame, order: list[str]):
 # ---- the teacher -------------------------------------------------------------------------
 
 def teacher_login() -> bool:
-    password = os.environ.get("XRAY_LAB_TEACHER_PASSWORD", "")
+    password = settings.get("XRAY_LAB_TEACHER_PASSWORD") or ""
     if not password:
         return False
     if st.session_state.get("_teacher"):

@@ -29,6 +29,7 @@ from typing import Any
 
 from xray_core import PATCH
 from xray_core.errors import ConfigError
+from xray_core import settings
 
 DEFAULT_FILTERS = (64, 128, 128, 256, 256)
 
@@ -130,7 +131,7 @@ CAPS = {
 def cap(name: str) -> int:
     """This server's limit: the teacher's environment variable, else the default."""
     c = CAPS[name]
-    raw = os.environ.get(c.env, "").strip()
+    raw = settings.raw(c.env)
     if not raw:
         return c.default
     try:

@@ -22,6 +22,7 @@ import threading
 import time
 
 from xray_core.errors import DataError
+from xray_core import settings
 
 ENV = "XRAY_LAB_DATA_ROOTS"
 MAX_DEPTH = 3          # folders below a root that are looked at
@@ -44,7 +45,7 @@ def default_root() -> str:
 
 def roots() -> list[str]:
     """The configured roots as real absolute paths (missing ones skipped; the default is created)."""
-    raw = os.environ.get(ENV, "")
+    raw = settings.raw(ENV)
     if not raw.strip():
         d = default_root()
         try:

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from xray_core import settings   # XRAY_LAB_HOME, the upload caps
+
 DEFAULT_MAX_MB = 2000
 MAX_AGE_SECONDS = 24 * 3600
 _TMP_PREFIX = ".incoming-"
@@ -32,8 +34,7 @@ _started: set[str] = set()
 
 
 def app_home() -> Path:
-    from xray_core.runs.store import default_home   # the one place that knows XRAY_LAB_HOME's default
-    return default_home()
+    return settings.home()
 
 
 def upload_dir() -> Path:
@@ -69,17 +70,11 @@ def private_tmp() -> Path:
 
 def max_files() -> int:
     """Films classified per upload on the Classify page (XRAY_LAB_MAX_FILES, default 20)."""
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_MAX_FILES", "20")))
-    except ValueError:
-        return 20
+    return settings.get("XRAY_LAB_MAX_FILES")
 
 
 def max_bytes() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_UPLOADS_MB", DEFAULT_MAX_MB))) << 20
-    except ValueError:
-        return DEFAULT_MAX_MB << 20
+    return settings.get("XRAY_LAB_UPLOADS_MB") << 20
 
 
 def store_zip(data: bytes) -> str:

@@ -28,6 +28,7 @@ from xray_core import CLASSES, PATCH
 from xray_core.errors import ConfigError, DataError, ImageError, XrayLabError
 from xray_core.data.images import MAX_BYTES, _check_2d, _one_line, is_radiograph, patch_input, read_image, to_film
 from xray_core.data.preprocess import from_u8, to_u8
+from xray_core import settings
 
 # RGB per class index; background (0) is left transparent (the film shows through).
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -45,10 +46,7 @@ MAP_BUSY = "The server is busy drawing other anatomy maps: try again in a minute
 
 
 def _map_slots() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_MAP_SLOTS", "")))
-    except ValueError:
-        return max(1, (os.cpu_count() or 1) // 2)
+    return settings.get("XRAY_LAB_MAP_SLOTS") or max(1, (os.cpu_count() or 1) // 2)
 
 
 _MAP_SLOTS = threading.BoundedSemaphore(_map_slots())

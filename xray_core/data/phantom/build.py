@@ -29,6 +29,7 @@ from xray_core.data.dataset import SPLITS, Dataset, Split
 from xray_core.data.preprocess import from_u8, to_u8
 from xray_core.data.preprocess import window as _stretch
 from xray_core.data.phantom.anatomy import density, label_map, sample_anatomy
+from xray_core import settings
 
 # Bump when the drawing (here or in phantom_anatomy.py) changes so stale caches are not reused.
 GENERATOR_VERSION = 14
@@ -140,7 +141,7 @@ _LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XRAY_LAB_CACHE") or Path.home() / ".cache" / "xray_lab")
+    return Path(settings.get("XRAY_LAB_CACHE") or Path.home() / ".cache" / "xray_lab")
 
 
 def _cache_path(sizes, seed: int) -> Path:
