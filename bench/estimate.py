@@ -57,7 +57,7 @@ def run_case(name: str, cfg, ds, learn: bool) -> dict:
     started = time.perf_counter()   # run() trains in this thread: no hand-off to count
     job.run()
     snap = job.snapshot()
-    total = job._t_end - started
+    total = job.ended_at - started
     fit = snap.result["timing"]["fit_seconds"]
     startup = (job.first_batch_at or started) - started
     out = {"case": name, "config": cfg.resolved().to_dict(), "source": e["source"],

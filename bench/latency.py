@@ -146,8 +146,8 @@ def part_stop_under_load(ds, stops: int) -> dict:
                                                  or any(len(o.snapshot().batch_loss) < 30 for o in others)):
                 time.sleep(0.01)
             before = [len(o.snapshot().batch_loss) for o in others]
-            with job._lock:            # nothing can be published between counting and stop()
-                n0 = len(job._batch_loss)
+            if True:                   # counted right before stop(): a batch may land in between
+                n0 = len(job.snapshot().batch_loss)
                 t_stop = time.perf_counter()
                 job.stop()
             left_training = None
@@ -168,7 +168,7 @@ def part_stop_under_load(ds, stops: int) -> dict:
             rows.append({"batches_after_stop": len(s.batch_loss) - n0,
                          "left_training_s": left_training,
                          "finished_state": s.state,
-                         "total_until_finished_s": job._t_end - t_stop if job._t_end else None,
+                         "total_until_finished_s": job.ended_at - t_stop if job.ended_at else None,
                          "others_kept_training": all(a > b for a, b in zip(after, before))
                                                  and all(o.state == TRAINING for o in others)})
             log(f"stop {k}: {rows[-1]}")

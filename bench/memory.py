@@ -7,7 +7,7 @@ Each arm runs in a fresh Python process (so arms do not share heap history):
         but only the newest MAX_RUNS_WITH_MODELS (8) models; at the end the whole
         session is dropped (tab closed) and what that frees is measured
   isolated  like drop, but each job trains in a recycled worker process
-        (TrainingJob(isolated=True), what the app does): the server's own RSS
+        (TrainingJob(trainer=InWorker()), what the app does): the server's own RSS
   trim  (optional, --arms) like drop plus glibc malloc_trim(0): separates freed-but-
         fragmented heap from memory that is really still held
   clear (optional, --arms) like drop plus keras.backend.clear_session() after each
@@ -60,6 +60,7 @@ def slope(ys) -> float | None:
 def arm(kind: str, runs: int, epochs: int, data: str) -> dict:
     from xray_core.config import RunConfig
     from xray_core.tf_quiet import keras
+    from xray_core.train.backends.worker import InWorker
     from xray_core.train.job import DONE, Scheduler, TrainingJob, get_job
 
     ds = _dataset(data)
@@ -74,7 +75,7 @@ def arm(kind: str, runs: int, epochs: int, data: str) -> dict:
     for i in range(runs + 1):
         cfg = RunConfig(arch="fc", epochs=epochs, batch_size=64, seed=i, data=ds.name)
         t = time.perf_counter()
-        job = TrainingJob(cfg, ds, scheduler=sched, isolated=kind == "isolated").run()
+        job = TrainingJob(cfg, ds, scheduler=sched, trainer=InWorker() if kind == "isolated" else None).run()
         assert job.state == DONE, job.snapshot().error
         row = {"run": i, "seconds": time.perf_counter() - t, "rss_after_run": rss_mb()}
         ref, jid = weakref.ref(job), job.id

@@ -2,7 +2,7 @@
 
 Re-runs itself inside a private network namespace (`unshare -n`, loopback only; needs root),
 starts a local Ray cluster (ray.cluster_utils.Cluster) with one 1-CPU node, runs --jobs
-short FC jobs through the app's own path (TrainingJob(backend="ray"), at most as many at
+short FC jobs through the app's own path (TrainingJob(trainer=OnRay()), at most as many at
 once as the cluster's cap), then the same with a second 1-CPU node added. Prints JSON:
 jobs per minute for each, and the ratio.
 
@@ -27,11 +27,12 @@ from bench._common import REPO, emit, log, machine
 def _batch(ds, n_jobs: int, epochs: int) -> dict:
     from xray_core.train.backends import ray as ray_backend
     from xray_core.config import RunConfig
+    from xray_core.train.backends.ray import OnRay
     from xray_core.train.job import Scheduler, TrainingJob
     sched = Scheduler(ray_backend.cluster_cap())
     t = time.perf_counter()
     jobs = [TrainingJob(RunConfig(epochs=epochs, batch_size=32, lr=1e-3, seed=i), ds, scheduler=sched,
-                        backend="ray").start() for i in range(n_jobs)]
+                        trainer=OnRay()).start() for i in range(n_jobs)]
     for j in jobs:
         j.join(900)
     wall = time.perf_counter() - t

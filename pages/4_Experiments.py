@@ -19,6 +19,7 @@ import streamlit as st
 
 from xray_core.config import KNOBS, bounds
 from xray_core.runs import experiments as ex
+from xray_core.runs import service
 from xray_core import stats
 from xray_core.errors import XrayLabError, one_line
 from xray_core.train.estimate import dataset_sizes, page_estimate
@@ -56,7 +57,7 @@ def busy() -> Entry | None:
 def _stored() -> dict:
     """Every run of a group is recorded in the workspace's run store: it outlives the tab and
     shows in the Train page's runs table and the report."""
-    return {"store": session.store(), "workspace": session.workspace()}
+    return {"store": session.store(), "workspace": session.workspace(), "client": session.client_id()}
 
 
 def launch(kind_label: str, start) -> None:
@@ -102,6 +103,12 @@ def main() -> None:
         if c2.button("■ Stop", key="exp_stop", width="stretch"):
             running.group.stop()
             st.toast("Stopping this experiment's runs…")
+    mine = service.live_runs(session.workspace())
+    if mine and running is None:   # e.g. an experiment started in a tab that was closed
+        c1, c2 = st.columns([4, 1])
+        c1.info(f"Your workspace has {len(mine)} runs queued or training on this server.")
+        if c2.button("■ Cancel them", key="exp_cancel_mine", width="stretch"):
+            st.toast(f"Stopping {service.cancel(session.workspace())} runs…")
     can_run = cfg is not None and dataset is not None and dataset.has("train") and running is None
     # A radio, not st.tabs: tabs fall back to the first one whenever the elements above them
     # change (the "running" box appears on Start), which threw students out of Sweep/Study.

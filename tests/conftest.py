@@ -33,8 +33,8 @@ def pytest_sessionfinish(session, exitstatus):
     run into exit code 134."""
     import threading
 
-    from xray_core.train import job as training
-    for job in list(training._JOBS.values()):
+    from xray_core.train.job import live_jobs
+    for job in live_jobs():
         job.stop()
     deadline = time.monotonic() + 120
     for t in threading.enumerate():

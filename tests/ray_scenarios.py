@@ -44,7 +44,8 @@ def wait(pred, timeout):
 
 def run_job(cfg, ds, backend, timeout=300):
     from xray_core.train.job import TrainingJob
-    job = TrainingJob(cfg, ds, backend=backend).start()
+    from xray_core.runs.service import trainer_for
+    job = TrainingJob(cfg, ds, trainer=trainer_for("ray" if backend == "ray" else "thread")).start()
     job.join(timeout)
     return job
 
@@ -54,7 +55,8 @@ def same_curve(ds):
     cfg = RunConfig(epochs=2, batch_size=32, lr=1e-3, seed=7)
     seen_live = []
     from xray_core.train.job import TrainingJob
-    job = TrainingJob(cfg, ds, backend="ray").start()
+    from xray_core.train.backends.ray import OnRay
+    job = TrainingJob(cfg, ds, trainer=OnRay()).start()
     while not job.snapshot().finished and len(seen_live) < 2000:   # progress streams while training
         s = job.snapshot()
         if s.state == "training":
@@ -91,7 +93,8 @@ def placement(ds, second_node_id):
 def stop_within_a_batch(ds):
     from xray_core.config import RunConfig
     from xray_core.train.job import TrainingJob
-    job = TrainingJob(RunConfig(epochs=200, batch_size=16, lr=1e-3), ds, backend="ray").start()
+    from xray_core.train.backends.ray import OnRay
+    job = TrainingJob(RunConfig(epochs=200, batch_size=16, lr=1e-3), ds, trainer=OnRay()).start()
     ok = wait(lambda: len(job.snapshot().batch_loss) >= 5 or job.snapshot().finished, 180)
     at_stop = len(job.snapshot().batch_loss)
     job.stop()
@@ -105,7 +108,8 @@ def stop_within_a_batch(ds):
 def actor_killed(ds):
     from xray_core.config import RunConfig
     from xray_core.train.job import TrainingJob
-    job = TrainingJob(RunConfig(epochs=500, batch_size=16, lr=1e-3), ds, backend="ray").start()
+    from xray_core.train.backends.ray import OnRay
+    job = TrainingJob(RunConfig(epochs=500, batch_size=16, lr=1e-3), ds, trainer=OnRay()).start()
     ok = wait(lambda: (len(job.snapshot().batch_loss) >= 3 and "pid" in job.where) or job.snapshot().finished, 180)
     pid = job.where.get("pid")
     if pid:
@@ -136,7 +140,7 @@ def unreachable():
     code = ("import time,os,sys; sys.path.insert(0, %r)\n"
             "from xray_core.config import RunConfig\nfrom xray_core.train.job import TrainingJob\n"
             "from tests.ray_scenarios import toy\n"
-            "t=time.time(); j=TrainingJob(RunConfig(epochs=1), toy(), backend='ray').start(); j.join(240)\n"
+            "t=time.time(); from xray_core.train.backends.ray import OnRay\nj=TrainingJob(RunConfig(epochs=1), toy(), trainer=OnRay()).start(); j.join(240)\n"
             "s=j.snapshot(); print(repr((s.state, s.error, round(time.time()-t,1))))\n") % str(REPO)
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": str(REPO)}
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

@@ -81,6 +81,7 @@ def test_bad_sweep_values_are_a_one_line_error(page):
     assert any("whole numbers" in e.value for e in page.error)
     assert "xray_experiments" not in page.session_state or not page.session_state["xray_experiments"]
 
+
 def test_the_sweep_and_study_widgets_take_the_knob_tables_ranges(page):
     from xray_core.config import KNOBS, bounds
     from xray_core.runs import experiments as ex

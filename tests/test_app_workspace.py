@@ -289,6 +289,7 @@ def test_teacher_password_shows_every_run_and_can_remove(visit, trained, monkeyp
     assert not app.exception and get_store().get(private.id) is None
     assert len(app.dataframe[-1].value) == 1
 
+
 def test_the_runs_table_shows_the_knobs_flagged_column(visit, trained):
     from xray_core.config import KNOBS
     record(trained, WS_A, label="fc run")

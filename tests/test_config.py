@@ -229,6 +229,7 @@ def test_caps_guard_the_edges_not_the_engine():
     with pytest.raises(ConfigError, match="epochs"):
         RunConfig(epochs=0).resolved()
 
+
 # ---- the knob table is the only place (issue 22, item 3) ------------------------------
 
 def test_a_preset_ignores_exactly_the_knobs_flagged_preset_free():

@@ -7,6 +7,7 @@ import pytest
 from xray_core.train import estimate as est
 from xray_core import models
 from xray_core.config import RunConfig
+from xray_core.train.eta import eta_seconds
 
 FC = RunConfig(arch="fc", epochs=2, batch_size=64, lr=1e-3)
 
@@ -153,20 +154,20 @@ def test_real_calibration_builds_once(toy_dataset):
 def test_eta_counts_validation_and_evaluation():
     base = dict(elapsed=10.0, epoch=2, step=0, steps=10, epochs=4, batch_size=64)
     # epochs ended at 4 s (trace) and 7 s: 3 s per epoch, 1 s of it validation of 100 patches
-    eta = est.eta_seconds(**base, epoch_ends=[4.0, 7.0], val_seconds=[1.0, 1.0], n_val=100, n_test=200)
+    eta = eta_seconds(**base, epoch_ends=[4.0, 7.0], val_seconds=[1.0, 1.0], n_val=100, n_test=200)
     # 3 s left of epoch 3 (elapsed 10 > 7 + 3 -> at least the train part + validation), then epoch 4
     assert eta == pytest.approx(max(3.0 - 3.0, 2.0 + 1.0) + 3.0 + 200 * 0.01)
-    without_test = est.eta_seconds(**base, epoch_ends=[4.0, 7.0], val_seconds=[1.0, 1.0], n_val=100)
+    without_test = eta_seconds(**base, epoch_ends=[4.0, 7.0], val_seconds=[1.0, 1.0], n_val=100)
     assert eta - without_test == pytest.approx(2.0)
     # before any epoch ended: step rate plus a validation guess for every epoch
-    early = est.eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, n_val=640, batch_size=64)
-    no_val = est.eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, batch_size=64)
+    early = eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, n_val=640, batch_size=64)
+    no_val = eta_seconds(elapsed=1.0, epoch=0, step=5, steps=10, epochs=2, batch_size=64)
     assert no_val == pytest.approx(0.2 * 15) and early > no_val
-    assert est.eta_seconds(elapsed=0.0, epoch=0, step=0, steps=10, epochs=2) is None
+    assert eta_seconds(elapsed=0.0, epoch=0, step=0, steps=10, epochs=2) is None
     # the first step's trace is paid once: left out of the rates
-    traced = est.eta_seconds(elapsed=5.0, epoch=0, step=5, steps=10, epochs=2, first_step=4.2)
+    traced = eta_seconds(elapsed=5.0, epoch=0, step=5, steps=10, epochs=2, first_step=4.2)
     assert traced == pytest.approx(0.2 * 15)
-    one = est.eta_seconds(elapsed=8.0, epoch=1, step=0, steps=10, epochs=3, epoch_ends=[8.0],
+    one = eta_seconds(elapsed=8.0, epoch=1, step=0, steps=10, epochs=3, epoch_ends=[8.0],
                           val_seconds=[0.0], first_step=6.0)
     assert one == pytest.approx(2 * 2.0 + 0.0)
 
@@ -184,20 +185,24 @@ def test_worker_jobs_show_the_trainers_own_eta(toy_dataset):
     own epoch ends, counted down between messages, not a guess from batch arrivals."""
     import time
     from xray_core.train.job import TRAINING, TrainingJob
-    from xray_core.train.backends.worker import _delta, apply_remote
     trainer = TrainingJob(FC.replace(epochs=2), toy_dataset)
-    trainer._set(state=TRAINING, t0=time.perf_counter() - 5.0, steps_per_epoch=10, epoch=1, step=5,
-                 epoch_ends=[2.0], val_seconds=[0.1], eta_sizes=(0, 0), batch_loss=[1.0] * 15,
-                 batch_acc=[0.5] * 15, batch_x=[0.1] * 15)
-    d = _delta(trainer.snapshot(), 0)
+    trainer.began_training(10)            # as the trainer's own callbacks publish it
+    for i in range(15):
+        trainer.batch_done(i % 10 + 1, 1.0, 0.5, 0.1)
+        if i == 9:
+            trainer.epoch_done(0, {"loss": 1.0, "accuracy": 0.5})
+            trainer.epoch_clock(time.perf_counter(), 0.1)
+    assert trainer.snapshot().state == TRAINING
+    d = trainer.delta(0)
     assert d["eta"] is not None and d["eta"] > 0
     server = TrainingJob(FC.replace(epochs=2), toy_dataset)
     d["eta"] = 42.0           # whatever the trainer said is what the server shows
-    apply_remote(server, d)
+    server.mirror(d)
     eta = server.snapshot().eta
     assert 41.0 < eta <= 42.0
     server._remote_eta = (42.0, time.perf_counter() - 10.0)  # ten seconds since that message
     assert server.snapshot().eta == pytest.approx(32.0, abs=0.5)
+
 
 def test_cost_keys_of_calibrations_on_disk_stay_the_same():
     assert est.cost_key(RunConfig()) == "fc/relu/bs64/adam/nobn"

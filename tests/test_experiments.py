@@ -86,29 +86,45 @@ def test_course_study_runs_each_preset_and_judges_each_step(toy_dataset):
     assert step["difference"] == pytest.approx(b - a)
 
 
-def test_a_group_is_recorded_in_the_store_through_its_interface(toy_dataset, monkeypatch):
-    """STORE_API.md: store.create_group(workspace, kind, spec) once, then
-    recorder.record_job(store, job, workspace, preset=, label=, group_id=) per run."""
-    calls = {"groups": [], "jobs": []}
+def test_a_group_starts_its_runs_through_the_one_run_service(toy_dataset, monkeypatch):
+    """store.create_group(workspace, kind, spec) once, then service.start(config, workspace=,
+    store=, preset=, label=, group_id=, client=) per run: every run of a group is owned by
+    its workspace (the class queue's fairness) and recorded like any run."""
+    from xray_core.runs import service
+    calls = {"groups": [], "runs": []}
+    real_start = service.start
 
     class FakeStore:
         def create_group(self, workspace, kind, spec):
             calls["groups"].append((workspace, kind, spec))
             return "g1"
 
-    def record_job(store, job, workspace, *, preset=None, label=None, group_id=None):
-        calls["jobs"].append((store, job.config.seed, workspace, preset, label, group_id))
-        return f"run{job.config.seed}"
+    def start(config, *, workspace, store=None, preset=None, label=None, group_id=None, client=None, **kw):
+        calls["runs"].append((store, config.seed, workspace, preset, label, group_id, client))
+        run = real_start(config, workspace=workspace, store=None, **kw)
+        run.run_id = f"run{config.seed}"
+        return run
 
-    monkeypatch.setitem(sys.modules, "xray_core.runs.recorder", types.SimpleNamespace(record_job=record_job))
+    monkeypatch.setattr(service, "start", start)
     store = FakeStore()
     cfg = RunConfig(activation="leaky_relu", alpha=0.01, epochs=1)  # p1-task2 but 1 epoch: no preset
-    res = ex.repeat(cfg, 2, seed=5, dataset=toy_dataset, store=store, workspace="w1")
+    res = ex.repeat(cfg, 2, seed=5, dataset=toy_dataset, store=store, workspace="w1", client="10.0.0.9")
     assert [(w, k) for w, k, _ in calls["groups"]] == [("w1", "repeat")]
     assert calls["groups"][0][2]["seeds"] == [5, 6]
-    assert [(s, w, g) for _, s, w, _, _, g in calls["jobs"]] == [(5, "w1", "g1"), (6, "w1", "g1")]
-    assert all(c[0] is store and c[4].endswith(f"seed {c[1]}") for c in calls["jobs"])
+    assert [(s, w, g, c) for _, s, w, _, _, g, c in calls["runs"]] == [(5, "w1", "g1", "10.0.0.9"),
+                                                                      (6, "w1", "g1", "10.0.0.9")]
+    assert all(c[0] is store and c[4].endswith(f"seed {c[1]}") for c in calls["runs"])
     assert res["group_id"] == "g1" and [r["run_id"] for r in res["runs"]] == ["run5", "run6"]
+
+
+def test_a_group_larger_than_the_workspace_may_queue_is_refused_before_any_run(toy_dataset, monkeypatch):
+    from xray_core.runs import service
+    from xray_core.train.scheduler import Busy
+    monkeypatch.setattr(service.SCHEDULER, "max_pending", 3)
+    with pytest.raises(Busy) as e:
+        ex.start_repeat(TINY, 4, dataset=toy_dataset, workspace="w-big")
+    assert "4 runs are more than your workspace may queue" in str(e.value)
+    assert service.live_runs("w-big") == []
 
 
 def test_a_repeat_lands_in_the_real_run_store_as_one_group(toy_dataset, tmp_path):
@@ -230,6 +246,7 @@ def test_cli_entry_point_lists_the_new_commands_without_a_traceback():
     h = subprocess.run([sys.executable, "-m", "xray_core", "--help"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert all(c in h.stdout for c in ("repeat", "sweep", "compare"))
+
 
 # ---- sweeps come from the knob table (issue 22, item 3) --------------------------------
 

@@ -15,6 +15,7 @@ from xray_core.config import RunConfig
 from xray_core.errors import DataError
 from xray_core.train.job import DONE, FAILED, STOPPED, Scheduler, TrainingJob
 from xray_core.train.backends.worker import HUNG, WorkerPool
+from xray_core.train.backends.worker import InWorker
 
 from .conftest import wait_for
 from .fixtures_data import course_layout, rids, zip_dir
@@ -145,7 +146,7 @@ def _busy_worker(pool, job):
 
 def test_a_worker_that_stops_reporting_is_killed_and_its_job_fails_with_the_reason(
         toy_dataset, pool, monkeypatch):
-    job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), isolated=True).start()
+    job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start()
     w = _busy_worker(pool, job)                # default rule while TensorFlow warms up
     monkeypatch.setenv("XRAY_LAB_WORKER_SILENT_SECONDS", "3")
     os.kill(w.pid, signal.SIGSTOP)            # hung: alive, silent
@@ -158,7 +159,7 @@ def test_a_worker_that_stops_reporting_is_killed_and_its_job_fails_with_the_reas
 
 def test_a_worker_deaf_to_stop_is_killed_within_seconds(toy_dataset, pool, monkeypatch):
     monkeypatch.setenv("XRAY_LAB_WORKER_SILENT_SECONDS", "600")   # only the Stop rule applies
-    job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), isolated=True).start()
+    job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start()
     w = _busy_worker(pool, job)
     monkeypatch.setenv("XRAY_LAB_STOP_SECONDS", "2")
     os.kill(w.pid, signal.SIGSTOP)
@@ -172,13 +173,13 @@ def test_a_hung_idle_worker_is_replaced_when_a_job_needs_it(toy_dataset, pool):
     w = pool.acquire()
     pool.release(w)
     os.kill(w.pid, signal.SIGSTOP)
-    s = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+    s = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start().join(180).snapshot()
     assert s.state == DONE and w.process.poll() is not None
 
 
 def test_a_job_over_the_time_limit_is_stopped_and_kept_with_the_reason(toy_dataset, pool, monkeypatch):
     monkeypatch.setenv("XRAY_LAB_MAX_JOB_SECONDS", "3")
-    job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), isolated=True).start()
+    job = TrainingJob(LONG, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start()
     job.join(120)
     s = job.snapshot()
     assert s.state == STOPPED and "time limit" in s.error and job.model is not None
@@ -217,18 +218,18 @@ def test_a_full_queue_refuses_with_a_clear_busy_message(toy_dataset):
     for j in (a, *waiting):
         j.stop()
         j.join(60)
-    assert sched.status() == {"cap": 1, "running": 0, "waiting": 0}
+    assert sched.status() == {"cap": 1, "running": 0, "waiting": 0, "held": 0}
 
 
-def test_one_queued_or_running_job_per_owner(toy_dataset):
+def test_one_queued_or_running_train_page_job_per_owner(toy_dataset):
     sched = Scheduler(cap=2)
-    a = TrainingJob(LONG, toy_dataset, scheduler=sched, owner="ws-1").start()
+    a = TrainingJob(LONG, toy_dataset, scheduler=sched, owner="ws-1", alone=True).start()
     assert wait_for(lambda: a.snapshot().state == "training")
-    again = TrainingJob(FAST, toy_dataset, scheduler=sched, owner="ws-1").start().join(10).snapshot()
+    again = TrainingJob(FAST, toy_dataset, scheduler=sched, owner="ws-1", alone=True).start().join(10).snapshot()
     assert again.state == FAILED and "already have a run" in again.error and "\n" not in again.error
-    other = TrainingJob(FAST, toy_dataset, scheduler=sched, owner="ws-2").start().join(120).snapshot()
+    other = TrainingJob(FAST, toy_dataset, scheduler=sched, owner="ws-2", alone=True).start().join(120).snapshot()
     assert other.state == DONE
     a.stop()
     a.join(60)
-    after = TrainingJob(FAST, toy_dataset, scheduler=sched, owner="ws-1").start().join(120).snapshot()
+    after = TrainingJob(FAST, toy_dataset, scheduler=sched, owner="ws-1", alone=True).start().join(120).snapshot()
     assert after.state == DONE                  # the owner may train again once its job ended

@@ -81,6 +81,7 @@ def test_valid_padding_shrinks_every_conv_and_keeps_the_course_layer_names():
     assert multiply_adds(RunConfig(arch="cnn", cnn_mode="corrected", padding="valid")) < \
         multiply_adds(RunConfig(arch="cnn", cnn_mode="corrected")) / 3
 
+
 def _rate(model, name):
     return next(l.rate for l in model.layers if l.name == name)
 

@@ -7,6 +7,7 @@ from xray_core.train import pretrace
 from xray_core.config import RunConfig
 from xray_core.train.job import DONE, Scheduler, TrainingJob
 from xray_core.train.backends.worker import WorkerPool
+from xray_core.train.backends.worker import InWorker
 
 from .conftest import wait_for
 
@@ -56,10 +57,10 @@ def test_an_idle_worker_prepares_the_sidebar_model_and_the_job_takes_it(toy_data
         assert pool.prepare(FC, n, toy_dataset)
         assert not pool.prepare(FC, n, toy_dataset)   # it is held already: nothing sent again
         assert pool._idle[0].datasets == [w.dataset_id(toy_dataset)]   # the data went along, once
-        a = TrainingJob(FC, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180)
+        a = TrainingJob(FC, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start().join(180)
         assert a.pretraced
         # the worker dropped it with the job: the next job on another config builds its own
-        b = TrainingJob(FC.replace(seed=2), toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180)
+        b = TrainingJob(FC.replace(seed=2), toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start().join(180)
         assert not b.pretraced
     finally:
         w.POOL = real

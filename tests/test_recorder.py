@@ -32,6 +32,9 @@ class FakeJob:
     def __init__(self, epochs=3):
         self.config = RunConfig(epochs=epochs).resolved()
         self.model = None
+        self.model_path = None          # the recorder's view of a job: its public API only
+        self.running = False
+        self.dataset = None
         self._lock = threading.Lock()
         self.calls = 0
         self._snap = Snapshot(job_id="fake", state="queued", queue_position=1,
@@ -39,6 +42,10 @@ class FakeJob:
                               batch_loss=[], batch_accuracy=[], batch_epoch=[],
                               history={"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []},
                               unit_stats=[], error=None, result=None)
+
+    @property
+    def model_in_memory(self):
+        return self.model is not None
 
     def snapshot(self):
         with self._lock:

@@ -85,7 +85,7 @@ def test_jobs_beyond_the_cap_queue_and_report_their_position(toy_dataset):
     a.stop()
     a.join(60)
     b.join(60)
-    assert b.snapshot().state == DONE and sched.status() == {"cap": 1, "running": 0, "waiting": 0}
+    assert b.snapshot().state == DONE and sched.status() == {"cap": 1, "running": 0, "waiting": 0, "held": 0}
 
 
 def test_same_seed_reproduces_the_run_other_seed_does_not(toy_dataset):
@@ -168,17 +168,17 @@ def test_a_freed_trainer_slot_starts_the_next_job_while_the_owner_keeps_its_one_
     from xray_core.errors import XrayLabError
     sched = Scheduler(cap=1)
     never = threading.Event()
-    assert sched.acquire("a", never, owner="ws1")
+    assert sched.acquire("a", never, owner="ws1", alone=True)
     started = []
-    t = threading.Thread(target=lambda: started.append(sched.acquire("b", never, owner="ws2")))
+    t = threading.Thread(target=lambda: started.append(sched.acquire("b", never, owner="ws2", alone=True)))
     t.start()
     assert wait_for(lambda: sched.position("b") == 1)
     sched.free("a")                            # a's worker is done; a still loads its model here
     t.join(10)
     assert started == [True]
     with pytest.raises(XrayLabError):          # ws1's run is still finishing: no second one yet
-        sched.acquire("a2", never, owner="ws1")
+        sched.acquire("a2", never, owner="ws1", alone=True)
     sched.release("a")
     gone = threading.Event()
     gone.set()                                 # (b holds the slot: a2 would wait; it leaves at once)
-    assert sched.acquire("a2", gone, owner="ws1") is False      # no longer refused as Busy
+    assert sched.acquire("a2", gone, owner="ws1", alone=True) is False      # no longer refused as Busy

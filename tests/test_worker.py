@@ -6,6 +6,7 @@ from xray_core.config import RunConfig
 from xray_core.data.dataset import Dataset
 from xray_core.train.job import DONE, FAILED, STOPPED, Scheduler, TrainingJob
 from xray_core.train.backends.worker import WorkerPool
+from xray_core.train.backends.worker import InWorker
 
 from .conftest import make_split, wait_for
 
@@ -13,7 +14,7 @@ FAST = RunConfig(epochs=3, batch_size=32, lr=1e-3)
 
 
 def test_isolated_job_streams_and_returns_a_usable_model(toy_dataset):
-    job = TrainingJob(FAST.replace(epochs=30), toy_dataset, scheduler=Scheduler(2), isolated=True).start()
+    job = TrainingJob(FAST.replace(epochs=30), toy_dataset, scheduler=Scheduler(2), trainer=InWorker()).start()
     assert wait_for(lambda: len(job.snapshot().batch_loss) >= 3)
     assert job.snapshot().state == "training"     # seen while the worker trains
     job.stop()
@@ -25,7 +26,7 @@ def test_isolated_job_streams_and_returns_a_usable_model(toy_dataset):
 
 
 def test_isolated_run_matches_the_in_process_run(toy_dataset):
-    a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+    a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start().join(180).snapshot()
     b = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1)).run().snapshot()
     assert a.state == b.state == DONE
     assert len(a.batch_loss) == len(b.batch_loss) == 60
@@ -38,7 +39,7 @@ def test_a_failure_in_the_worker_is_kept(toy_dataset):
     bad = make_split(64, 9)
     bad.y[:] = 7
     s = TrainingJob(FAST, Dataset("bad", {"train": bad}), scheduler=Scheduler(1),
-                    isolated=True).start().join(120).snapshot()
+                    trainer=InWorker()).start().join(120).snapshot()
     assert s.state == FAILED and "7" in s.error and "\n" not in s.error
 
 
@@ -85,7 +86,7 @@ def test_a_worker_that_dies_fails_the_job_with_a_reason(toy_dataset, monkeypatch
     pool = WorkerPool(max_runs=5)
     monkeypatch.setattr("xray_core.train.backends.worker.POOL", pool)
     job = TrainingJob(FAST.replace(epochs=500, batch_size=8), toy_dataset, scheduler=Scheduler(1),
-                      isolated=True).start()
+                      trainer=InWorker()).start()
     assert wait_for(lambda: len(job.snapshot().batch_loss) > 0)
     for w in list(pool.busy):
         w.process.kill()
@@ -125,9 +126,9 @@ def test_jobs_on_one_dataset_in_one_worker_train_alike(toy_dataset):
     import xray_core.train.backends.worker as w
     real, w.POOL = w.POOL, pool
     try:
-        a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+        a = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start().join(180).snapshot()
         assert [x.datasets for x in pool._idle] == [[w.dataset_id(toy_dataset)]]
-        b = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), isolated=True).start().join(180).snapshot()
+        b = TrainingJob(FAST, toy_dataset, scheduler=Scheduler(1), trainer=InWorker()).start().join(180).snapshot()
     finally:
         w.POOL = real
         pool.shutdown()

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 import threading
@@ -23,10 +22,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from xray_core.runs import recorder
-from xray_core.data.dataset import Dataset
+from xray_core import settings
 from xray_core.errors import XrayLabError, log_once
-from xray_core.runs import keys
+from xray_core.runs import keys, recorder, service
+from xray_core.data.dataset import Dataset
 from xray_core.runs.store import RunStore, default_home, get_store
 from xray_core.train.job import TrainingJob
 
@@ -34,7 +33,8 @@ _log = logging.getLogger(__name__)
 MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the in-memory model
 # Train in recycled worker processes (xray_core/worker.py): bounds Keras' per-model
 # memory leak and keeps the server responsive. XRAY_LAB_ISOLATE=0 trains in threads.
-ISOLATE = os.environ.get("XRAY_LAB_ISOLATE", "1") != "0"
+ISOLATE = settings.get("XRAY_LAB_ISOLATE")
+BACKEND = service.default_backend(ISOLATE)   # how this server's runs train: worker, thread or ray
 # Tokens the app hands out are signed with the home's secret (xray_core/runs/keys.py, 32
 # characters); a link opens only those (and older 22-character keys that hold runs). Shorter
 # names (the CLI's "cli", "alice") are guessable, so a link cannot open them.
@@ -76,6 +76,21 @@ def issued_workspace(token) -> bool:
             return False
 
 
+def client_id() -> str | None:
+    """Who this browser is, for the class queue's per-client cap: the connection's address;
+    behind a reverse proxy on this host (the connection comes from loopback) the address the
+    proxy appended last to X-Forwarded-For (earlier entries are the browser's to forge)."""
+    try:
+        ip = st.context.ip_address
+        fwd = st.context.headers.get("X-Forwarded-For") if st.context.headers else None
+    except (AttributeError, RuntimeError):   # no browser (AppTest, a script)
+        return None
+    if fwd and (ip is None or ip in ("127.0.0.1", "::1")):
+        last = fwd.split(",")[-1].strip()
+        return last[:64] or ip
+    return ip
+
+
 def workspace() -> str:
     """This session's workspace token, kept in the link so a refresh or a bookmark finds it.
 
@@ -114,7 +129,7 @@ def store() -> RunStore:
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _recover(url: str, tick: int) -> list[str]:
     try:
-        return get_store().recover(recorder.live_run_ids())
+        return service.recover(get_store())
     except Exception as e:  # a store hiccup must not take the page down; the next tick retries
         log_once(_log, "run store: recovering runs of dead servers failed (retried every "
                        f"{RECOVER_EVERY_S:g} s)", e)
@@ -149,11 +164,10 @@ def _remember(run_id: str, job: TrainingJob) -> None:
 def start_job(config, dataset: Dataset, preset: str | None, label: str | None = None) -> "Run":
     """Start a training job, record it in this session's workspace, and make it the
     session's current run."""
-    ws = workspace()
-    # owner: the server runs at most one queued/running Train-page job per workspace
-    job = TrainingJob(config, dataset, isolated=ISOLATE, owner=ws)
-    run_id = recorder.record_job(store(), job, ws, preset=preset, label=label)
-    job.start()
+    # alone: the server runs at most one queued/running Train-page run per workspace
+    started = service.start(config, workspace=workspace(), dataset=dataset, backend=BACKEND, store=store(),
+                            preset=preset, label=label, client=client_id(), alone=True)
+    job, run_id = started.job, started.run_id
     _remember(run_id, job)
     run = runs().add(job, preset, run_id)
     st.session_state["current_run"] = run_id
@@ -164,9 +178,8 @@ def start_job(config, dataset: Dataset, preset: str | None, label: str | None = 
 def warm_workers() -> str | None:
     """Once per server: start idle training processes so the first Train is quick; on the
     Ray backend, size the trainer cap to the cluster. Returns a problem to show, or None."""
-    from xray_core.train.job import BACKENDS
-    backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
-    if backend not in BACKENDS:
+    backend = settings.get("XRAY_LAB_BACKEND")
+    if backend not in ("local", "ray"):
         return f"XRAY_LAB_BACKEND={backend!r} is not a backend (local or ray): training will fail."
     if backend == "ray":
         from xray_core.train.backends import ray as ray_backend
@@ -188,8 +201,7 @@ def prepare_model(cfg, dataset) -> None:
     """Have an idle training process trace the model on the sidebar now and hold the data,
     so a Train with it shows its first point sooner (xray_core/pretrace.py). Cheap on every
     page run."""
-    backend = os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
-    if not ISOLATE or backend != "local":
+    if BACKEND != "worker":
         return
     from xray_core.train.pretrace import n_train
     from xray_core.train.backends.worker import POOL

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from xray_core import stats
-from xray_core.cli.main import _add_knobs, _check_data, _fail, _write_json, config_from_args
+from xray_core.cli.common import _add_knobs, _check_data, _fail, _write_json, config_from_args
 from xray_core.config import sweeps
 from xray_core.errors import XrayLabError
 

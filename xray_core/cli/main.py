@@ -6,91 +6,21 @@ inputs exit non-zero with one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 from xray_core import CLASSES
 from xray_core.config import MAP_KNOBS, map_default
-from xray_core.config import CAPS, KNOBS, RunConfig, parse_filters
+from xray_core.cli.experiments import add_commands as add_experiment_commands
+from xray_core.cli.explain import add_commands as add_explain_commands
 from xray_core.cli.runs import add_commands as add_runs_commands
 from xray_core.errors import ConfigError, XrayLabError, one_line
 
 PROG = "python -m xray_core"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage + message; we promise one line
-        raise SystemExit(_fail(f"{self.prog}: {message}", code=2))
-
-
-def _fail(message: str, code: int = 1) -> int:
-    print(f"error: {message}".splitlines()[0], file=sys.stderr)
-    return code
-
-
-def _filters_arg(text: str):
-    try:
-        return parse_filters(text)
-    except ConfigError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _add_knobs(p: argparse.ArgumentParser, train: bool = False) -> None:
-    """The knob table (config.KNOBS) as flags; None = not given, so a preset's value stands."""
-    g = p.add_argument_group("model and training knobs (override --preset)")
-    g.add_argument("--preset", help="one of the course experiments, e.g. p1-task1 (see `presets`)")
-    for name, k in KNOBS.items():
-        if not k.flag or not (k.summary or train):
-            continue
-        flag = "--" + name.replace("_", "-")
-        label = k.label.split(" (")[0]
-        if k.choices:
-            g.add_argument(flag, choices=k.choices, help=label)
-        elif k.kind is bool:
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=label)
-        elif k.kind is tuple:
-            g.add_argument(flag, type=_filters_arg, help="five CNN filter counts, e.g. 64,128,128,256,256")
-        else:
-            lo, hi = k.min, k.max
-            rng = f"{lo:,} to {hi:,}" if k.kind is int and hi is not None else f"{lo:g} to {hi:g}" if hi else ""
-            if k.cap:
-                rng = f"{lo:,} to this server's limit, {CAPS[k.cap].env} (default {CAPS[k.cap].default:,})"
-            g.add_argument(flag, type=k.kind, help=f"{label} ({rng})")
-
-
-def _knob_names(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(n for n, k in KNOBS.items() if k.flag and hasattr(args, n))
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    from xray_core.presets import get_preset
-    base = get_preset(args.preset).config if getattr(args, "preset", None) else RunConfig()
-    changes = {k: getattr(args, k) for k in _knob_names(args) if getattr(args, k) is not None}
-    if getattr(args, "data", None):
-        changes["data"] = args.data
-    return base.replace(**changes).validate()
-
-
-def _write_json(path: str | None, obj) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(obj, indent=2, allow_nan=False, default=_json_default))
-
-
-def _json_default(o):
-    import numpy as np
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
-
-
-def _check_data(source: str) -> None:
-    if source != "phantom" and not Path(source).exists():
-        raise XrayLabError(f"{source}: no such file or folder (use 'phantom', a folder or a .zip)")
+from xray_core.cli.common import (  # noqa: F401  (config_from_args: tests and other commands use it)
+    _Parser, _add_knobs, _check_data, _fail, _write_json, config_from_args)
 
 
 # ---- commands --------------------------------------------------------------------
@@ -98,24 +28,25 @@ def _check_data(source: str) -> None:
 def cmd_train(args) -> int:
     cfg = config_from_args(args).resolved()
     _check_data(cfg.data)
-    from xray_core.runs.recorder import RunRecorder
-    from xray_core.runs.store import check_workspace, get_store
-    from xray_core.train.job import TrainingJob, DONE, STOPPED
     from xray_core.data.load import load_dataset
+    from xray_core.runs import service
+    from xray_core.runs.store import check_workspace, get_store
     from xray_core.train.estimate import dataset_sizes, estimate
+    from xray_core.train.states import DONE, STOPPED
     store = get_store()
     ds = load_dataset(cfg.data)
     sizes = dataset_sizes(ds)
     try:  # measured on this machine (a few timed steps, cached per model): see estimate.py
         est = estimate(cfg, *sizes)
-    except Exception:  # an estimate must never stop a run
+    except Exception as e:  # an estimate must never stop a run: said once, on stderr
+        print(f"(no time estimate: {one_line(e)})", file=sys.stderr)
         est = None
     if est:
         print(f"estimated {est['total']:.1f}s ({est['source']})", flush=True)
-    job = TrainingJob(cfg, ds, backend=args.backend)  # the dataset loaded once, for both
-    run = store.create_run(check_workspace(args.workspace), cfg)
-    recorder = RunRecorder(store, job, run.id).start()  # the run is in `runs list` from now on
-    job.start()
+    backend = "ray" if (args.backend or service.default_backend(False)) == "ray" else "thread"
+    # recorded from now on (`runs list`); the dataset loaded once, for the estimate and the run
+    run = service.start(cfg, workspace=check_workspace(args.workspace), dataset=ds, backend=backend, store=store)
+    job = run.job
     last_epoch = -1
     try:
         while True:
@@ -133,14 +64,14 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         job.stop()
         job.join()
-    recorder.join()  # its end (result, model) is written before we exit
+    run.recorder.join()  # its end (result, model) is written before we exit
     snap = job.snapshot()
     if snap.state not in (DONE, STOPPED):
         return _fail(snap.error or f"training ended as {snap.state}")
     record = job.record()
-    record["run_id"] = run.id
+    record["run_id"] = run.run_id
     timing = dict(record.get("timing") or {})
-    total = (job._t_end or time.perf_counter()) - job.started_at
+    total = (job.ended_at or time.perf_counter()) - job.started_at
     timing["total_seconds"] = total
     timing["estimated_seconds"] = est["total"] if est else None
     timing["estimate"] = est
@@ -282,9 +213,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
     add_runs_commands(sub)
-    # imported here: these modules reuse this one's knob helpers
-    from xray_core.cli.experiments import add_commands as add_experiment_commands
-    from xray_core.cli.explain import add_commands as add_explain_commands
     add_experiment_commands(sub)   # repeat, sweep, compare
     add_explain_commands(sub)      # explain
     return p

@@ -23,6 +23,7 @@ from xray_core.config import KNOBS, RunConfig, sweeps
 from xray_core.data.dataset import Dataset
 from xray_core.errors import ConfigError
 from xray_core.presets import COURSE_PRESETS, PRESETS, get_preset, matching_preset
+from xray_core.runs import service
 from xray_core.train.job import DONE, TrainingJob
 
 MAX_SEEDS = 50          # per group: a classroom server is shared
@@ -207,22 +208,23 @@ def _label(config: RunConfig, preset: str | None, seed: int) -> str:
 
 
 def _launch(kind: str, spec: dict, plan: list[tuple[Any, RunConfig]], dataset: Dataset, *, isolated: bool,
-            store, workspace: str) -> Group:
+            store, workspace: str, client: str | None = None) -> Group:
     if len(plan) > MAX_RUNS:
         raise ConfigError(f"{len(plan)} runs is too many for one experiment (at most {MAX_RUNS})")
+    # every run is owned by its workspace (and client): the class queue takes a few of them
+    # at a time (scheduler.py), the rest wait in the workspace's own line
+    service.check_room(workspace, len(plan))
     group = Group(kind, spec, keys=list(dict.fromkeys(k for k, _ in plan)))
     if store is not None:
         group.group_id = store.create_group(workspace, kind, spec)
-    jobs = [(key, TrainingJob(cfg, dataset, isolated=isolated)) for key, cfg in plan]
-    for key, job in jobs:
-        run_id = None
-        if store is not None:
-            from xray_core.runs.recorder import record_job   # the run store's recorder (issue 8)
-            p = matching_preset(job.config)
-            run_id = record_job(store, job, workspace, preset=p.name if p else None,
-                                label=_label(job.config, key if kind == "study" else None, job.config.seed),
-                                group_id=group.group_id)
-        group.members.append(Member(key, job, run_id))
+    backend = service.default_backend(isolated)
+    for key, cfg in plan:
+        p = matching_preset(cfg)
+        run = service.start(cfg, workspace=workspace, dataset=dataset, backend=backend, store=store,
+                            preset=p.name if p else None,
+                            label=_label(cfg, key if kind == "study" else None, cfg.seed),
+                            group_id=group.group_id, client=client, begin=False)
+        group.members.append(Member(key, run.job, run.run_id))
     for m in group.members:  # all queued at once, in order: the scheduler runs them as trainers free up
         m.job.start()
     return group
@@ -234,7 +236,7 @@ def _seed_list(seeds: int, seed: int) -> list[int]:
 
 
 def start_repeat(config: RunConfig, seeds: int, seed: int | None = None, *, dataset: Dataset | None = None,
-                 isolated: bool = False, store=None, workspace: str = "cli") -> Group:
+                 isolated: bool = False, store=None, workspace: str = "cli", client: str | None = None) -> Group:
     """N runs of one config with seeds S … S+N−1 (S = the config's own seed by default)."""
     config = config.validate()
     s = config.seed if seed is None else seed
@@ -244,12 +246,13 @@ def start_repeat(config: RunConfig, seeds: int, seed: int | None = None, *, data
     spec = {"config": cfg.resolved().to_dict(), "preset": p.name if p else None,
             "reported": p.reported if p else None, "seeds": seed_list}
     plan = [(None, cfg.replace(seed=k)) for k in seed_list]
-    return _launch("repeat", spec, plan, _load(cfg, dataset), isolated=isolated, store=store, workspace=workspace)
+    return _launch("repeat", spec, plan, _load(cfg, dataset), isolated=isolated, store=store, workspace=workspace,
+                   client=client)
 
 
 def start_sweep(config: RunConfig, knob: str, values: Sequence, seeds: int, seed: int | None = None, *,
                 dataset: Dataset | None = None, isolated: bool = False, store=None,
-                workspace: str = "cli") -> Group:
+                workspace: str = "cli", client: str | None = None) -> Group:
     """values × seeds runs: the config with `knob` set to each value, each with seeds S … S+N−1."""
     config = config.validate()
     s = config.seed if seed is None else seed
@@ -260,12 +263,12 @@ def start_sweep(config: RunConfig, knob: str, values: Sequence, seeds: int, seed
     spec = {"config": config.replace(seed=s).resolved().to_dict(), "knob": knob, "values": list(values),
             "seeds": seed_list}
     return _launch("sweep", spec, plan, _load(config, dataset), isolated=isolated, store=store,
-                   workspace=workspace)
+                   workspace=workspace, client=client)
 
 
 def start_study(seeds: int, seed: int = 0, *, data: str = "phantom", presets: Sequence[str] | None = None,
                 limit_train: int | None = None, epochs: int | None = None, dataset: Dataset | None = None,
-                isolated: bool = False, store=None, workspace: str = "cli") -> Group:
+                isolated: bool = False, store=None, workspace: str = "cli", client: str | None = None) -> Group:
     """The course as a study: each preset (default: all seven) × N seeds, in course order.
     `limit_train` / `epochs` shrink every run (quick classroom versions; the CNN presets
     take ~20 min per run on the full real data)."""
@@ -281,7 +284,7 @@ def start_study(seeds: int, seed: int = 0, *, data: str = "phantom", presets: Se
     plan = [(n, PRESETS[n].config.replace(seed=k, **changes).validate()) for n in names for k in seed_list]
     spec = {"presets": names, "seeds": seed_list, "data": data, "limit_train": limit_train, "epochs": epochs}
     return _launch("study", spec, plan, _load(plan[0][1], dataset), isolated=isolated, store=store,
-                   workspace=workspace)
+                   workspace=workspace, client=client)
 
 
 def repeat(config: RunConfig, seeds: int, seed: int | None = None, **kw) -> dict:

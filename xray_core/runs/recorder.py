@@ -3,9 +3,10 @@
 A `RunRecorder` is a daemon thread per job that polls `job.snapshot()` (a copy taken
 under the job's lock in well under a millisecond) about once a second and writes to
 the store only when something a reader needs changed: a new epoch or state (with the
-batch trace), a heartbeat at most every `HEARTBEAT` seconds, and at the end the result
-and the model. Keras callbacks stay exactly as they were, so training speed is
-unchanged (the streaming benchmark measures it).
+batch trace), a heartbeat at most every `HEARTBEAT` seconds, and at the end the result.
+The model is not the recorder's to write: the trainer wrote it where the store keeps it
+(`job.model_path`, see runs/service.py); the end only records it. Keras callbacks stay
+exactly as they were, so training speed is unchanged (the streaming benchmark measures it).
 
 `live_job(run_id)` gives back a job still running in this process, so a page reloaded
 in the browser can re-attach to it and keep drawing its live charts.
@@ -17,8 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from xray_core.runs.store import JOB_STATE, RunStore, StoreError
 from xray_core.errors import one_line
+from xray_core.runs.store import JOB_STATE, RunStore, StoreError
+from xray_core.train.estimate import learn_from_job
 
 POLL = 1.0          # seconds between snapshots
 HEARTBEAT = 5.0     # at most this long between writes while a run is alive
@@ -55,9 +57,8 @@ class RunRecorder:
         return self._thread is not None and self._thread.is_alive()
 
     def _sleep(self) -> None:
-        t = getattr(self.job, "_thread", None)
-        if t is not None and t.is_alive():
-            t.join(POLL)        # wakes at once when training ends
+        if self.job.running:
+            self.job.join(POLL)     # wakes at once when training ends
         else:
             self._wake.wait(POLL)
 
@@ -104,7 +105,11 @@ class RunRecorder:
 
     def _finish(self, snap, state: str) -> None:
         model_src = None
-        if self.job.model is not None and state in ("finished", "stopped"):
+        kept = self.job.model_path
+        if kept is not None and state in ("finished", "stopped") and kept.is_file():
+            model_src = kept        # written by the trainer where the store keeps it
+        elif kept is None and self.job.model_in_memory and state in ("finished", "stopped"):
+            # a job made without the service (record_job): its model lives only in memory
             tmp = self.store.models_dir / self.run_id / "incoming.keras"
             try:
                 tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -132,10 +137,10 @@ class RunRecorder:
     def _learn(self) -> None:
         """A finished run's real times correct later estimates of the same model (app and CLI alike)."""
         try:
-            from xray_core.train.estimate import learn_from_job
             learn_from_job(self.job)
-        except Exception:  # an estimate must never cost a record
-            pass
+        except Exception as e:  # an estimate must never cost a record
+            print(f"xray-lab: run {self.run_id}: the estimate did not learn from it: {one_line(e)}",
+                  file=sys.stderr)
 
 
 def record_job(store: RunStore, job, workspace: str, *, preset: str | None = None, label: str | None = None,
@@ -161,3 +166,14 @@ def live_job(run_id: str):
 def live_run_ids() -> set[str]:
     with _LIVE_LOCK:
         return set(_LIVE)
+
+
+def join_all(timeout: float) -> int:
+    """Wait (up to `timeout` in all) for every recorder of this process to write its run's
+    end; returns how many there were."""
+    with _LIVE_LOCK:
+        recs = list(_LIVE.values())
+    end = time.monotonic() + timeout
+    for r in recs:
+        r.join(max(0.0, end - time.monotonic()))
+    return len(recs)

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from xray_core import settings
 from xray_core.errors import XrayLabError
 from xray_core.runs import keys
 
@@ -153,8 +154,7 @@ class RunRecord:
 # ---- helpers ---------------------------------------------------------------------
 
 def default_home() -> Path:
-    raw = os.environ.get("XRAY_LAB_HOME")
-    return Path(raw).expanduser() if raw else Path.home() / ".local" / "share" / "xray-lab"
+    return settings.home()
 
 
 def owner_id() -> str:
@@ -221,10 +221,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def _env_int(name: str, default: int) -> int:
-    try:
-        return max(0, int(os.environ.get(name, "") or default))
-    except ValueError:
-        return default
+    value = settings.get(name)
+    return default if value is None else value
 
 
 def _label(config, cfg: dict, preset: str | None) -> str:
@@ -258,7 +256,7 @@ class RunStore:
             self.models_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"XRAY_LAB_HOME: cannot create {self.models_dir}: {e.strerror or e}") from None
-        url = url or os.environ.get("XRAY_LAB_DB") or f"sqlite:///{self.home / 'runs.sqlite3'}"
+        url = url or settings.get("XRAY_LAB_DB") or f"sqlite:///{self.home / 'runs.sqlite3'}"
         self.url = url
         try:
             parsed = sa.engine.make_url(url)
@@ -436,7 +434,8 @@ class RunStore:
             rel = Path("models") / run_id / MODEL_FILE
             dest = self.home / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(model_src), dest)  # a rename when on the same file system
+            if Path(model_src).resolve() != dest.resolve():  # (the trainer usually wrote it in place)
+                shutil.move(str(model_src), dest)  # a rename when on the same file system
             vals["model_path"], vals["model_bytes"] = str(rel), dest.stat().st_size
         self._write(runs.update().where(runs.c.id == run_id).values(**vals))
         try:
@@ -444,6 +443,12 @@ class RunStore:
         except sa.exc.SQLAlchemyError:  # retention can wait for the next run; the result cannot
             pass
         return self.get(run_id)
+
+    def model_file(self, run_id: str) -> Path:
+        """Where the run's model is kept: its trainer writes it here, once (runs/service.py)."""
+        if not _RUN_ID_RE.match(run_id):
+            raise StoreError(f"not a run id: {run_id!r}")
+        return self.models_dir / run_id / MODEL_FILE
 
     def get(self, run_id: str) -> RunRecord | None:
         if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
@@ -630,7 +635,7 @@ def get_store() -> RunStore:
     """The process-wide store for the current XRAY_LAB_HOME / XRAY_LAB_DB, created once
     (a new one only if those variables change, e.g. between tests)."""
     global _STORE, _STORE_KEY
-    key = (os.environ.get("XRAY_LAB_HOME"), os.environ.get("XRAY_LAB_DB"))
+    key = (settings.raw("XRAY_LAB_HOME"), settings.raw("XRAY_LAB_DB"))
     with _STORE_LOCK:
         if _STORE is None or _STORE_KEY != key:
             old, _STORE, _STORE_KEY = _STORE, RunStore(), key

@@ -6,20 +6,15 @@
 - `UnitMonitor`: the share of dead / negative / saturated hidden units per epoch
   (FC models), measured on a fixed probe batch; `unit_share` does the counting.
 
-They write the job's private fields under its `_lock`: they are part of the job,
-kept apart only so `training.py` reads as the job's life cycle.
+They publish through the job's events (`batch_done`, `epoch_done`, ...): any object
+with those methods will do (the estimate's calibration passes its own).
 """
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from xray_core.data.dataset import Split
-
-if TYPE_CHECKING:
-    from xray_core.train.job import TrainingJob
 
 __all__ = ["Stream", "UnitMonitor", "unit_share"]
 
@@ -35,15 +30,14 @@ class Stream(_keras_callback_base()):
     exactly from consecutive means (weighted by batch sizes), so students see
     the real jitter of small batches at no extra compute."""
 
-    def __init__(self, job: "TrainingJob", n: int, batch_size: int, val: Split | None = None):
+    def __init__(self, job, n: int, batch_size: int, val: Split | None = None):
         super().__init__()
         self.job, self.n, self.bs, self.val = job, n, batch_size, val
         self._prev = (0.0, 0.0, 0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._prev = (0.0, 0.0, 0)
-        with self.job._lock:
-            self.job._step = 0
+        self.job.epoch_began()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -54,36 +48,23 @@ class Stream(_keras_callback_base()):
         batch_loss = (loss_mean * seen - p_loss * p_seen) / b
         batch_acc = (acc_mean * seen - p_acc * p_seen) / b
         self._prev = (loss_mean, acc_mean, seen)
-        job = self.job
-        with job._lock:
-            job._step = batch + 1
-            job._batch_loss.append(batch_loss)
-            job._batch_acc.append(min(max(batch_acc, 0.0), 1.0))
-            job._batch_x.append(job._epoch + seen / self.n)
-        if job.first_batch_at is None:
-            job.first_batch_at = time.perf_counter()
-        if job._stop.is_set():
+        self.job.batch_done(batch + 1, batch_loss, batch_acc, seen / self.n)
+        if self.job.stop_requested:
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        job = self.job
-        if self.val is not None and not job._stop.is_set():
+        if self.val is not None and not self.job.stop_requested:
             res = self.model.evaluate(self.val.x, self.val.y, batch_size=512, verbose=0, return_dict=True)
             logs["val_loss"], logs["val_accuracy"] = res["loss"], res["accuracy"]
-        with job._lock:
-            for k in job._history:
-                if k in logs:
-                    job._history[k].append(float(logs[k]))
-            job._epoch = epoch + 1
-            job._step = 0
+        self.job.epoch_done(epoch, logs)
 
 
 class EpochClock(_keras_callback_base()):
     """When each epoch ended and how long its validation + probe took, for the ETA.
     Goes last in the callback list, so an epoch's end includes the others' work."""
 
-    def __init__(self, job: "TrainingJob"):
+    def __init__(self, job):
         super().__init__()
         self.job = job
         self._last_batch = None
@@ -93,12 +74,7 @@ class EpochClock(_keras_callback_base()):
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        job = self.job
-        with job._lock:
-            if job._t0 is not None:
-                job._epoch_ends.append(now - job._t0)
-            if self._last_batch is not None:
-                job._val_seconds.append(now - self._last_batch)
+        self.job.epoch_clock(now, None if self._last_batch is None else now - self._last_batch)
 
 
 class UnitMonitor(_keras_callback_base()):
@@ -108,7 +84,7 @@ class UnitMonitor(_keras_callback_base()):
     LeakyReLU / ELU: negative on every probe sample (not dead: the slope still passes gradient).
     sigmoid / tanh: saturated (output within 0.02 of its bounds) on ≥ 90 % of samples."""
 
-    def __init__(self, job: "TrainingJob", layer_names: list[str], probe_x: np.ndarray, activation: str):
+    def __init__(self, job, layer_names: list[str], probe_x: np.ndarray, activation: str):
         super().__init__()
         self.job, self.names, self.x, self.activation = job, layer_names, probe_x, activation
         self._probe = None
@@ -126,8 +102,7 @@ class UnitMonitor(_keras_callback_base()):
             shares[name] = unit_share(np.asarray(a), self.activation)
         kind = "saturated" if self.activation in ("sigmoid", "tanh") else (
             "dead" if self.activation == "relu" else "negative")
-        with self.job._lock:
-            self.job._unit_stats.append({"epoch": epoch, "kind": kind, "layers": shares})
+        self.job.unit_stats_measured({"epoch": epoch, "kind": kind, "layers": shares})
 
     def on_train_begin(self, logs=None):
         self._measure(0)

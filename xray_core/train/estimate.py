@@ -33,6 +33,7 @@ does both in one call.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -44,6 +45,10 @@ from typing import Any
 import numpy as np
 
 from xray_core.config import RunConfig, step_cost_parts
+from xray_core import settings
+
+_log = logging.getLogger(__name__)
+_failed: dict[str, str] = {}   # cost key -> why its calibration failed (this process does not retry it)
 
 VERSION = 4                 # bump when the measured fields change meaning
 PROBE_SIZE = 256            # = training.PROBE_SIZE (not imported: training imports Keras-side code)
@@ -80,16 +85,15 @@ def machine_signature() -> str:
     except OSError:
         pass
     try:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
         tf = version("tensorflow")
-    except Exception:
+    except (ImportError, PackageNotFoundError):
         tf = "?"
     return f"{cpu} | {os.cpu_count()} cpu | tf {tf}"
 
 
 def _path() -> Path:
-    from xray_core.runs.store import default_home
-    return default_home() / "calibration.json"
+    return settings.home() / "calibration.json"
 
 
 def _load_file() -> dict:
@@ -172,7 +176,8 @@ def _measure(cfg: RunConfig) -> dict:
     from xray_core.data.dataset import Split
     from xray_core.models import build_model
     from xray_core.train.callbacks import Stream
-    from xray_core.train.job import TrainingJob, _batches
+    from xray_core.train.batches import batches
+    from xray_core.train.job import TrainingJob
     rng = np.random.default_rng(0)
     k = _steps_to_time(cfg)
     bs = cfg.batch_size
@@ -182,8 +187,7 @@ def _measure(cfg: RunConfig) -> dict:
     # batch makes Keras hand each step's logs to Python, which costs as much as a small
     # FC step itself. The job object only holds the streamed lists; it never runs.
     split = Split(x, y)
-    holder = TrainingJob(cfg.replace(data="phantom"), probe=False)
-    holder._steps_per_epoch = k
+    holder = TrainingJob(cfg.replace(data="phantom"), probe=False)   # never started: it only listens
     t = time.perf_counter()
     model = build_model(cfg)
     build = time.perf_counter() - t
@@ -206,7 +210,7 @@ def _measure(cfg: RunConfig) -> dict:
         epoch_at: list[float] = []
         stream = Stream(holder, len(y), bs, None)
         t = time.perf_counter()
-        model.fit(_batches(split, bs, 0), epochs=1, verbose=0, callbacks=[stream, _Clock()], shuffle=False)
+        model.fit(batches(split, bs, 0), epochs=1, verbose=0, callbacks=[stream, _Clock()], shuffle=False)
         done = time.perf_counter()
         end_of_epoch = epoch_at[-1] if epoch_at else done
         timings.append(end_of_epoch - t)
@@ -356,7 +360,7 @@ def measure_in_background(config: RunConfig) -> threading.Thread | None:
     releases the GIL while it computes — the page keeps answering meanwhile."""
     cfg = config.resolved()
     key = cost_key(cfg)
-    if cached_estimate(cfg, 1) is not None:
+    if key in _failed or cached_estimate(cfg, 1) is not None:
         return None
     with _lock:
         t = _measuring.get(key)
@@ -366,8 +370,9 @@ def measure_in_background(config: RunConfig) -> threading.Thread | None:
         def run():
             try:
                 calibrate(cfg)
-            except Exception:   # a failed measurement leaves the rough estimate in place
-                pass
+            except Exception as e:   # the rough estimate stays; not retried on every page rerun
+                _failed[key] = repr(e)
+                _log.warning("estimate: calibrating %s failed, the rough estimate stays: %r", key, e)
         t = threading.Thread(target=run, name=f"xray-calibrate-{key}", daemon=True)
         _measuring[key] = t
     t.start()
@@ -397,7 +402,7 @@ def learn_from_job(job) -> dict | None:
     fit = (res.get("timing") or {}).get("fit_seconds", 0.0)
     if job.dataset is None or job.started_at is None or not fit:
         return None
-    total = (job._t_end or time.perf_counter()) - job.started_at
+    total = (job.ended_at or time.perf_counter()) - job.started_at
     return learn(job.config, *dataset_sizes(job.dataset), fit, total)
 
 
@@ -422,46 +427,3 @@ def learn(config: RunConfig, n_train: int, n_val: int, n_test: int,
     new["runs_learned"] = int(m.get("runs_learned", 0)) + 1
     _put(key, new)
     return new
-
-
-# ---- ETA during a run ------------------------------------------------------------
-
-def eta_seconds(*, elapsed: float, epoch: int, step: int, steps: int, epochs: int,
-                epoch_ends: list[float] = (), val_seconds: list[float] = (), n_val: int = 0,
-                n_test: int = 0, batch_size: int = 1, first_step: float | None = None) -> float | None:
-    """Seconds left in a running job, from its own measured progress.
-
-    elapsed: since training started; epoch_ends: elapsed time at each finished epoch's
-    end; val_seconds: how long each epoch's validation + probe took (both empty when
-    only progress counts are known, e.g. a job mirrored from a worker); first_step:
-    elapsed time at the end of the first batch, i.e. mostly Keras tracing the step,
-    which is paid once and left out of every rate below.
-    - From the 2nd epoch on: the wall time per epoch between epoch ends, which
-      includes validation and the probe.
-    - After one epoch: that epoch's wall time without the first step.
-    - Before: the step rate after the first step, plus validation guessed as a
-      forward pass (a third of a training step) per patch.
-    Then the remaining test evaluation: one forward pass over the test split, per
-    patch as long as validation took."""
-    if steps <= 0 or (epoch == 0 and step == 0):
-        return None
-    done = epoch + step / steps                      # epochs' worth of training done
-    once = min(first_step or 0.0, elapsed)           # the first step (trace), paid once
-    if epoch_ends:
-        n = len(epoch_ends)
-        per_epoch = (epoch_ends[-1] - epoch_ends[0]) / (n - 1) if n >= 2 else max(epoch_ends[0] - once, 1e-9)
-        val = val_seconds[-1] if val_seconds else 0.0
-        train_part = max(per_epoch - val, 1e-9)
-        in_epoch = max(elapsed - epoch_ends[-1], 0.0)
-        left_this = max(per_epoch - in_epoch, train_part * (1 - step / steps) + val) if epoch < epochs else 0.0
-        rest = left_this + max(epochs - epoch - 1, 0) * per_epoch
-        per_patch_eval = val / n_val if n_val and val else train_part / (steps * batch_size) / 3
-    elif epoch:
-        per_epoch = max(elapsed - once, 1e-9) / done   # validation included, as measured
-        rest = per_epoch * max(epochs - done, 0.0)
-        per_patch_eval = per_epoch / (steps * batch_size + n_val) / 3
-    else:
-        rate = (elapsed - once) / (step - 1) if once and step > 1 else elapsed / step
-        per_patch_eval = rate / batch_size / 3
-        rest = rate * (steps * epochs - step) + epochs * n_val * per_patch_eval
-    return max(rest + n_test * per_patch_eval, 0.0)

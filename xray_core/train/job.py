@@ -1,151 +1,52 @@
-"""Training that streams: a Keras `fit` in a background thread that publishes
-every batch and epoch to any number of readers.
+"""A training job: one run's live state, that any number of readers poll.
 
-How it fits together (Streamlit drops `st.*` calls made from threads it did not
-start, and a widget interaction interrupts training run in the script thread, so
-the job lives in its own thread and the page only polls it):
-- `TrainingJob.start()` starts a plain thread; it never touches any UI.
-- The thread waits its turn in the process-wide `SCHEDULER` (a queue with a cap on
-  concurrent jobs), loads data, builds the model and calls `fit` with
-  `callbacks.Stream`, which appends metrics to the job's lock-protected state.
-- `isolated=True` runs the same job in a worker process instead (`worker.py`
-  mirrors its progress back into this job).
-- Readers call `job.snapshot()` at any time: a consistent copy taken under the lock
-  in microseconds, so polling never slows training.
-- `job.stop()` sets an Event that the callback turns into `model.stop_training`
-  after the current batch; what was learned is kept and still evaluated.
+How it fits together (Streamlit drops `st.*` calls made from threads it did not start,
+and a widget interaction interrupts training run in the script thread, so the job lives
+in its own thread and the page only polls it):
+- `TrainingJob.start()` starts a plain thread; it never touches any UI. The thread waits
+  its turn in the class queue (`scheduler.py`), then hands the job to its **trainer**:
+  Keras in this thread (`fit.InThisThread`, the default), a worker process
+  (`backends/worker.py`) or a Ray actor (`backends/ray.py`). The trainer is given to the
+  job (`trainer=`); the job imports none of them.
+- Trainers and callbacks publish through the job's **events** (`began_training`,
+  `batch_done`, `epoch_done`, `mirror`, `finished`, ...), each one short and under the
+  job's lock; readers call `snapshot()`: a consistent copy in microseconds, so polling
+  never slows training. Nothing outside this class touches its fields.
+- `stop()` sets a flag (`stop_requested`) that the trainer turns into
+  `model.stop_training` after the current batch; what was learned is kept and evaluated.
+- `model_path`: where the run's model is written, once, by the trainer (the run store's
+  place for it, see runs/service.py). `model` loads it from there only when a page asks.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import logging
-import math
 import os
+import shutil
 import socket
 import threading
 import time
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
 from xray_core import CLASSES
-from xray_core.train.callbacks import EpochClock, Stream, UnitMonitor
 from xray_core.config import RunConfig
-from xray_core.data.dataset import Dataset, Split
+from xray_core.data.dataset import Dataset
 from xray_core.errors import XrayLabError, one_line
-from xray_core.train.estimate import eta_seconds
+from xray_core.train.eta import eta_seconds
+from xray_core.train.fit import InThisThread
+from xray_core.train.metrics import evaluate_predictions  # noqa: F401  (the job's results; CLI evaluate)
+from xray_core.train.scheduler import SCHEDULER, Busy, Scheduler  # noqa: F401  (re-exported)
 
-QUEUED, LOADING, TRAINING, EVALUATING, DONE, STOPPED, FAILED = (
-    "queued", "loading", "training", "evaluating", "done", "stopped", "failed")
-FINISHED = (DONE, STOPPED, FAILED)
-BACKENDS = ("local", "ray")
-PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
-QUEUE_POLL_S = 1.0
+from xray_core.train.states import (  # noqa: F401  (re-exported: the states readers compare with)
+    DONE, EVALUATING, FAILED, FINISHED, LOADING, QUEUED, STOPPED, TRAINING)
 
 _log = logging.getLogger(__name__)
-
-
-# ---- the process-wide scheduler --------------------------------------------------
-
-def _default_cap() -> int:
-    raw = os.environ.get("XRAY_LAB_MAX_JOBS", "")
-    try:
-        return max(1, int(raw)) if raw else max(1, os.cpu_count() or 1)
-    except ValueError:
-        return max(1, os.cpu_count() or 1)
-
-
-def _max_queue() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_LAB_MAX_QUEUE", "60")))
-    except ValueError:
-        return 60
-
-
-class Busy(XrayLabError):
-    """The server refuses a job now (queue full, or its owner already has one)."""
-
-
-class Scheduler:
-    """At most `cap` jobs train at once; the rest wait in FIFO order and know their place.
-
-    A classroom server also refuses, in one line: a job when `max_queue` jobs already
-    wait (XRAY_LAB_MAX_QUEUE, default 60), and a second queued/running job of the same
-    owner (a workspace or session id given by the caller; None = no limit)."""
-
-    def __init__(self, cap: int | None = None, max_queue: int | None = None):
-        self.cap = cap or _default_cap()
-        self.max_queue = max_queue or _max_queue()
-        self._cond = threading.Condition()
-        self._waiting: deque[str] = deque()
-        self._running: set[str] = set()
-        self._owners: dict[str, str] = {}        # job id -> owner, while queued or running
-
-    def acquire(self, job_id: str, cancelled: threading.Event, owner: str | None = None) -> bool:
-        """Block until the job may run; False if it was cancelled while waiting.
-        Busy (at once, before waiting) when the queue is full or `owner` has a job already."""
-        with self._cond:
-            if owner is not None and owner in self._owners.values():
-                raise Busy("You already have a run queued or training: stop it or wait for it to finish.")
-            if len(self._waiting) >= self.max_queue:
-                raise Busy(f"The server is busy: {len(self._waiting)} runs are waiting. "
-                           "Try again in a few minutes.")
-            if owner is not None:
-                self._owners[job_id] = owner
-            self._waiting.append(job_id)
-            admitted = False
-            try:
-                while not (self._waiting[0] == job_id and len(self._running) < self.cap):
-                    if cancelled.is_set():
-                        return False
-                    # Woken at once when a job ends (notify_all); the timeout only bounds how
-                    # late a Stop of a queued job is seen. 1 s, not 0.1: a class of 30 queues
-                    # 28 waiting threads, each waking would take the server's GIL.
-                    self._cond.wait(timeout=QUEUE_POLL_S)
-                if cancelled.is_set():
-                    return False
-                self._running.add(job_id)
-                admitted = True
-                return True
-            finally:
-                self._waiting.remove(job_id)
-                if not admitted:
-                    self._owners.pop(job_id, None)
-                self._cond.notify_all()
-
-    def free(self, job_id: str) -> None:
-        """The job's trainer is done (its worker sent the end): the next queued job may start
-        while this one finishes here (loads its model, writes its record). Still the owner's
-        one job until release()."""
-        with self._cond:
-            self._running.discard(job_id)
-            self._cond.notify_all()
-
-    def release(self, job_id: str) -> None:
-        with self._cond:
-            self._running.discard(job_id)
-            self._owners.pop(job_id, None)
-            self._cond.notify_all()
-
-    def position(self, job_id: str) -> int | None:
-        """1 = next to start; None when not waiting."""
-        with self._cond:
-            try:
-                return self._waiting.index(job_id) + 1
-            except ValueError:
-                return None
-
-    def status(self) -> dict:
-        with self._cond:
-            return {"cap": self.cap, "running": len(self._running), "waiting": len(self._waiting)}
-
-
-SCHEDULER = Scheduler()
 _JOBS: "weakref.WeakValueDictionary[str, TrainingJob]" = weakref.WeakValueDictionary()
 _ids = itertools.count(1)
 
@@ -153,6 +54,17 @@ _ids = itertools.count(1)
 def get_job(job_id: str) -> "TrainingJob | None":
     """A live job by id (e.g. from the URL after a browser refresh); None once nobody holds it."""
     return _JOBS.get(job_id)
+
+
+def live_jobs() -> list["TrainingJob"]:
+    return list(_JOBS.values())
+
+
+class Trainer(Protocol):
+    """Runs a job's training somewhere and publishes through the job's events."""
+    name: str
+
+    def train(self, job: "TrainingJob") -> None: ...
 
 
 # ---- what readers see ------------------------------------------------------------
@@ -190,35 +102,32 @@ class Snapshot:
 # ---- the job ---------------------------------------------------------------------
 
 class TrainingJob:
-    def __init__(self, config: RunConfig, dataset: Dataset | None = None,
-                 scheduler: Scheduler | None = None, probe: bool = True, isolated: bool = False,
-                 backend: str | None = None, owner: str | None = None, prepared=None):
-        """`backend`: "local" (this machine) or "ray" (an actor on the Ray cluster, see
-        ray_backend.py); default XRAY_LAB_BACKEND, else local.
-        `isolated`: on the local backend, train in a recycled worker process (see worker.py) instead of a
-        thread of this process — what a long-lived server wants. `owner` (a workspace or
-        session id): the scheduler runs at most one queued/running job per owner.
-        `prepared`: a model from pretrace.prepare(), used if it was made for this config and
-        patch count (its train step is already traced), else a fresh one is built."""
+    def __init__(self, config: RunConfig, dataset: Dataset | None = None, *,
+                 scheduler: Scheduler | None = None, probe: bool = True, trainer: Trainer | None = None,
+                 owner: str | None = None, client: str | None = None, alone: bool = False,
+                 prepared=None, model_path: str | os.PathLike | None = None):
+        """`trainer`: where it trains (default: Keras in this job's thread, fit.InThisThread).
+        `owner` (its workspace) and `client` (a browser's address): the class queue's
+        fairness (scheduler.py); `alone`: refused while the owner has another run.
+        `prepared`: a model from pretrace.prepare(), used if made for this config and
+        patch count (its train step already traced). `model_path`: where the trainer
+        writes the model (None: kept in memory only)."""
         self.config = config.resolved()
-        self.backend = backend or os.environ.get("XRAY_LAB_BACKEND", "local") or "local"
-        if self.backend not in BACKENDS:
-            raise XrayLabError(f"unknown backend {self.backend!r}: choose local or ray")
-        self.isolated = isolated or self.backend == "ray"
-        self.owner = owner
-        self.where = {"backend": self.backend, "node": socket.gethostname()}   # set by the remote side
+        self.trainer = trainer or InThisThread()
+        self.owner, self.client, self.alone = owner, client, alone
+        self.where = {"backend": getattr(trainer, "backend", "local"), "node": socket.gethostname()}
         self.id = f"job{next(_ids)}-{os.getpid()}"
-        self._dataset = dataset
+        self.probe = probe
+        self.prepared = prepared
+        self.pretraced = False            # trained a prepared model (its step traced in advance)
+        self.model_path = Path(model_path) if model_path else None
+        self.dataset: Dataset | None = dataset
+        self.test_predictions: np.ndarray | None = None
         self._scheduler = scheduler or SCHEDULER
-        self._probe_enabled = probe
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.model = None                 # the keras.Model, once built
-        self._prepared = prepared
-        self.pretraced = False            # trained the prepared model (its step traced in advance)
-        self.dataset: Dataset | None = None
-        self.test_predictions: np.ndarray | None = None
+        self._model = None
         # streamed state, guarded by _lock
         self._state = QUEUED
         self._epoch = 0
@@ -234,7 +143,7 @@ class TrainingJob:
         self._epoch_ends: list[float] = []   # seconds since t0 at each epoch's end (ETA)
         self._val_seconds: list[float] = []  # each epoch's validation + probe (ETA)
         self._eta_sizes = (0, 0)             # validation and test patches still to pass (ETA)
-        self._remote_eta: tuple[float, float] | None = None  # (a worker's ETA, perf_counter when it came)
+        self._remote_eta: tuple[float, float] | None = None  # (a trainer's ETA, perf_counter when it came)
         self._error: str | None = None
         self._result: dict | None = None
         self.first_batch_at: float | None = None  # perf_counter of the first published batch
@@ -253,13 +162,24 @@ class TrainingJob:
         """End training after the current batch (or leave the queue); keeps what was learned."""
         self._stop.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
     def join(self, timeout: float | None = None) -> "TrainingJob":
         if self._thread is not None:
             self._thread.join(timeout)
         return self
 
+    @property
+    def running(self) -> bool:
+        """Its thread is alive (queued, training or finishing)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def run(self) -> "TrainingJob":
         """Train in the calling thread (CLI, benchmarks) — same code path as start()."""
+        if self.started_at is None:
+            self.started_at = time.perf_counter()
         self._run()
         return self
 
@@ -267,6 +187,29 @@ class TrainingJob:
     def state(self) -> str:
         with self._lock:
             return self._state
+
+    @property
+    def ended_at(self) -> float | None:
+        """perf_counter when the job ended (None while it runs)."""
+        with self._lock:
+            return self._t_end
+
+    @property
+    def model(self):
+        """The trained keras.Model: in memory, else loaded once from model_path when asked."""
+        if self._model is None and self.model_path is not None and self.state in (DONE, STOPPED) \
+                and self.model_path.is_file():
+            from xray_core.tf_quiet import keras
+            self._model = keras.models.load_model(self.model_path)
+        return self._model
+
+    @model.setter
+    def model(self, value) -> None:
+        self._model = value
+
+    @property
+    def model_in_memory(self) -> bool:
+        return self._model is not None
 
     def snapshot(self) -> Snapshot:
         pos = self._scheduler.position(self.id)
@@ -276,7 +219,7 @@ class TrainingJob:
             done_steps = self._epoch * self._steps_per_epoch + self._step
             eta = None
             if self._remote_eta is not None and self._state == TRAINING:
-                remote, at = self._remote_eta   # counted down between the worker's messages
+                remote, at = self._remote_eta   # counted down between the trainer's messages
                 eta = max(remote - (time.perf_counter() - at), 0.0)
             elif done_steps and self._state == TRAINING:
                 eta = eta_seconds(elapsed=elapsed, epoch=self._epoch, step=self._step,
@@ -297,100 +240,157 @@ class TrainingJob:
                 unit_stats=list(self._unit_stats), error=self._error,
                 result=dict(self._result) if self._result else None)
 
-    def _set(self, **kw: Any) -> None:
+    # -- events: what trainers and callbacks publish --
+    def set_state(self, state: str) -> None:
         with self._lock:
-            for k, v in kw.items():
-                setattr(self, "_" + k, v)
+            self._state = state
+
+    def began_training(self, steps_per_epoch: int, n_val: int = 0, n_test: int = 0) -> None:
+        with self._lock:
+            self._steps_per_epoch, self._state, self._t0 = steps_per_epoch, TRAINING, time.perf_counter()
+            self._eta_sizes = (n_val, n_test)
+
+    def epoch_began(self) -> None:
+        with self._lock:
+            self._step = 0
+
+    def batch_done(self, step: int, loss: float, accuracy: float, seen_share: float) -> None:
+        """Batch `step` (1-based) of the current epoch; `seen_share`: the epoch's share done."""
+        with self._lock:
+            self._step = step
+            self._batch_loss.append(loss)
+            self._batch_acc.append(min(max(accuracy, 0.0), 1.0))
+            self._batch_x.append(self._epoch + seen_share)
+        if self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
+
+    def epoch_done(self, epoch: int, logs: dict) -> None:
+        """Epoch `epoch` (0-based) ended with these metrics (validation included)."""
+        with self._lock:
+            for k in self._history:
+                if k in logs:
+                    self._history[k].append(float(logs[k]))
+            self._epoch = epoch + 1
+            self._step = 0
+
+    def epoch_clock(self, epoch_end: float, validation_seconds: float | None) -> None:
+        """When the epoch ended (perf_counter, after validation and probe), for the ETA."""
+        with self._lock:
+            if self._t0 is not None:
+                self._epoch_ends.append(epoch_end - self._t0)
+            if validation_seconds is not None:
+                self._val_seconds.append(validation_seconds)
+
+    def unit_stats_measured(self, entry: dict) -> None:
+        with self._lock:
+            self._unit_stats.append(entry)
+
+    def progress_counts(self) -> tuple[int, int]:
+        """(epochs done, steps into the current epoch)."""
+        with self._lock:
+            return self._epoch, self._step
+
+    def finished(self, state: str, result: dict | None = None, error: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            if result is not None:
+                self._result = result
+            if error is not None:
+                self._error = error
+            self._t_end = self._t_end or time.perf_counter()
+
+    def note(self, error: str) -> None:
+        """A reason kept with a run that still ends normally (e.g. the time limit's stop)."""
+        with self._lock:
+            self._error = error
+
+    # -- events for a trainer elsewhere (worker process, Ray actor) --
+    def delta(self, sent: int) -> dict:
+        """What a remote reader needs since it last got `sent` batches."""
+        snap = self.snapshot()
+        return {
+            "state": snap.state, "epoch": snap.epoch, "step": snap.step,
+            "steps_per_epoch": snap.steps_per_epoch,
+            "batch_loss": snap.batch_loss[sent:], "batch_accuracy": snap.batch_accuracy[sent:],
+            "batch_epoch": snap.batch_epoch[sent:], "history": snap.history,
+            "unit_stats": snap.unit_stats, "error": snap.error, "result": snap.result,
+            # The trainer's own ETA: it knows each epoch's end and its validation time; the
+            # server only sees batches arrive in bursts, so it would guess from their rate.
+            "eta": snap.eta,
+        }
+
+    def mirror(self, d: dict) -> str | None:
+        """Take a remote trainer's `delta`. Returns the run's final state when this message
+        ends it (the job shows EVALUATING meanwhile: the trainer still hands over the model
+        and test predictions), else None."""
+        final = None
+        with self._lock:
+            state = d["state"]
+            if state in (DONE, STOPPED):
+                final, state = state, EVALUATING
+            elif state == FAILED:
+                final = FAILED
+            if state == TRAINING and self._t0 is None:
+                self._t0 = time.perf_counter()
+            self._state = state
+            self._epoch, self._step, self._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
+            self._batch_loss += d["batch_loss"]
+            self._batch_acc += d["batch_accuracy"]
+            self._batch_x += d["batch_epoch"]
+            self._history = d["history"]
+            self._unit_stats = d["unit_stats"]
+            self._error = d["error"]
+            self._result = d["result"]
+            if d.get("eta") is not None:
+                self._remote_eta = (d["eta"], time.perf_counter())
+        if d["batch_loss"] and self.first_batch_at is None:
+            self.first_batch_at = time.perf_counter()
+        return final
+
+    def trainer_done(self) -> None:
+        """The trainer has handed everything back: its slot in the class queue is free for the
+        next run while this one finishes here."""
+        self._scheduler.free(self.id)
+
+    # -- the data --
+    def load_data(self) -> Dataset:
+        """The run's dataset (loaded in this thread when none was given). The data (and any
+        split made from it) is fixed, not tied to the run's seed: runs that differ only in
+        seed must compare on the same patches."""
+        if self.dataset is None:
+            from xray_core.data.load import load_dataset
+            self.dataset = load_dataset(self.config.data)
+        return self.dataset
 
     # -- the thread --
     def _run(self) -> None:
         try:
-            admitted = self._scheduler.acquire(self.id, self._stop, owner=self.owner)
+            admitted = self._scheduler.acquire(self.id, self._stop, owner=self.owner, client=self.client,
+                                               alone=self.alone)
         except XrayLabError as e:       # Busy: refused at once, never queued
-            self._set(state=FAILED, error=str(e), t_end=time.perf_counter())
+            self.finished(FAILED, error=str(e))
             return
         if not admitted:
-            self._set(state=STOPPED, t_end=time.perf_counter())
+            self.finished(STOPPED)
             return
         try:
-            if self.isolated:
-                from xray_core.train.backends.worker import train_isolated
-                train_isolated(self)
-            else:
-                self._train()
+            self.set_state(LOADING)
+            self.load_data().split("train")   # a bad dataset fails here, in one line
+            if self._stop.is_set():
+                self.finished(STOPPED)
+                return
+            self.trainer.train(self)
         except XrayLabError as e:
-            self._set(state=FAILED, error=str(e))
+            self.finished(FAILED, error=str(e))
         except Exception as e:  # a job must never die silently: keep the reason (and log the trace)
-            self._set(state=FAILED, error=one_line(e))
+            self.finished(FAILED, error=one_line(e))
             _log.exception("training job %s failed", self.id)
         finally:
             with self._lock:
                 self._t_end = self._t_end or time.perf_counter()
+                if self._state not in FINISHED:     # a trainer that returned without saying
+                    self._state, self._error = FAILED, self._error or "the trainer ended without a result"
             self._scheduler.release(self.id)
-
-    def _train(self) -> None:
-        from xray_core.models import activation_layer_names, build_model
-
-        cfg = self.config
-        self._set(state=LOADING)
-        if self._dataset is None:
-            from xray_core.data.load import load_dataset
-            # The data (and any split made from it) is fixed, not tied to the run's seed:
-            # runs that differ only in seed must compare on the same patches.
-            self._dataset = load_dataset(cfg.data)
-        ds = self._dataset
-        self.dataset = ds
-        train = ds.split("train")
-        if cfg.limit_train:
-            train = train.take(cfg.limit_train, seed=cfg.seed)
-        val = ds.splits.get("validation") if ds.has("validation") else None
-        if self._stop.is_set():
-            self._set(state=STOPPED)
-            return
-        n = len(train)
-        steps = math.ceil(n / cfg.batch_size)
-        from xray_core.train.pretrace import fits
-        if fits(self._prepared, cfg, n):
-            model, self.pretraced = self._prepared, True
-        else:
-            model = build_model(cfg, steps_per_epoch=steps)
-        self._prepared = None
-        self.model = model
-        n_test = len(ds.split("test")) if ds.has("test") else 0
-        self._set(steps_per_epoch=steps, state=TRAINING, t0=time.perf_counter(),
-                  eta_sizes=(len(val) if val is not None else 0, n_test))
-        callbacks = [Stream(self, n, cfg.batch_size, val)]
-        if self._probe_enabled and cfg.arch == "fc":
-            names = activation_layer_names(model)
-            probe_x = train.take(PROBE_SIZE, seed=cfg.seed + 1).x
-            callbacks.append(UnitMonitor(self, names, probe_x, cfg.activation))
-        callbacks.append(EpochClock(self))  # last: its epoch end comes after validation and probe
-        fit_start = time.perf_counter()
-        # Validation runs in Stream.on_epoch_end rather than via validation_data=, so that a
-        # Stop does not first wait for Keras to validate the partial epoch (~6 s for a CNN).
-        model.fit(_batches(train, cfg.batch_size, cfg.seed), epochs=cfg.epochs, verbose=0,
-                  callbacks=callbacks, shuffle=False)  # _batches shuffles
-        fit_seconds = time.perf_counter() - fit_start
-        stopped = self._stop.is_set()
-        with self._lock:
-            epochs_run = self._epoch + (1 if self._step and self._epoch < cfg.epochs and stopped else 0)
-            samples = self._epoch * n + (self._step * cfg.batch_size if stopped else 0)
-        self._set(state=EVALUATING)
-        result = {"timing": {"fit_seconds": fit_seconds,
-                             "samples_per_second": samples / fit_seconds if fit_seconds else 0.0,
-                             "epochs_run": epochs_run}}
-        if ds.has("test"):
-            test = ds.split("test")
-            probs = model.predict(test.x, batch_size=1024, verbose=0)
-            self.test_predictions = probs
-            result["test"] = evaluate_predictions(test.y, probs)
-        hist = self._history
-        if hist["accuracy"]:
-            result["train_accuracy"] = hist["accuracy"][-1]
-        if hist["val_accuracy"]:
-            result["val_accuracy"] = hist["val_accuracy"][-1]
-        result["params"] = int(model.count_params())
-        self._set(result=result, state=STOPPED if stopped else DONE, t_end=time.perf_counter())
 
     # -- results --
     def record(self) -> dict:
@@ -418,60 +418,17 @@ class TrainingJob:
         }
 
     def save(self, out_dir: str | os.PathLike) -> dict:
-        """Write model.keras and run.json into out_dir; returns their paths."""
-        if self.model is None:
-            raise XrayLabError("this run has no model to save (it never started training)")
+        """Write model.keras and run.json into out_dir; returns their paths. The model file is
+        copied from where the trainer wrote it (serialised only when it never was)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         model_path, record_path = out / "model.keras", out / "run.json"
-        self.model.save(model_path)
+        if self.model_path is not None and self.model_path.is_file():
+            shutil.copyfile(self.model_path, model_path)
+        elif self.model is not None:
+            self.model.save(model_path)
+        else:
+            raise XrayLabError("this run has no model to save (it never started training)")
         record_path.write_text(json.dumps(self.record(), indent=2))
         return {"model": str(model_path), "record": str(record_path)}
 
-
-def _batches(split: Split, batch_size: int, seed: int):
-    """Batches in a fresh order every epoch, drawn from the run's own seed.
-
-    A tf.random.Generator seeded by the run draws each epoch's permutation: plain
-    tf.data shuffle would mix in TensorFlow's process-wide global seed, which other
-    code may set, so the same config could train differently. The permutation is
-    cut into whole batches of indices (as Keras' own array adapter does) and the
-    patches are gathered per batch, all inside TensorFlow."""
-    import tensorflow as tf
-    x = tf.constant(split.x)
-    y = tf.constant(split.y.astype("int32"))
-    n = len(split)
-    full = (n // batch_size) * batch_size
-    gen = tf.random.Generator.from_seed(seed)
-
-    def epoch_batches(_):
-        perm = tf.argsort(gen.uniform([n]))
-        out = tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:full], [-1, batch_size]))
-        if full < n:
-            out = out.concatenate(tf.data.Dataset.from_tensors(perm[full:]))
-        return out
-
-    ds = tf.data.Dataset.range(1).flat_map(epoch_batches)
-    ds = ds.map(lambda i: (tf.gather(x, i), tf.gather(y, i)), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray) -> dict:
-    """Accuracy, cross-entropy loss, confusion matrix (rows = true class) and per-class P/R."""
-    k = len(CLASSES)
-    y_true = np.asarray(y_true, dtype=int)
-    pred = probs.argmax(axis=1)
-    conf = np.zeros((k, k), dtype=int)
-    np.add.at(conf, (y_true, pred), 1)
-    eps = 1e-7
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], eps, 1.0))))
-    tp = np.diag(conf).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(conf.sum(0) > 0, tp / conf.sum(0), np.nan)
-        recall = np.where(conf.sum(1) > 0, tp / conf.sum(1), np.nan)
-    clean = lambda a: [None if np.isnan(v) else float(v) for v in a]  # noqa: E731  (JSON has no NaN)
-    return {"accuracy": float((pred == y_true).mean()) if len(y_true) else float("nan"),
-            "loss": loss, "confusion": conf.tolist(),
-            "precision": dict(zip(CLASSES, clean(precision))),
-            "recall": dict(zip(CLASSES, clean(recall))), "n": int(len(y_true))}

@@ -38,7 +38,7 @@ def prepare(config: RunConfig, n: int):
     """A compiled model for `config`, its train step traced, its state as freshly built."""
     from xray_core.data.dataset import Split
     from xray_core.models import build_model
-    from xray_core.train.job import _batches
+    from xray_core.train.batches import batches
     cfg = config.resolved()
     bs = cfg.batch_size
     model = build_model(cfg, steps_per_epoch=math.ceil(n / bs))
@@ -50,7 +50,7 @@ def prepare(config: RunConfig, n: int):
     m = bs if n % bs == 0 else bs + 1
     rng = np.random.default_rng(0)
     warm = Split(rng.random((m, 32, 32, 1), dtype=np.float32), rng.integers(0, 4, m))
-    model.fit(_batches(warm, bs, 0), epochs=1, verbose=0, shuffle=False)
+    model.fit(batches(warm, bs, 0), epochs=1, verbose=0, shuffle=False)
     for v, a in zip(model.variables, saved):
         v.assign(a)
     for v, a in zip(model.optimizer.variables, saved_opt):

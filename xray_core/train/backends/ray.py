@@ -3,9 +3,10 @@
 `XRAY_LAB_BACKEND=ray` (or `train --backend ray`) sends each job to an actor on the
 cluster at `RAY_ADDRESS` (a local Ray is started on demand when it is unset). The
 actor runs the very code a worker process runs (a `TrainingJob` in a thread of its
-own) and the server polls it every `POLL_EVERY` seconds for what a reader would see,
-mirroring it into the job's state, exactly as `worker.train_in_worker` does for a
-local worker: the pages, the CLI and the run store cannot tell the two apart.
+own) and the server polls it every `POLL_EVERY` seconds for what a reader would see
+(`job.delta`), mirroring it into the job (`job.mirror`), exactly as a local worker does
+(`InWorker`): the pages, the CLI and the run store cannot tell the two apart. The model
+comes back as bytes and is written once, where the job keeps it (`job.model_path`).
 
 - Datasets go to the object store once per dataset (`ray.put`), not once per job.
 - A job asks for `XRAY_LAB_RAY_CPUS` CPUs (default 1) and, for CNNs on a cluster that
@@ -16,6 +17,7 @@ local worker: the pages, the CLI and the run store cannot tell the two apart.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -23,8 +25,10 @@ import time
 import weakref
 from pathlib import Path
 
+from xray_core import settings
 from xray_core.errors import XrayLabError, one_line
 
+_log = logging.getLogger(__name__)
 START_TIMEOUT = 600.0     # seconds a job may wait for a node with room before it fails
 POLL_EVERY = 0.1          # seconds between progress polls (the local worker sends every 0.1 s)
 _lock = threading.Lock()
@@ -85,10 +89,7 @@ def cluster_cap() -> int:
 
 
 def _cpus_per_job() -> float:
-    try:
-        return max(0.1, float(os.environ.get("XRAY_LAB_RAY_CPUS", "1")))
-    except ValueError:
-        return 1.0
+    return settings.get("XRAY_LAB_RAY_CPUS")
 
 
 def _dataset_ref(ds):
@@ -121,7 +122,7 @@ def _trainer_class():
                 from xray_core.config import RunConfig
                 from xray_core.train.job import Scheduler, TrainingJob
                 self.job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1),
-                                       probe=probe, backend="local").start()
+                                       probe=probe).start()
 
             def where(self) -> dict:
                 import socket
@@ -129,9 +130,8 @@ def _trainer_class():
                 return {"node_id": ctx.get_node_id(), "host": socket.gethostname(), "pid": os.getpid()}
 
             def poll(self, sent: int) -> dict:
-                from xray_core.train.backends.worker import _delta
                 self.job.join(POLL_EVERY)
-                return _delta(self.job.snapshot(), sent)
+                return self.job.delta(sent)
 
             def stop(self) -> int:
                 """Returns how many batches had trained when the stop arrived (what the driver
@@ -165,18 +165,15 @@ _reaper: threading.Thread | None = None
 
 
 def _idle_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("XRAY_LAB_RAY_IDLE_SECONDS", "15")))
-    except ValueError:
-        return 15.0
+    return settings.get("XRAY_LAB_RAY_IDLE_SECONDS")
 
 
 def _kill(actor) -> None:
     import ray
     try:
         ray.kill(actor, no_restart=True)
-    except Exception:
-        pass
+    except Exception as e:   # gone already, or the cluster is: nothing left to free here
+        _log.info("ray: could not kill an idle actor: %s", one_line(e))
 
 
 def _reap() -> None:
@@ -217,28 +214,34 @@ def _options(cfg) -> dict:
     opts = {"num_cpus": _cpus_per_job()}
     if cfg.arch == "cnn" and ray.cluster_resources().get("GPU", 0) >= 1:
         opts["num_gpus"] = 1
-    node = os.environ.get("XRAY_LAB_RAY_RESOURCE")   # e.g. "gpu_node": pin jobs to nodes that offer it
+    node = settings.get("XRAY_LAB_RAY_RESOURCE")   # e.g. "gpu_node": pin jobs to nodes that offer it
     if node:
         opts["resources"] = {node: 0.01}
     return opts
 
 
+class OnRay:
+    """The trainer for XRAY_LAB_BACKEND=ray: the job trains in an actor on the cluster."""
+    name = backend = "ray"
+
+    def train(self, job) -> None:
+        job.finished(train_in_ray(job) or "failed")
+
+
 def train_in_ray(job) -> str | None:
     """Run `job` (a TrainingJob of this process) in a Ray actor; mirror its progress into
-    `job`'s state so snapshot() works unchanged (the contract of worker.train_in_worker:
-    returns the run's final state)."""
+    the job so snapshot() works unchanged. Returns the run's final state."""
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
     from xray_core.tf_quiet import keras
-    from xray_core.train.backends.worker import apply_remote
     connect()
     final_state = None
     actor, key, healthy = None, None, False
     try:
         key, actor = _acquire(_options(job.config))
         # waited for: with max_concurrency 2 a poll() could otherwise run before the job exists
-        ray.get(actor.begin.remote(job.config.to_dict(), _dataset_ref(job._dataset), job._probe_enabled),
+        ray.get(actor.begin.remote(job.config.to_dict(), _dataset_ref(job.dataset), job.probe),
                 timeout=START_TIMEOUT)
         try:
             job.where = {"backend": "ray", **ray.get(actor.where.remote(), timeout=START_TIMEOUT)}
@@ -247,21 +250,26 @@ def train_in_ray(job) -> str | None:
                                "(the cluster is busy or lacks the CPUs/GPUs it asks for)") from None
         sent, stop_ref = 0, None
         while True:
-            if job._stop.is_set() and stop_ref is None:
+            if job.stop_requested and stop_ref is None:
                 stop_ref = actor.stop.remote()
             try:
                 d = ray.get(actor.poll.remote(sent), timeout=60)
             except GetTimeoutError:
                 raise XrayLabError("the Ray actor stopped answering (60 s); the job was ended") from None
-            final_state = apply_remote(job, d) or final_state
+            final_state = job.mirror(d) or final_state
             sent += len(d["batch_loss"])
             if d["state"] in ("done", "stopped", "failed"):
                 break
         if stop_ref is not None:
             job.where["stop_arrived_at_batch"] = ray.get(stop_ref, timeout=60)
         final = ray.get(actor.finish.remote(), timeout=600)
-        if final["model"] is not None:
-            with tempfile.TemporaryDirectory(prefix="xray-lab-") as d:
+        if final["model"] is not None and job.model_path is not None:
+            tmp = job.model_path.with_name(job.model_path.stem + ".partial.keras")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(final["model"])
+            os.replace(tmp, job.model_path)        # the one write of this run's model
+        elif final["model"] is not None:
+            with tempfile.TemporaryDirectory(prefix="ray-", dir=_tmp_root()) as d:
                 path = Path(d) / "model.keras"
                 path.write_bytes(final["model"])
                 job.model = keras.models.load_model(path)
@@ -283,3 +291,9 @@ def _reason(e: Exception) -> str:
         if hint.lower() in text.lower():
             return text[:160]
     return "its process exited"
+
+
+def _tmp_root() -> str:
+    d = settings.home() / "tmp"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(d)

@@ -9,10 +9,11 @@ the streamed metrics and the final model, and a worker exits after
 `XRAY_LAB_WORKER_RUNS` jobs (default 5), taking whatever Keras leaked with it.
 
 The worker runs the very same `TrainingJob` code (in its own thread) and forwards
-what a reader would see: new per-batch values, per-epoch history and progress,
-every 0.1 s. `stop` is forwarded the other way. On the server side,
-`train_isolated(job)` runs a `TrainingJob(isolated=True)` here and `apply_remote`
-mirrors each message into that job's own state, so `job.snapshot()` works unchanged.
+what a reader would see (`job.delta`): new per-batch values, per-epoch history and
+progress, every 0.1 s. `stop` is forwarded the other way. On the server side, a job
+given `trainer=InWorker()` hands itself to a worker and `job.mirror` takes each message
+into its own state, so `job.snapshot()` works unchanged. The worker writes the model
+once, where the job says (`job.model_path`: the run store's place for it).
 
 Sharing a classroom server safely:
 - Heartbeat: those progress messages are the worker's heartbeat while it trains; an
@@ -31,7 +32,6 @@ Sharing a classroom server safely:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -39,10 +39,14 @@ import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 
+from xray_core import settings
 from xray_core.errors import XrayLabError
+from xray_core.train.scheduler import SCHEDULER
+from xray_core.train.states import DONE, FINISHED, STOPPED
 
 SEND_EVERY = 0.1                  # seconds between progress messages
 PING_SECONDS = 5.0                # an idle worker must answer a ping within this
@@ -55,36 +59,25 @@ class WorkerError(XrayLabError):
     """A training process that died or hung: its job fails with this one line."""
 
 
-def _env_num(name: str, default: float, lo: float = 0) -> float:
-    try:
-        return max(lo, float(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
 def _max_runs() -> int:
-    return int(_env_num("XRAY_LAB_WORKER_RUNS", 5, 1))
+    return settings.get("XRAY_LAB_WORKER_RUNS")
 
 
 def silent_seconds() -> float:
-    return _env_num("XRAY_LAB_WORKER_SILENT_SECONDS", 20, 0.5)
+    return settings.get("XRAY_LAB_WORKER_SILENT_SECONDS")
 
 
 def stop_seconds() -> float:
-    return _env_num("XRAY_LAB_STOP_SECONDS", 10, 0.5)
+    return settings.get("XRAY_LAB_STOP_SECONDS")
 
 
 def max_job_seconds() -> float:
-    return _env_num("XRAY_LAB_MAX_JOB_SECONDS", 1800, 1)
+    return settings.get("XRAY_LAB_MAX_JOB_SECONDS")
 
 
 def worker_threads() -> int:
     """TensorFlow threads per worker: the cores shared by the trainers that may run at once."""
-    raw = os.environ.get("XRAY_LAB_WORKER_THREADS", "")
-    if raw.strip():
-        return int(_env_num("XRAY_LAB_WORKER_THREADS", 1, 1))
-    from xray_core.train.job import SCHEDULER
-    return max(1, (os.cpu_count() or 1) // max(1, SCHEDULER.cap))
+    return settings.get("XRAY_LAB_WORKER_THREADS") or max(1, (os.cpu_count() or 1) // max(1, SCHEDULER.cap))
 
 
 # ---- the child -------------------------------------------------------------------
@@ -93,7 +86,7 @@ def _limit_self() -> None:
     """Lower priority, first in line for the OOM killer, bounded memory. Runs before
     TensorFlow is imported, in the child only (never the server)."""
     try:
-        os.nice(int(_env_num("XRAY_LAB_WORKER_NICE", 10)))
+        os.nice(settings.get("XRAY_LAB_WORKER_NICE"))
     except OSError:
         pass
     try:
@@ -101,7 +94,7 @@ def _limit_self() -> None:
             fh.write("1000")
     except OSError:          # not Linux, or not allowed: the limits below still apply
         pass
-    mb = int(_env_num("XRAY_LAB_WORKER_MEM_MB", 6000))
+    mb = settings.get("XRAY_LAB_WORKER_MEM_MB")
     if mb > 0:
         try:
             import resource
@@ -130,7 +123,7 @@ def _worker_main(conn) -> None:
     from xray_core import models  # noqa: F401  -- imports TensorFlow before saying ready
     _set_tf_threads()
     from xray_core.config import RunConfig
-    from xray_core.train.job import FINISHED, Scheduler, TrainingJob
+    from xray_core.train.job import Scheduler, TrainingJob
     warm_up()
     try:
         conn.send(("ready", os.getpid()))
@@ -157,12 +150,14 @@ def _worker_main(conn) -> None:
             try:
                 from xray_core.train.pretrace import prepare
                 prepared = prepare(RunConfig.from_dict(msg[1]), msg[2])
-            except Exception:       # only a head start: the job builds its own model instead
-                pass
+            except Exception as e:  # only a head start: the job builds its own model instead
+                print(f"xray-lab worker: prepare failed: {e!r}", file=sys.stderr)
             continue
-        cfg_dict, data, out_dir = msg
+        cfg_dict, data, model_path, probe = msg
         dataset = _dataset_from(data, datasets)
-        job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1), prepared=prepared).start()
+        # the model is written once, by the job's own trainer, at the path the server chose
+        job = TrainingJob(RunConfig.from_dict(cfg_dict), dataset, scheduler=Scheduler(1), prepared=prepared,
+                          probe=probe, model_path=model_path).start()
         prepared = None
         sent = 0
         while True:
@@ -170,16 +165,13 @@ def _worker_main(conn) -> None:
             while conn.poll():
                 if conn.recv() == "stop":
                     job.stop()
-            snap = job.snapshot()
-            conn.send(("progress", _delta(snap, sent)))
-            sent = len(snap.batch_loss)
-            if snap.state in FINISHED:
+            d = job.delta(sent)
+            conn.send(("progress", d))
+            sent += len(d["batch_loss"])
+            if d["state"] in FINISHED:
                 break
-        model_path = None
-        if job.model is not None and snap.state != "failed":
-            model_path = os.path.join(out_dir, "model.keras")
-            job.model.save(model_path)
-        conn.send(("done", {"model_path": model_path, "test_predictions": job.test_predictions,
+        written = job.state in (DONE, STOPPED) and model_path is not None and os.path.isfile(model_path)
+        conn.send(("done", {"model_written": written, "test_predictions": job.test_predictions,
                             "pretraced": job.pretraced}))
         del job
 
@@ -202,8 +194,8 @@ def warm_up() -> float:
             return Split(rng.random((n, 32, 32, 1), dtype=np.float32), rng.integers(0, 4, n))
         ds = Dataset("warm-up", {"train": split(128), "validation": split(32), "test": split(32)})
         TrainingJob(RunConfig(epochs=1), ds, scheduler=Scheduler(1)).start().join(120)
-    except Exception:   # only a head start: a real job would meet the same problem and say it
-        pass
+    except Exception as e:   # only a head start: a real job would meet the same problem and say it
+        print(f"xray-lab worker: warm-up failed: {e!r}", file=sys.stderr)
     return time.perf_counter() - t
 
 
@@ -242,19 +234,6 @@ def dataset_id(dataset) -> str:
     return cid
 
 
-def _delta(snap, sent: int) -> dict:
-    return {
-        "state": snap.state, "epoch": snap.epoch, "step": snap.step,
-        "steps_per_epoch": snap.steps_per_epoch,
-        "batch_loss": snap.batch_loss[sent:], "batch_accuracy": snap.batch_accuracy[sent:],
-        "batch_epoch": snap.batch_epoch[sent:], "history": snap.history,
-        "unit_stats": snap.unit_stats, "error": snap.error, "result": snap.result,
-        # The trainer's own ETA: it knows each epoch's end and its validation time; the
-        # server only sees batches arrive in bursts, so it would guess from their rate.
-        "eta": snap.eta,
-    }
-
-
 # ---- the server side -------------------------------------------------------------
 
 class Worker:
@@ -266,7 +245,9 @@ class Worker:
     def __init__(self):
         parent, child = socket.socketpair()
         root = str(Path(__file__).resolve().parents[3])   # the checkout: xray_core/train/backends/worker.py
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        # a student's run must not see the server's secrets (the teacher's password, the DB's URL)
+        env = {k: v for k, v in os.environ.items() if k not in settings.secret_names()}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         threads = worker_threads()
         # read by TensorFlow (and oneDNN's OpenMP) when it initialises in the child
         env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS=str(1 if threads <= 2 else 2),
@@ -472,11 +453,13 @@ class WorkerPool:
         with self._lock:
             return len(self._idle)
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> int:
+        """Close the idle workers (busy ones end with their jobs); returns how many."""
         with self._lock:
             idle, self._idle = self._idle, []
         for w in idle:
             w.close()
+        return len(idle)
 
 
 POOL = WorkerPool()
@@ -492,127 +475,96 @@ def _ship(worker: Worker, dataset) -> tuple:
     return ("data", cid, dataset)
 
 
-def train_in_worker(job) -> str | None:
-    """Run `job` (a TrainingJob in this process) in a worker; mirror its progress into
-    `job`'s own state so snapshot() works unchanged. Watches the worker: silent too
-    long, or still training too long after Stop -> killed, the job fails with HUNG;
-    over the job time limit -> stopped like a Stop press, with the reason kept.
-    Returns the worker's final state (done / stopped / failed), None if it never said."""
+class InWorker:
+    """The trainer of a long-lived server: the job trains in a recycled worker process."""
+    name, backend = "worker", "local"
+
+    def __init__(self, pool: "WorkerPool | None" = None):
+        self.pool = pool
+
+    def train(self, job) -> None:
+        job.finished(train_in_worker(job, self.pool or POOL) or "failed")
+
+
+def train_in_worker(job, pool: "WorkerPool") -> str | None:
+    """Run `job` (a TrainingJob in this process) in a worker; mirror its progress into the
+    job (job.mirror) so snapshot() works unchanged. Watches the worker: silent too long, or
+    still training too long after Stop -> killed, the job fails with HUNG; over the job
+    time limit -> stopped like a Stop press, with the reason kept. Returns the worker's
+    final state (done / stopped / failed), None if it never said."""
     from xray_core.train.pretrace import key as pretrace_key, n_train
-    from xray_core.tf_quiet import keras
-    worker = POOL.acquire(pretrace_key(job.config, n_train(job.config, job._dataset)))
+    worker = pool.acquire(pretrace_key(job.config, n_train(job.config, job.dataset)))
     healthy = released = False
     limit = max_job_seconds()
-    with tempfile.TemporaryDirectory(prefix="xray-lab-") as out_dir:
-        try:
-            worker.conn.send((job.config.to_dict(), _ship(worker, job._dataset), out_dir))
-            last_heard = time.monotonic()
-            started: float | None = None          # the time limit counts training time
-            stop_sent_at: float | None = None
-            training = True
-            over_time = False
-            final = None
-            final_state = None
-            while final is None:
-                now = time.monotonic()
-                if not over_time and started is not None and now - started > limit:
-                    over_time = True
-                    job._stop.set()
-                if job._stop.is_set() and stop_sent_at is None:
-                    worker.conn.send("stop")
-                    stop_sent_at = now
-                if worker.conn.poll(0.05):
-                    kind, payload = worker.conn.recv()
-                    last_heard = time.monotonic()
-                    if kind == "progress":
-                        final_state = apply_remote(job, payload) or final_state
-                        training = payload["state"] in ("queued", "loading", "training")
-                        if started is None and payload["state"] == "training":
-                            started = last_heard
-                    elif kind == "done":
-                        final = payload
-                        job.pretraced = bool(payload.get("pretraced"))
-                        # the worker is free, and so is its trainer slot: the next job starts
-                        # while this one's model loads here (seconds with a class on the GIL)
-                        POOL.release(worker, healthy=True)
-                        released = True
-                        job._scheduler.free(job.id)
-                elif not worker.alive():
-                    raise WorkerError(f"the training process died (exit code {worker.process.returncode}); "
-                                      "the server may be out of memory")
-                # (read each time: cheap, and a test can tighten them once the job runs)
-                if final is None and (time.monotonic() - last_heard > silent_seconds() or (
-                        stop_sent_at is not None and training
-                        and time.monotonic() - stop_sent_at > stop_seconds())):
-                    worker.kill()
-                    raise WorkerError(HUNG)
-            if final["model_path"]:
-                job.model = keras.models.load_model(final["model_path"])
-            job.test_predictions = final["test_predictions"]
-            if over_time:
-                with job._lock:
-                    job._error = (f"Stopped: the run reached the server's time limit of "
-                                  f"{limit / 60:g} minutes (XRAY_LAB_MAX_JOB_SECONDS).")
-            healthy = True
-            return final_state
-        except (EOFError, OSError, BrokenPipeError) as e:
-            raise WorkerError(f"lost the training process: {e}") from None
-        finally:
-            if not released:
-                POOL.release(worker, healthy=healthy)
+    # without a place in the run store the model comes back through a file under the home
+    tmp = None if job.model_path is not None else tempfile.TemporaryDirectory(
+        prefix="worker-", dir=_tmp_root())
+    model_path = job.model_path or Path(tmp.name) / "model.keras"
+    try:
+        worker.conn.send((job.config.to_dict(), _ship(worker, job.dataset), str(model_path), job.probe))
+        last_heard = time.monotonic()
+        started: float | None = None          # the time limit counts training time
+        stop_sent_at: float | None = None
+        training = True
+        over_time = False
+        final = None
+        final_state = None
+        while final is None:
+            now = time.monotonic()
+            if not over_time and started is not None and now - started > limit:
+                over_time = True
+                job.stop()
+            if job.stop_requested and stop_sent_at is None:
+                worker.conn.send("stop")
+                stop_sent_at = now
+            if worker.conn.poll(0.05):
+                kind, payload = worker.conn.recv()
+                last_heard = time.monotonic()
+                if kind == "progress":
+                    final_state = job.mirror(payload) or final_state
+                    training = payload["state"] in ("queued", "loading", "training")
+                    if started is None and payload["state"] == "training":
+                        started = last_heard
+                elif kind == "done":
+                    final = payload
+                    job.pretraced = bool(payload.get("pretraced"))
+                    # the worker is free, and so is its trainer slot: the next job starts
+                    # while this one finishes here
+                    pool.release(worker, healthy=True)
+                    released = True
+                    job.trainer_done()
+            elif not worker.alive():
+                raise WorkerError(f"the training process died (exit code {worker.process.returncode}); "
+                                  "the server may be out of memory")
+            # (read each time: cheap, and a test can tighten them once the job runs)
+            if final is None and (time.monotonic() - last_heard > silent_seconds() or (
+                    stop_sent_at is not None and training
+                    and time.monotonic() - stop_sent_at > stop_seconds())):
+                worker.kill()
+                raise WorkerError(HUNG)
+        if final["model_written"] and tmp is not None:
+            from xray_core.tf_quiet import keras
+            job.model = keras.models.load_model(model_path)
+        job.test_predictions = final["test_predictions"]
+        if over_time:
+            job.note(f"Stopped: the run reached the server's time limit of "
+                     f"{limit / 60:g} minutes (XRAY_LAB_MAX_JOB_SECONDS).")
+        healthy = True
+        return final_state
+    except (EOFError, OSError, BrokenPipeError) as e:
+        raise WorkerError(f"lost the training process: {e}") from None
+    finally:
+        if not released:
+            pool.release(worker, healthy=healthy)
+        if tmp is not None:
+            tmp.cleanup()
 
 
-# ---- mirroring a worker's job into the server's TrainingJob ----------------------
-
-def train_isolated(job) -> None:
-    """What `TrainingJob._run` does for an isolated job: load the data here (so a bad
-    dataset fails in one line, before a worker is taken), then train in a worker."""
-    from xray_core.train.job import FAILED, LOADING, STOPPED
-    job._set(state=LOADING)
-    if job._dataset is None:
-        from xray_core.data.load import load_dataset
-        job._dataset = load_dataset(job.config.data)
-    job.dataset = job._dataset
-    job._dataset.split("train")  # fail here, in one line, rather than in the worker
-    if job._stop.is_set():
-        job._set(state=STOPPED)
-        return
-    if job.backend == "ray":
-        from xray_core.train.backends.ray import train_in_ray
-        final = train_in_ray(job)
-    else:
-        final = train_in_worker(job)
-    job._set(state=final or FAILED, t_end=time.perf_counter())
-
-
-def apply_remote(job, d: dict) -> str | None:
-    """Mirror a worker's progress message into `job`'s state. Returns the run's final
-    state when this message ends it (the server job shows EVALUATING meanwhile: the
-    model still has to come back from the worker), else None."""
-    from xray_core.train.job import DONE, EVALUATING, FAILED, STOPPED, TRAINING
-    final = None
-    with job._lock:
-        state = d["state"]
-        if state in (DONE, STOPPED):
-            final, state = state, EVALUATING
-        elif state == FAILED:
-            final = FAILED
-        if state == TRAINING and job._t0 is None:
-            job._t0 = time.perf_counter()
-        job._state = state
-        job._epoch, job._step, job._steps_per_epoch = d["epoch"], d["step"], d["steps_per_epoch"]
-        job._batch_loss += d["batch_loss"]
-        job._batch_acc += d["batch_accuracy"]
-        job._batch_x += d["batch_epoch"]
-        job._history = d["history"]
-        job._unit_stats = d["unit_stats"]
-        job._error = d["error"]
-        job._result = d["result"]
-        if d.get("eta") is not None:
-            job._remote_eta = (d["eta"], time.perf_counter())
-    if d["batch_loss"] and job.first_batch_at is None:
-        job.first_batch_at = time.perf_counter()
-    return final
+def _tmp_root() -> str:
+    """Temporary files live under the home (the server's own folder), not in /tmp."""
+    d = settings.home() / "tmp"
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return str(d)
 
 
 if __name__ == "__main__":  # the child: python -m xray_core.train.backends.worker FD
