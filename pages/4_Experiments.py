@@ -30,8 +30,9 @@ from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time
 from xray_ui import session
 from xray_ui.session import ISOLATE, shared_dataset, warm_workers
+from xray_ui.icon import ICON
 
-st.set_page_config(page_title="X-ray Lab · Experiments", page_icon=":material/science:", layout="wide")
+st.set_page_config(page_title="X-ray Lab · Experiments", page_icon=ICON, layout="wide")
 REFRESH_S = 1.0
 COURSE = "the course's figure"
 VIEWS = ("Repeat", "Compare", "Sweep", "The course as a study")

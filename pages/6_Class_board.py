@@ -21,6 +21,7 @@ import plotly.express as px
 import streamlit as st
 
 from xray_core.presets import PRESETS
+from xray_core.runs import service
 from xray_core import settings
 from xray_ui.nav import page_links
 from xray_ui.session import store, workspace_notice
@@ -173,15 +174,33 @@ def teacher_panel(recs) -> None:
     st.dataframe(df, hide_index=True, width="stretch", key="teacher_runs")
     names = {r.id: f"{i + 1}. {_row(r, teacher=True)['workspace']} · {r.label} · {r.state}"
              for i, r in enumerate(recs)}
-    picked = st.multiselect("Runs to remove (with their curves, results and models)", list(names),
-                            key="teacher_pick", format_func=names.get)
+    live = [r.id for r in recs if r.state in ("queued", "training")]
+    if live:   # a teacher can stop anyone's runs: a student who filled the queue, a run gone astray
+        queued = [r.id for r in recs if r.state == "queued"]
+        c1, c2 = st.columns(2)
+        c1.button(f"■ Stop all {len(queued)} queued run(s)", key="teacher_stop_queued", disabled=not queued,
+                  on_click=_stop, args=(queued,))
+        c2.caption(f"{len(live)} run(s) queued or training. Pick runs below to stop just those.")
+    picked = st.multiselect("Runs to stop or remove (removing takes their curves, results and models)",
+                            list(names), key="teacher_pick", format_func=names.get)
     if not picked:
+        if (n := st.session_state.pop("_teacher_stopped", None)) is not None:
+            st.success(f"Asked {n} run(s) to stop: each keeps what it learned and is recorded as stopped.")
         return
+    live_picked = [rid for rid in picked if rid in live]
+    if live_picked:
+        st.button(f"■ Stop {len(live_picked)} live run(s)", key="teacher_stop", on_click=_stop, args=(live_picked,))
     if st.button(f"Remove {len(picked)} run(s)", key="teacher_remove"):
         st.session_state["_teacher_confirm"] = list(picked)
     if st.session_state.get("_teacher_confirm") == list(picked):
         st.warning(f"Remove {len(picked)} run(s) for good?")
         st.button("Yes, remove", key="teacher_remove_confirm", type="primary", on_click=_remove, args=(picked,))
+
+
+def _stop(run_ids: list[str]) -> None:
+    st.session_state["_teacher_stopped"] = service.stop_runs(run_ids)
+    st.session_state["teacher_pick"] = []
+    _log.info("teacher stopped %d run(s)", len(run_ids))
 
 
 def _remove(run_ids: list[str]) -> None:

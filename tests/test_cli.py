@@ -196,3 +196,17 @@ def test_a_teachers_cap_reaches_the_cli(monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "limit of 3" in err and "fewer epochs" in err
     assert main(["summary", "--epochs", "3"]) == 0
+
+
+def test_settings_lists_every_variable_and_never_a_secret(tmp_path, monkeypatch, capsys):
+    from xray_core import settings
+    monkeypatch.setenv("XRAY_LAB_TEACHER_PASSWORD", "correct horse battery staple")
+    monkeypatch.setenv("XRAY_LAB_MAX_JOBS", "3")
+    out = tmp_path / "s.json"
+    assert main(["settings", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["name"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {s["name"] for s in settings.table()} and len(rows) >= 30
+    assert rows["XRAY_LAB_MAX_JOBS"]["value"] == 3
+    assert rows["XRAY_LAB_TEACHER_PASSWORD"]["value"] == "(set)"
+    assert "horse" not in printed and "horse" not in out.read_text()

@@ -18,6 +18,10 @@ class DataError(XrayLabError):
     """A dataset folder, zip or file that cannot be used."""
 
 
+class StoreError(XrayLabError):
+    """A bad run id, workspace or store location: str() is the one-line message."""
+
+
 class ImageError(XrayLabError):
     """An uploaded image that cannot be classified."""
 

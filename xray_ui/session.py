@@ -28,6 +28,7 @@ from xray_core.runs import keys, recorder, service
 from xray_core.data.dataset import Dataset
 from xray_core.runs.store import RunStore, default_home, get_store
 from xray_core.train.job import TrainingJob
+from xray_ui.throttle import client_key
 
 _log = logging.getLogger(__name__)
 MAX_RUNS_WITH_MODELS = 8  # older runs keep their record and curves but drop the in-memory model
@@ -85,10 +86,7 @@ def client_id() -> str | None:
         fwd = st.context.headers.get("X-Forwarded-For") if st.context.headers else None
     except (AttributeError, RuntimeError):   # no browser (AppTest, a script)
         return None
-    if fwd and (ip is None or ip in ("127.0.0.1", "::1")):
-        last = fwd.split(",")[-1].strip()
-        return last[:64] or ip
-    return ip
+    return client_key(ip, fwd).removeprefix("client:")   # the teacher login's rule too
 
 
 def workspace() -> str:

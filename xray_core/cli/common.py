@@ -75,6 +75,8 @@ def _json_default(o):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
     raise TypeError(type(o).__name__)
 
 

@@ -16,7 +16,6 @@ import json
 import math
 from pathlib import Path
 
-from xray_core import stats
 from xray_core.cli.common import _add_knobs, _check_data, _fail, _write_json, config_from_args
 from xray_core.config import sweeps
 from xray_core.errors import XrayLabError
@@ -160,6 +159,7 @@ def _read_figure(text: str, metric: str) -> float | None:
 
 
 def cmd_compare(args) -> int:
+    from xray_core import stats   # scipy: only the command that needs it
     a, a_label = _read_group(args.a, args.metric)
     figure = None if Path(args.b).is_file() else _read_figure(args.b, args.metric)
     if figure is None:

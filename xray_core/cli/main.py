@@ -139,6 +139,16 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+def cmd_settings(args) -> int:
+    from xray_core import settings
+    rows = settings.table()
+    for r in rows:
+        value = "-" if r["value"] is None else r["value"]
+        print(f"{r['name']:<32} {str(value):<12.40} {r['doc']}")
+    _write_json(args.json, rows)
+    return 0
+
+
 def cmd_classify(args) -> int:
     from xray_core.maps.inference import classify_files, load_model
     lo, hi = MAP_KNOBS["stride"].min, MAP_KNOBS["stride"].max   # the map knobs' table, as the Classify page
@@ -212,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=method.choices, default=map_default("method"), help=method.help)
     c.add_argument("--json")
     c.set_defaults(func=cmd_classify)
+    se = sub.add_parser("settings", help="every XRAY_LAB_* setting: the value in force, its default, what it does")
+    se.add_argument("--json")
+    se.set_defaults(func=cmd_settings)
     add_runs_commands(sub)
     add_experiment_commands(sub)   # repeat, sweep, compare
     add_explain_commands(sub)      # explain

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from xray_core.runs.recorder import live_run_ids
-from xray_core.runs.store import STATES, StoreError, check_workspace, get_store
+from xray_core.errors import StoreError
+# the store (SQLAlchemy) is imported by the commands that use it: `--help` and other commands stay light
 
 
 def _emit_json(obj, dest: str | None) -> None:
@@ -40,6 +40,8 @@ def _line(r) -> str:
 
 
 def cmd_list(args) -> int:
+    from xray_core.runs.recorder import live_run_ids
+    from xray_core.runs.store import STATES, check_workspace, get_store
     if args.workspace is not None:
         check_workspace(args.workspace)
     if args.state is not None and args.state not in STATES:
@@ -58,6 +60,8 @@ def cmd_list(args) -> int:
 
 
 def _get(run_id: str):
+    from xray_core.runs.recorder import live_run_ids
+    from xray_core.runs.store import get_store
     store = get_store()
     store.recover(live_run_ids())
     run = store.get(run_id)
@@ -88,6 +92,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_delete(args) -> int:
+    from xray_core.runs.store import get_store
     if not get_store().delete(args.id):
         raise StoreError(f"no run {args.id!r} (see `python -m xray_core runs list`)")
     print(f"deleted run {args.id}")
@@ -96,6 +101,7 @@ def cmd_delete(args) -> int:
 
 def cmd_export(args) -> int:
     from xray_core.runs.report import build_report, export
+    from xray_core.runs.store import check_workspace, get_store
     check_workspace(args.workspace)
     ids = [s.strip() for s in args.runs.split(",") if s.strip()] if args.runs else None
     report = build_report(get_store(), args.workspace, ids)

@@ -23,7 +23,7 @@ from xray_core import settings
 from xray_core.config import RunConfig
 from xray_core.data.dataset import Dataset
 from xray_core.errors import ConfigError
-from xray_core.runs.recorder import RunRecorder, join_all, live_run_ids
+from xray_core.runs.recorder import RunRecorder, join_all, live_job, live_run_ids
 from xray_core.runs.store import RunStore, check_workspace
 from xray_core.train.job import TrainingJob, live_jobs
 from xray_core.train.scheduler import SCHEDULER, Busy, Scheduler
@@ -110,6 +110,18 @@ def check_room(workspace: str, n: int, scheduler: Scheduler | None = None) -> No
         raise Busy(f"{n} runs are more than your workspace may queue now ({left} of "
                    f"{(scheduler or SCHEDULER).max_pending}; XRAY_LAB_PENDING_PER_WORKSPACE): "
                    "use fewer seeds or values, or wait for your runs to finish.")
+
+
+def stop_runs(run_ids) -> int:
+    """Stop these runs if they are live in this process (the teacher's "stop", any
+    workspace's); finished or unknown ids are skipped. Returns how many were asked to stop."""
+    n = 0
+    for rid in run_ids:
+        job = live_job(rid)
+        if job is not None and job.running:
+            job.stop()
+            n += 1
+    return n
 
 
 def recover(store: RunStore) -> list[str]:

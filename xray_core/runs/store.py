@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from xray_core import settings
-from xray_core.errors import XrayLabError
+from xray_core.errors import StoreError, XrayLabError  # noqa: F401  (StoreError: callers import it from here too)
 from xray_core.runs import keys
 
 STATES = ("queued", "training", "finished", "stopped", "failed", "interrupted")
@@ -49,10 +49,6 @@ _RUN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 DEFAULT_MAX_RUNS = 500
 DEFAULT_MAX_MODELS = 50
 DEFAULT_MAX_DISK_MB = 5000
-
-
-class StoreError(XrayLabError):
-    """A bad run id, workspace or store location: str() is the one-line message."""
 
 
 # ---- schema ----------------------------------------------------------------------
