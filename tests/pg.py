@@ -105,7 +105,7 @@ def pg_url(pg_server) -> str:
     eng = sa.create_engine(pg_server.url.replace("postgresql://", "postgresql+psycopg2://", 1))
     try:
         with eng.begin() as conn:
-            for table in ("runs", "groups"):
+            for table in ("runs", "groups", "class_experiments", "class_assignments", "run_stops"):
                 if sa.inspect(conn).has_table(table):
                     conn.execute(sa.text(f"DELETE FROM {table}"))
     finally:

@@ -11,6 +11,10 @@ One `RunStore` over SQLAlchemy Core (see STORE_API in the README's "Where runs a
   between), so a crash loses at most the epoch in progress.
 - The per-batch loss is bounded: at most `MAX_BATCH_POINTS` (2000) points, decimated
   evenly (always keeping the last) when the run has more batches.
+- Schema changes are additive: a new feature adds a table (`create_all` makes only the
+  missing ones), so a store written by an older version opens unchanged. Class
+  experiments (`class_experiments`, `class_assignments`, runs/classes.py) and stop
+  requests (`run_stops`, "stop anywhere") came this way (issue 25).
 """
 from __future__ import annotations
 
@@ -91,6 +95,42 @@ groups = sa.Table(
     sa.Column("spec", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# A class experiment (runs/classes.py): setups the class trains in turn; its runs carry its id
+# as their group_id. Added in issue 25 as new tables, so older stores open unchanged.
+class_experiments = sa.Table(
+    "class_experiments", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("title", sa.String(200), nullable=False, default=""),
+    sa.Column("setups", sa.JSON, nullable=False),      # [{"preset", "label", "config"}, ...]
+    sa.Column("state", sa.String(16), nullable=False),  # open | closed
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("closed_at", sa.Float),
+)
+
+# One row per student who joined: which setup, which seed. (experiment_id, number) is the
+# primary key, so two replicas assigning at once cannot hand out the same turn.
+class_assignments = sa.Table(
+    "class_assignments", metadata,
+    sa.Column("experiment_id", sa.String(32), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("setup", sa.Integer, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("workspace", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# "Stop anywhere": a stop asked for a run, by any process on this database; the process
+# recording the run polls it (runs/recorder.py) and stops its job.
+run_stops = sa.Table(
+    "run_stops", metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("requested_by", sa.String(300)),
+)
+
+CLASS_STATES = ("open", "closed")
+_CLASS_ID_RE = _RUN_ID_RE
 
 _PROCESS_START = time.time()
 _EMPTY_HISTORY = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
@@ -503,6 +543,7 @@ class RunStore:
         if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
             return False
         n = self._write(runs.delete().where(runs.c.id == run_id))
+        self._write(run_stops.delete().where(run_stops.c.run_id == run_id))
         self._remove_files(run_id)
         return n > 0
 
@@ -577,6 +618,108 @@ class RunStore:
             rows = conn.execute(groups.select().where(groups.c.workspace == workspace)
                                 .order_by(groups.c.created_at.desc())).all()
         return [dict(r._mapping) for r in rows]
+
+    # -- stop anywhere --
+    def request_stop(self, run_id: str, by: str | None = None) -> RunRecord:
+        """Ask the process recording this run, on any server of this database, to stop it (its
+        recorder polls `stop_requested`). Refused in one line when the run is not queued or
+        training. Asking twice is the same as once."""
+        rec = self.get(run_id)
+        if rec is None:
+            raise StoreError(f"no run {str(run_id)[:40]!r} (see `python -m xray_core runs list`)")
+        if not rec.active:
+            raise StoreError(f"run {run_id} is not queued or training (it is {rec.state})")
+        try:
+            self._write(run_stops.insert().values(run_id=run_id, requested_at=time.time(),
+                                                  requested_by=(by or self._local_owner)[:300]))
+        except sa.exc.IntegrityError:
+            pass                               # already asked
+        return rec
+
+    def stop_requested(self, run_id: str) -> bool:
+        """Whether a stop was asked for this run (by any process on this database)."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(run_stops.c.run_id).where(run_stops.c.run_id == run_id)).first() is not None
+
+    # -- class experiments (runs/classes.py) --
+    def create_class_experiment(self, title: str, setups: list[dict]) -> str:
+        if not setups:
+            raise StoreError("a class experiment needs setups")
+        cid = secrets.token_hex(8)
+        self._write(class_experiments.insert().values(
+            id=cid, title=" ".join(str(title or "").split())[:200], setups=_clean(setups), state="open",
+            created_at=time.time(), closed_at=None))
+        return cid
+
+    def get_class_experiment(self, class_id: str) -> dict | None:
+        if not isinstance(class_id, str) or not _CLASS_ID_RE.match(class_id):
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(class_experiments.select().where(class_experiments.c.id == class_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def list_class_experiments(self, states: Iterable[str] | None = None, limit: int = 100) -> list[dict]:
+        """Newest first."""
+        q = class_experiments.select()
+        if states is not None:
+            q = q.where(class_experiments.c.state.in_(list(states)))
+        q = q.order_by(class_experiments.c.created_at.desc()).limit(int(limit))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def close_class_experiment(self, class_id: str) -> bool:
+        """Close it (no more assignments; its runs and status stay). False if it was not open."""
+        return self._write(class_experiments.update()
+                           .where(class_experiments.c.id == class_id, class_experiments.c.state == "open")
+                           .values(state="closed", closed_at=time.time())) > 0
+
+    def assign_class_setup(self, class_id: str, workspace: str, pick) -> dict:
+        """The next turn of an open class experiment, written in one transaction:
+        `pick(counts)` gets how many turns each setup has had and returns the setup's index;
+        the turn's seed is its number (0, 1, 2, … : distinct per turn). Two replicas asking
+        at once both succeed with different turns (the loser of the primary key retries)."""
+        check_workspace(workspace)
+        for _attempt in range(20):
+            try:
+                with self._writer.begin() as conn:
+                    row = conn.execute(class_experiments.select()
+                                       .where(class_experiments.c.id == class_id)).first()
+                    if row is None:
+                        raise StoreError(f"no class experiment {str(class_id)[:40]!r}")
+                    if row.state != "open":
+                        raise StoreError(f"class experiment {class_id} is closed: ask your teacher for the new one")
+                    done = conn.execute(sa.select(class_assignments.c.setup, sa.func.count())
+                                        .where(class_assignments.c.experiment_id == class_id)
+                                        .group_by(class_assignments.c.setup)).all()
+                    counts = [0] * len(row.setups)
+                    for setup, n in done:
+                        if 0 <= setup < len(counts):
+                            counts[setup] = n
+                    number = conn.execute(sa.select(sa.func.coalesce(sa.func.max(class_assignments.c.number), -1))
+                                          .where(class_assignments.c.experiment_id == class_id)).scalar() + 1
+                    setup = int(pick(list(counts)))
+                    conn.execute(class_assignments.insert().values(
+                        experiment_id=class_id, number=number, setup=setup, seed=number, workspace=workspace,
+                        created_at=time.time()))
+                return {"experiment_id": class_id, "number": number, "setup": setup, "seed": number,
+                        "workspace": workspace}
+            except sa.exc.IntegrityError:    # another replica took this turn meanwhile: take the next
+                time.sleep(0.01 * (1 + _attempt))
+        raise StoreError(f"class experiment {class_id}: too many students joining at once, try again")
+
+    def list_class_assignments(self, class_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(class_assignments.select().where(class_assignments.c.experiment_id == class_id)
+                                .order_by(class_assignments.c.number)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def class_runs(self, class_id: str) -> list[dict]:
+        """The runs of a class experiment, light (no curves): id, workspace, state, config, result."""
+        q = (sa.select(runs.c.id, runs.c.workspace, runs.c.state, runs.c.config, runs.c.result,
+                       runs.c.epochs_done, runs.c.epochs, runs.c.created_at)
+             .where(runs.c.group_id == class_id).order_by(runs.c.created_at, runs.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     # -- retention --
     def _drop_model(self, run_id: str) -> None:
