@@ -60,7 +60,7 @@ def test_parse_filters():
 
 def test_seven_presets_carry_the_course_numbers():
     assert list(PRESETS) == ["p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2",
-                             "p2-corrected", "p1-task5-small"]
+                             "p2-corrected", "p1-task5-small", "p3-unet", "p3-unet-small"]
     # additive: the overfitting lesson on a small subset
     small = get_preset("p1-task5-small")
     assert small.config == get_preset("p1-task5").config.replace(limit_train=200)
@@ -89,7 +89,9 @@ def _other_value(name):
     """A valid value of the knob that is not its default (for round trips)."""
     k = KNOBS[name]
     if k.choices:
-        return k.choices[-1]
+        return next(c for c in reversed(k.choices) if c != getattr(RunConfig(), name))
+    if name in ("input_size", "depth"):        # the U-Net's: 7 is no input size, and deeper than 6
+        return {"input_size": 64, "depth": 3}[name]
     return {bool: True, tuple: (8, 16, 16, 32, 32), str: "/data/course"}.get(k.kind) or \
         (k.max if k.max is not None and k.kind is float else 7)
 
@@ -184,7 +186,7 @@ def test_a_teacher_sets_the_caps_by_environment(monkeypatch):
     monkeypatch.setenv("XRAY_LAB_MAX_BATCH", "lots")
     with pytest.raises(ConfigError, match="XRAY_LAB_MAX_BATCH"):
         RunConfig().validate()
-    assert set(CAPS) == {"params", "multiply_adds", "epochs", "batch_size"}
+    assert set(CAPS) == {"params", "multiply_adds", "film_multiply_adds", "epochs", "batch_size"}
 
 
 def test_a_huge_model_is_refused_without_importing_keras():

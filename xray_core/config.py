@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from xray_core import PATCH
+from xray_core import FILM, PATCH
 from xray_core.errors import ConfigError
 from xray_core import settings
 
@@ -123,6 +123,12 @@ CAPS = {
                   "use fewer filters, e.g. Halve them"),
     "multiply_adds": Cap("XRAY_LAB_MAX_MACS", 150_000_000, "this model needs {:,} multiply-adds per patch",
                          "use fewer filters, e.g. Halve them"),
+    # a segmentation model maps a whole film at once: its multiply-adds are counted per film.
+    # p3-unet needs 755 M (input 128, depth 4, 16 base filters: ~17 s an epoch on 150 films);
+    # 3.2 G lets a student double its input size or its filters (about four times as slow).
+    "film_multiply_adds": Cap("XRAY_LAB_MAX_FILM_MACS", 3_200_000_000,
+                              "this segmentation model needs {:,} multiply-adds per film",
+                              "use fewer base filters or a smaller input size"),
     "epochs": Cap("XRAY_LAB_MAX_EPOCHS", 200, "{:,} epochs", "use fewer epochs"),
     "batch_size": Cap("XRAY_LAB_MAX_BATCH", 1024, "batch size {:,}", "use a smaller batch size"),
 }
@@ -155,12 +161,15 @@ def _over_cap(name: str, value: int) -> ConfigError:
 class RunConfig:
     arch: str = knob(
         "fc", kind=str, label="Architecture", noun="architecture", widget="radio", picks_defaults=True,
-        **_choices({"fc": "Fully connected", "cnn": "CNN"}), short="{label}", step_cost="{value}",
-        column=Column("arch", 50),
+        **_choices({"fc": "Fully connected", "cnn": "CNN", "segment": "Segmentation (U-Net)"}), short="{label}",
+        step_cost="{value}", column=Column("arch", 50),
         help="FC flattens the 32×32 patch into 1,024 numbers and connects every pixel to every unit: "
              "it cannot know that neighbouring pixels belong together. A CNN slides small 3×3 filters over the "
              "image, sharing the same weights everywhere, so a conv layer needs far fewer parameters than a "
-             "dense layer of the same width.")
+             "dense layer of the same width. Both label one patch at a time. Segmentation (course Part 3) "
+             "labels every pixel of the whole film at once with a U-Net: an encoder that shrinks the film "
+             "to see context, a decoder that grows it back, and skip connections that bring back the "
+             "detail; it trains on whole films and their label maps.")
     activation: str = knob(
         "relu", kind=str, label="Activation", noun="activation", widget="select", short="{label}",
         step_cost="{value}", column=Column("activation", 90),
@@ -198,18 +207,20 @@ class RunConfig:
              "conv shrinks the map by 2 (32 → 30 → … → a 1×1 map), so the network only ever sees real "
              "pixels: cheaper, and an anatomy map of the whole film in one pass gives exactly the "
              "patch-by-patch labels.")
-    batch_norm: bool = knob(  # FC only; the CNN always has its batch norm layers
+    batch_norm: bool = knob(  # FC and U-Net; the CNN always has its batch norm layers
         False, kind=bool, label="Batch normalisation", noun="batch norm", widget="checkbox",
-        when=("arch", ("fc",)), short="batch norm {value}", step_cost="bn", column=Column("bn", 40),
+        when=("arch", ("fc", "segment")), short="batch norm {value}", step_cost="bn", column=Column("bn", 40),
         help="Batch normalisation rescales each layer's outputs to zero mean and unit variance over the "
              "mini-batch, then learns a scale and shift. It makes training faster and less sensitive to "
-             "the learning rate (course Task 5). The CNN always has its batch-norm layers.")
+             "the learning rate (course Task 5). The CNN always has its batch-norm layers; the U-Net has "
+             "one after each conv when this is on.")
     dropout: float | None = knob(
         None, kind=float, label="Dropout", noun="dropout", min=0.0, max=0.999, widget="slider", step=0.05,
-        format="%.3g", per_arch={"fc": 0.0, "cnn/seed": 0.3, "cnn/corrected": 0.2},
+        format="%.3g", per_arch={"fc": 0.0, "cnn/seed": 0.3, "cnn/corrected": 0.2, "segment": 0.0},
         sweep=Sweep("0,0.2,0.5"),
         help="During training, randomly silences this share of units so the network cannot rely on any "
-             "single one: a regulariser against overfitting. Off at test time.")
+             "single one: a regulariser against overfitting. Off at test time. (The U-Net applies it once, "
+             "after its bottleneck.)")
     head_dropout: float = knob(  # the corrected CNN only; the seed CNN uses `dropout` there too, as the course
         0.3, kind=float, label="Dropout before the dense head", noun="head dropout", min=0.0, max=0.999,
         widget="slider", step=0.05, format="%.3g", when=("cnn_mode", ("corrected",)), short="head dropout {value}",
@@ -229,7 +240,7 @@ class RunConfig:
              "the whole set is batch gradient descent.")
     lr: float | None = knob(
         None, kind=float, label="Learning rate", noun="learning rate", min=1e-7, max=10.0, widget="number",
-        step=1e-5, format="%.1e", section="training", per_arch={"fc": 1e-5, "cnn/seed": 1e-5, "cnn/corrected": 1e-3},
+        step=1e-5, format="%.1e", section="training", per_arch={"fc": 1e-5, "cnn/seed": 1e-5, "cnn/corrected": 1e-3, "segment": 3e-3},
         short="lr {value:g}", sweep=Sweep("1e-5,1e-4,1e-3", log=True), column=Column("lr", 60, "%.0e"),
         help="Step size of each update. The course uses 1e-5 with Adam: slow but steady. Too large and the loss "
              "jumps or diverges; too small and nothing moves in the time you have (the course CNN's problem).")
@@ -245,7 +256,7 @@ class RunConfig:
              "the direction over about ten batches, which smooths the noise of small batches.")
     l2: float | None = knob(
         None, kind=float, label="L2 weight decay", noun="L2", min=0.0, max=1.0, widget="number", step=1e-4,
-        format="%.1e", section="training", per_arch={"fc": 0.0, "cnn/seed": 1e-2, "cnn/corrected": 1e-4},
+        format="%.1e", section="training", per_arch={"fc": 0.0, "cnn/seed": 1e-2, "cnn/corrected": 1e-4, "segment": 0.0},
         short="L2 {value:g}",
         help="Weight decay: adds λ·Σw² to the loss so weights stay small. Too strong and it overwhelms the data "
              "term (the course CNN's 1e-2 on every conv).")
@@ -262,9 +273,46 @@ class RunConfig:
              "2,000 patches take a fifth of the time.")
     lr_schedule: str = knob(
         "constant", kind=str, label="Learning-rate schedule", noun="lr schedule", widget="select",
-        section="training", **_choices({"constant": "Constant", "cosine": "Cosine decay to 0"}), short="{label}",
+        section="training", **_choices({"constant": "Constant", "cosine": "Cosine decay to 0",
+                                        "warmup_cosine": "Warm-up, then cosine"}), short="{label}",
         help="Cosine: the learning rate starts at the value above and decays smoothly to 0 by the last "
-             "epoch, so the final weights are not a snapshot of a still-jumping run.")
+             "epoch, so the final weights are not a snapshot of a still-jumping run. Warm-up, then cosine: "
+             "it first climbs from a tenth of that value over the first tenth of the steps (at least one "
+             "epoch), so a large rate does not throw fresh batch-norm statistics off, then decays.")
+    # ---- the U-Net (arch segment: whole films and their label maps, course Part 3) ----
+    input_size: int = knob(
+        128, kind=int, label="Input size (px the U-Net works at)", noun="input size", min=16, max=FILM,
+        widget="number", step=16, when=("arch", ("segment",)), short="input {value}",
+        step_cost="in{value}", sweep=Sweep("64,128,256", log=False), column=Column("input", 50),
+        help="The 256×256 film is shrunk to this size before the network sees it, and its map grown back "
+             "to 256×256. 128 keeps the anatomy's shapes at a quarter of the work of 256; 64 trains in "
+             "seconds but blurs the thin clavicles.")
+    depth: int = knob(
+        4, kind=int, label="Depth (halvings)", noun="depth", min=1, max=6, widget="slider", step=1,
+        when=("arch", ("segment",)), short="depth {value}", step_cost="d{value}", sweep=Sweep("2,3,4"),
+        column=Column("depth", 45),
+        help="How many times the encoder halves the map (each level: two 3×3 convs, then a 2×2 pool). "
+             "Depth 4 on a 128×128 input ends at 8×8 in the bottleneck, where one pixel sees most of the "
+             "chest: the context a 32×32 patch never has. The input size must be divisible by 2^depth.")
+    base_filters: int = knob(
+        16, kind=int, label="Base filters", noun="base filters", min=1, max=128, widget="number",
+        step=4, when=("arch", ("segment",)), short="{value} base filters",
+        step_cost="f{value}", sweep=Sweep("8,16,32", log=False), column=Column("base", 45),
+        help="Filters of the first level; each deeper level doubles them (16, 32, 64, 128, then 256 in "
+             "the bottleneck). Doubling them roughly quadruples parameters and work.")
+    loss: str = knob(
+        "both", kind=str, label="Loss", noun="loss", widget="radio", when=("arch", ("segment",)),
+        **_choices({"crossentropy": "Cross-entropy", "dice": "Dice", "both": "Cross-entropy + Dice"}),
+        short="{label} loss", column=Column("loss", 70),
+        help="Cross-entropy grades every pixel alike, so the background (most of the film) dominates and "
+             "the thin clavicles hardly count. Dice measures the overlap of each class's predicted and true "
+             "area, one number per class, so a small class counts as much as a large one. Both: their sum.")
+    augment: bool = knob(
+        False, kind=bool, label="Augmentation (shift, scale, rotate, contrast)", noun="augmentation",
+        widget="checkbox", when=("arch", ("segment",)), short="augmentation {value}", section="training",
+        help="Every training film (and its label map) is shifted by up to 6 %, scaled by up to 8 %, rotated "
+             "by up to 5° and its contrast and gamma changed a little, afresh each epoch: 150 films look "
+             "like many more, and the network learns the anatomy rather than these films.")
     data: str = knob(  # phantom | folder path | .zip path; the sidebar's Data section and --data set it
         "phantom", kind=str, label="Data", noun="data", flag=False, preset_free=True)
 
@@ -284,6 +332,8 @@ class RunConfig:
         Whatever a user typed, linked or passed on the command line goes through here."""
         for name in KNOBS:
             _check(name, getattr(self, name), caps)
+        if self.arch == "segment":
+            _check_unet_shape(self.input_size, self.depth)
         if caps:
             from xray_core.cost import cost  # arithmetic only: a huge model is refused before anything builds it
             for name, value in cost(step_cost_view(self)).items():   # the step-cost knobs are all it may read
@@ -328,7 +378,10 @@ _NONE_WORDS = ("", "none", "None", "auto")
 
 def arch_defaults(arch: str, cnn_mode: str = "seed") -> dict[str, Any]:
     """The per-architecture defaults (lr, l2, dropout) of fc, cnn/seed or cnn/corrected."""
-    key = "fc" if arch != "cnn" else f"cnn/{cnn_mode if cnn_mode in KNOBS['cnn_mode'].choices else 'seed'}"
+    if arch == "segment":
+        key = "segment"
+    else:
+        key = "fc" if arch != "cnn" else f"cnn/{cnn_mode if cnn_mode in KNOBS['cnn_mode'].choices else 'seed'}"
     return {name: k.per_arch[key] for name, k in KNOBS.items() if k.per_arch}
 
 
@@ -439,6 +492,17 @@ def _range_text(k: Knob, lo: Any, hi: Any) -> str:
     if hi is None:
         return f">= {lo:g}"
     return f"from {lo:,} to {hi:,}" if k.kind is int else f"from {lo:g} to {hi:g}"
+
+
+def _check_unet_shape(input_size: int, depth: int) -> None:
+    """The U-Net's shape rules (segmentation.check_knobs says the same): the input size divides
+    the film (the film is shrunk by a whole factor) and can be halved `depth` times."""
+    if FILM % input_size:
+        raise ConfigError(f"input size {input_size} must divide the film size {FILM} "
+                          f"(e.g. {FILM // 2} or {FILM // 4})")
+    if input_size % (2 ** depth):
+        raise ConfigError(f"input size {input_size} cannot be halved {depth} times "
+                          f"(depth {depth} needs a multiple of {2 ** depth})")
 
 
 def _check(name: str, v: Any, caps: bool) -> None:

@@ -28,6 +28,8 @@ INPUT_SHAPE = (PATCH, PATCH, 1)
 
 def build_model(config: RunConfig, compile: bool = True, steps_per_epoch: int | None = None) -> keras.Model:
     cfg = config.resolved()
+    if cfg.arch == "segment":
+        return _build_segment(cfg, compile, steps_per_epoch)
     seeds = iter(range(cfg.seed * 1000, cfg.seed * 1000 + 1000))
     model = _build_fc(cfg, seeds) if cfg.arch == "fc" else _build_cnn(cfg, seeds)
     if compile:
@@ -42,6 +44,13 @@ def make_optimizer(cfg: RunConfig, steps_per_epoch: int | None = None) -> keras.
         # decays to 0 at the end of the last epoch: the final weights are not a snapshot of
         # a still-jumping run (the lesson: a big step early, small steps late)
         lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * int(steps_per_epoch))
+    elif cfg.lr_schedule == "warmup_cosine" and steps_per_epoch:
+        # from lr/10 up to lr over the first tenth of the steps (at least one epoch, at most
+        # half the run), then cosine decay to 0 by the last step
+        total = cfg.epochs * int(steps_per_epoch)
+        warm = min(max(int(steps_per_epoch), total // 10), total // 2)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.lr / 10, decay_steps=max(1, total - warm),
+                                                    warmup_target=cfg.lr, warmup_steps=warm)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum)
     return keras.optimizers.Adam(learning_rate=lr)
@@ -114,6 +123,21 @@ def _build_cnn(cfg: RunConfig, seeds) -> keras.Model:
     out = layers.Dense(len(CLASSES), activation="softmax",
                        kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)), name="output")(x)
     return keras.Model(inp, out, name=f"cnn_{cfg.cnn_mode}")
+
+
+def _build_segment(cfg: RunConfig, compile: bool, steps_per_epoch: int | None) -> keras.Model:
+    """The U-Net of course Part 3 (xray_core/segmentation.py): whole film in, a label per pixel
+    out. Its metric is named `accuracy` (pixel accuracy), so a run's batches, history and
+    results read as any other run's."""
+    from xray_core import segmentation
+    model = segmentation.build_unet(
+        input_size=cfg.input_size, depth=cfg.depth, base_filters=cfg.base_filters, batch_norm=cfg.batch_norm,
+        dropout=cfg.dropout, seed=cfg.seed, activation=cfg.activation, alpha=cfg.alpha, l2=cfg.l2,
+        name=f"unet_d{cfg.depth}_f{cfg.base_filters}_in{cfg.input_size}")
+    if compile:
+        model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=segmentation.segmentation_loss(cfg.loss),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return model
 
 
 # ---- teaching tables -------------------------------------------------------------

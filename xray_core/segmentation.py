@@ -91,13 +91,19 @@ def _filters(base: int, level: int) -> int:
     return base * 2 ** (level - 1)
 
 
+# the activation layers' names: enc1_relu1, enc1_leaky1, ...
+ACTIVATION_NAMES = {"relu": "relu", "leaky_relu": "leaky", "elu": "elu", "tanh": "tanh", "sigmoid": "sigmoid"}
+
+
 def layer_names(depth: int = 4, batch_norm: bool = True, dropout: float = 0.0,
-                shrink: bool = True) -> list[str]:
+                shrink: bool = True, activation: str = "relu") -> list[str]:
     """The layer names build_unet gives, in order (the input layer 'film' first)."""
+    act = ACTIVATION_NAMES[activation]
+
     def block(prefix):
         out = []
         for j in (1, 2):
-            out += [f"{prefix}_conv{j}"] + ([f"{prefix}_bn{j}"] if batch_norm else []) + [f"{prefix}_relu{j}"]
+            out += [f"{prefix}_conv{j}"] + ([f"{prefix}_bn{j}"] if batch_norm else []) + [f"{prefix}_{act}{j}"]
         return out
 
     names = ["film"] + (["shrink"] if shrink else [])
@@ -116,65 +122,44 @@ def unet_cost(input_size: int = 128, depth: int = 4, base_filters: int = 16, bat
     forward pass on one film} by arithmetic, as build_unet builds it. Pooling, the bilinear
     `grow` and the softmax count no multiply-adds (as in cost.py)."""
     k = check_knobs(input_size, depth, base_filters, batch_norm, dropout, film_size)
-    bias = not k["batch_norm"]
-    params = macs = 0
-
-    def conv(cin, cout, side, kernel=3, with_bias=bias):
-        nonlocal params, macs
-        p = kernel * kernel * cin * cout + (cout if with_bias else 0)
-        params += p
-        macs += p * side * side
-        if k["batch_norm"] and kernel == 3:
-            params += 4 * cout        # gamma, beta, moving mean, moving variance
-
-    side, channels = k["input_size"], 1
-    skips = []
-    for i in range(1, k["depth"] + 1):
-        f = _filters(k["base_filters"], i)
-        conv(channels, f, side)
-        conv(f, f, side)
-        skips.append((f, side))
-        channels, side = f, side // 2
-    f = _filters(k["base_filters"], k["depth"] + 1)
-    conv(channels, f, side)
-    conv(f, f, side)
-    channels = f
-    for f_skip, s_skip in reversed(skips):
-        # up: 2x2 transposed conv, stride 2: each output pixel gets one tap of each input
-        # channel per filter, plus the bias
-        p = 2 * 2 * channels * f_skip + f_skip
-        params += p
-        macs += (channels * f_skip + f_skip) * s_skip * s_skip
-        side = s_skip
-        conv(2 * f_skip, f_skip, side)      # after the skip: the up's f_skip + the encoder's f_skip
-        conv(f_skip, f_skip, side)
-        channels = f_skip
-    conv(channels, n_classes, side, kernel=1, with_bias=True)   # head
-    return {"params": int(params), "multiply_adds": int(macs)}
+    from xray_core.cost import unet_cost as arithmetic   # one count: the cost caps use it too
+    return arithmetic(k["input_size"], k["depth"], k["base_filters"], k["batch_norm"], k["film_size"], n_classes)
 
 
 def build_unet(input_size: int = 128, depth: int = 4, base_filters: int = 16, batch_norm: bool = True,
                dropout: float = 0.0, film_size: int = FILM, n_classes: int = N_CLASSES,
-               seed: int | None = None, name: str = "unet"):
+               seed: int | None = None, name: str = "unet", activation: str = "relu",
+               alpha: float = 0.01, l2: float = 0.0):
     """The U-Net (see the module doc): film (film_size, film_size, 1) in [0, 1] ->
     per-pixel class probabilities (film_size, film_size, n_classes), whatever input_size
-    the network works at inside."""
+    the network works at inside. `activation` (alpha: LeakyReLU's slope) after every conv
+    of the blocks; `l2` weight decay on the convs' kernels (0: none). With `seed`, every
+    initialiser and the dropout get their own seed from it (Keras' global random state
+    is left alone: runs in other threads are not disturbed)."""
     import keras
-    from keras import layers
+    from keras import layers, regularizers
 
     k = check_knobs(input_size, depth, base_filters, batch_norm, dropout, film_size)
-    if seed is not None:
-        keras.utils.set_random_seed(int(seed))
+    if activation not in ACTIVATION_NAMES:
+        raise ConfigError(f"activation must be one of {', '.join(ACTIVATION_NAMES)}, got {activation!r}")
+    seeds = iter(range(int(seed or 0) * 1000, int(seed or 0) * 1000 + 1000))
     bias = not k["batch_norm"]
-    init = "he_normal"
+    reg = regularizers.L2(float(l2)) if l2 else None
+    act = ACTIVATION_NAMES[activation]
+
+    def init():
+        return keras.initializers.HeNormal(seed=next(seeds)) if seed is not None else "he_normal"
 
     def block(x, prefix, filters):
         for j in (1, 2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=bias, kernel_initializer=init,
-                              name=f"{prefix}_conv{j}")(x)
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=bias, kernel_initializer=init(),
+                              kernel_regularizer=reg, name=f"{prefix}_conv{j}")(x)
             if k["batch_norm"]:
                 x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn{j}")(x)
-            x = layers.Activation("relu", name=f"{prefix}_relu{j}")(x)
+            if activation == "leaky_relu":
+                x = layers.LeakyReLU(negative_slope=float(alpha), name=f"{prefix}_{act}{j}")(x)
+            else:
+                x = layers.Activation(activation, name=f"{prefix}_{act}{j}")(x)
         return x
 
     factor = k["film_size"] // k["input_size"]
@@ -187,13 +172,15 @@ def build_unet(input_size: int = 128, depth: int = 4, base_filters: int = 16, ba
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = block(x, "bottleneck", _filters(k["base_filters"], k["depth"] + 1))
     if k["dropout"] > 0:
-        x = layers.Dropout(k["dropout"], name="bottleneck_drop")(x)
+        x = layers.Dropout(k["dropout"], seed=next(seeds) if seed is not None else None,
+                           name="bottleneck_drop")(x)
     for i in range(k["depth"], 0, -1):
         f = _filters(k["base_filters"], i)
-        x = layers.Conv2DTranspose(f, 2, strides=2, kernel_initializer=init, name=f"up{i}")(x)
+        x = layers.Conv2DTranspose(f, 2, strides=2, kernel_initializer=init(), name=f"up{i}")(x)
         x = layers.Concatenate(name=f"skip{i}")([x, skips[i - 1]])
         x = block(x, f"dec{i}", f)
-    x = layers.Conv2D(n_classes, 1, name="head")(x)
+    x = layers.Conv2D(n_classes, 1, name="head", kernel_initializer=(
+        keras.initializers.GlorotUniform(seed=next(seeds)) if seed is not None else "glorot_uniform"))(x)
     if factor > 1:
         x = layers.UpSampling2D(factor, interpolation="bilinear", name="grow")(x)
     out = layers.Activation("softmax", dtype="float32", name="probabilities")(x)

@@ -71,6 +71,8 @@ def _rows() -> tuple[Setting, ...]:
         # the cost caps (config.CAPS enforces them, in one line)
         S("XRAY_LAB_MAX_PARAMS", "int", 5_000_000, "parameters a model may have", lo=1),
         S("XRAY_LAB_MAX_MACS", "int", 150_000_000, "multiply-adds per patch a model may need", lo=1),
+        S("XRAY_LAB_MAX_FILM_MACS", "int", 3_200_000_000, "multiply-adds per film a segmentation model "
+          "may need", lo=1),
         S("XRAY_LAB_MAX_EPOCHS", "int", 200, "epochs a run may ask for", lo=1),
         S("XRAY_LAB_MAX_BATCH", "int", 1024, "batch size a run may ask for", lo=1),
         # the run store's retention

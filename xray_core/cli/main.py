@@ -107,9 +107,10 @@ def cmd_summary(args) -> int:
     from xray_core.models import layer_table
     cfg = config_from_args(args)
     table = layer_table(cfg)
-    print(f"{'layer':<16}{'type':<22}{'output shape':<22}{'params':>10}")
+    w = max([16] + [len(r["name"]) + 2 for r in table["layers"]])   # the U-Net's bottleneck_conv1, ...
+    print(f"{'layer':<{w}}{'type':<22}{'output shape':<22}{'params':>10}")
     for r in table["layers"]:
-        print(f"{r['name']:<16}{r['type']:<22}{r['output_shape']:<22}{r['params']:>10,}")
+        print(f"{r['name']:<{w}}{r['type']:<22}{r['output_shape']:<22}{r['params']:>10,}")
     print(f"total params: {table['total_params']:,} (trainable {table['trainable_params']:,})")
     _write_json(args.json, {"config": cfg.resolved().to_dict(), **table})
     return 0
