@@ -102,7 +102,7 @@ def test_presets_lists_the_course_numbers(tmp_path):
     assert main(["presets", "--json", str(out)]) == 0
     got = {p["name"]: p["reported"] for p in json.loads(out.read_text())}
     assert got["p1-task3"] == {"train_accuracy": 86.9, "test_accuracy": 67.4, "test_loss": 0.79}
-    assert got["p2-task1"] == {"test_accuracy": 34.2} and len(got) == len(PRESETS) == 9
+    assert got["p2-task1"] == {"test_accuracy": 34.2} and len(got) == len(PRESETS) == 11   # + p3-unet, p3-unet-small
 
 
 def test_phantom_writes_the_course_layout(tmp_path):
