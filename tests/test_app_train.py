@@ -77,7 +77,7 @@ def test_every_knob_of_the_table_has_its_widget_with_the_tables_range():
     from xray_ui.controls import WIDGET_KNOBS
     seen = set()
     for q in ({"arch": "cnn"}, {"arch": "cnn", "cnn_mode": "corrected"},
-              {"activation": "leaky_relu", "optimizer": "sgd"}):
+              {"activation": "leaky_relu", "optimizer": "sgd"}, {"arch": "segment"}):
         app = page_with_link(q)
         assert not app.exception
         seen |= _widget_keys(app)

@@ -260,14 +260,15 @@ def test_the_sweepable_knobs_their_types_and_labels_are_the_tables():
     from xray_core.config import KNOBS
     flagged = {(k.sweep.name or n): n for n, k in KNOBS.items() if k.sweep}
     assert list(ex.SWEEP_KNOBS) == list(flagged) == list(_sweep_choices())
-    assert set(flagged) == {"alpha", "batch_size", "lr", "epochs", "dropout", "filter_scale", "limit_train"}
+    assert set(flagged) == {"alpha", "batch_size", "lr", "epochs", "dropout", "filter_scale", "limit_train",
+                             "depth", "input_size", "base_filters"}
     for name, knob in flagged.items():
         k = KNOBS[knob]
         assert ex.SWEEP_KNOBS[name] is (k.sweep.kind or k.kind), name
         assert ex.KNOB_LABELS[name] == (k.sweep.label or k.noun), name
         ex.parse_values(name, k.sweep.values)   # the suggested values read and are valid
         for v in ex.parse_values(name, k.sweep.values):
-            ex.with_knob(RunConfig(arch="cnn"), name, v)
+            ex.with_knob(RunConfig(arch="segment" if KNOBS[knob].when == ("arch", ("segment",)) else "cnn"), name, v)
     assert ex.KNOB_LABELS["lr"] == "learning rate" and ex.KNOB_LABELS["limit_train"] == "training-set size"
     with pytest.raises(ConfigError, match="filter scale"):
         ex.with_knob(RunConfig(arch="cnn"), "filter_scale", 17)

@@ -297,7 +297,7 @@ class RunConfig:
     base_filters: int = knob(
         16, kind=int, label="Base filters", noun="base filters", min=1, max=128, widget="number",
         step=4, when=("arch", ("segment",)), short="{value} base filters",
-        step_cost="f{value}", sweep=Sweep("8,16,32", log=False), column=Column("base", 45),
+        step_cost="f{value}", sweep=Sweep("4,8,16", log=False), column=Column("base", 45),
         help="Filters of the first level; each deeper level doubles them (16, 32, 64, 128, then 256 in "
              "the bottleneck). Doubling them roughly quadruples parameters and work.")
     loss: str = knob(
