@@ -113,3 +113,268 @@ def test_summary_arch_segment_prints_the_layer_table(capsys):
     assert out[-1].startswith("total params:")
     assert main(["summary", "--arch", "segment", "--input-size", "100"]) == 1
     assert "must divide the film size" in capsys.readouterr().err
+
+
+# ---- data and training ---------------------------------------------------------------------
+
+from PIL import Image  # noqa: E402
+
+from .fixtures_data import tiny_course  # noqa: E402
+
+TINY = ["--arch", "segment", "--input-size", "32", "--depth", "2", "--base-filters", "4", "--batch-norm",
+        "--epochs", "2", "--batch-size", "4", "--lr", "3e-3"]
+
+
+def _write_films(root, sizes=(6, 2, 3), seed=0):
+    """Phantom films and their label maps in the jsrt_films layout (PNG, 256x256)."""
+    from xray_core.data.films import phantom_films
+    from xray_core.data.preprocess import to_u8
+    ds = phantom_films(*sizes, seed=seed, cache=False)
+    for split, sp in ds.splits.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for x, y, name in zip(sp.x, sp.y, sp.names):
+            Image.fromarray(to_u8(x[..., 0])).save(root / split / f"{name}.png")
+            Image.fromarray(y).save(root / split / f"{name}_labels.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def films_dir(tmp_path_factory):
+    return _write_films(tmp_path_factory.mktemp("films") / "jsrt_films")
+
+
+@pytest.fixture(scope="module")
+def trained(films_dir, tmp_path_factory):
+    """One tiny segmentation run through the CLI (the contract: train --data DIR --out --json)."""
+    import os
+    from xray_core.cli.main import main
+    out = tmp_path_factory.mktemp("seg-run")
+    home = out / "home"
+    old = os.environ.get("XRAY_LAB_HOME")
+    os.environ["XRAY_LAB_HOME"] = str(home)
+    try:
+        rc = main(["train", *TINY, "--augment", "--data", str(films_dir), "--out", str(out / "run"),
+                   "--json", str(out / "run.json"), "--workspace", "seg"])
+    finally:
+        if old is None:
+            os.environ.pop("XRAY_LAB_HOME", None)
+        else:
+            os.environ["XRAY_LAB_HOME"] = old
+    assert rc == 0
+    return {"dir": out, "home": home, "record": json.loads((out / "run.json").read_text()),
+            "model": out / "run" / "model.keras"}
+
+
+def test_a_segmentation_run_records_pixel_accuracy_dice_and_the_prior(trained, films_dir):
+    from xray_core.data.films import load_films
+    from xray_core.maps.prior import build_prior, score_maps
+    rec = trained["record"]
+    assert rec["state"] == "done" and rec["config"]["arch"] == "segment" and rec["config"]["augment"]
+    h = rec["history"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", *(f"val_dice_{c}" for c in CLASSES)):
+        assert len(h[key]) == 2, key
+        assert all(np.isfinite(v) for v in h[key])
+    assert all(0 <= v <= 1 for k in h if k != "loss" and k != "val_loss" for v in h[k])
+    t = rec["test"]
+    assert t["films"] == 3 and t["pixels"] == 3 * 256 * 256 and t["n"] == 3
+    assert t["accuracy"] == t["pixel_accuracy"] and 0 <= t["accuracy"] <= 1 and t["loss"] > 0
+    assert set(t["dice"]) == set(CLASSES) and np.array(t["confusion"]).sum() == 3 * 256 * 256
+    assert t["map_ms_per_film"] > 0 and rec["timing"]["fit_seconds"] > 0
+    # the prior's figures: the training films' most frequent label per pixel, on the test films
+    ds = load_films(str(films_dir))
+    prior = build_prior(ds.split("train").y).labels((256, 256))
+    want = score_maps(np.broadcast_to(prior, ds.split("test").y.shape), ds.split("test").y)
+    assert t["prior"]["pixel_accuracy"] == pytest.approx(want["pixel_accuracy"])
+    assert t["prior"]["dice"]["lung"] == pytest.approx(want["dice"]["lung"])
+    assert t["prior"]["training_films"] == 6
+    # the model's own test maps give the recorded pixel accuracy
+    from xray_core.maps.inference import load_model
+    from xray_core.segmentation import predict_maps
+    model = load_model(str(trained["model"]))
+    maps = predict_maps(model, ds.split("test").x)
+    assert float(np.mean(maps == ds.split("test").y)) == pytest.approx(t["pixel_accuracy"], abs=1e-6)
+    assert rec["timing"]["estimate"]["source"] == "rough"
+
+
+def test_the_run_store_keeps_the_dice_curves(trained, monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_HOME", str(trained["home"]))
+    from xray_core.runs.store import get_store
+    stored = get_store().get(trained["record"]["run_id"])
+    assert stored.history["val_dice_lung"] == pytest.approx(trained["record"]["history"]["val_dice_lung"])
+    assert stored.test["accuracy"] == trained["record"]["test"]["accuracy"]
+
+
+def test_classify_maps_a_film_with_the_segmentation_model_in_one_pass(trained, films_dir, tmp_path):
+    from xray_core.cli.main import main
+    from xray_core.maps.inference import load_model
+    from xray_core.segmentation import predict_maps
+    from xray_core.data.preprocess import from_u8
+    films = sorted((films_dir / "test").glob("*[0-9].png"))
+    patch = tmp_path / "patch.png"
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(patch)
+    out = tmp_path / "c.json"
+    rc = main(["classify", "--model", str(trained["model"]), *map(str, films), str(patch),
+               "--map-dir", str(tmp_path / "maps"), "--json", str(out)])
+    assert rc == 0
+    recs = json.loads(out.read_text())
+    model = load_model(str(trained["model"]))
+    for r, f in zip(recs, films):
+        assert r["ok"] and r["method"] == "segment" and r["map_seconds"] > 0
+        assert r["map"] == str(tmp_path / "maps" / f.name) and r["overlay"].endswith(".overlay.png")
+        assert abs(sum(r["shares"].values()) - 1) < 1e-6 and r["label"] in CLASSES
+        written = np.asarray(Image.open(r["map"]))
+        assert written.shape == (256, 256) and written.max() <= 3
+        want = predict_maps(model, from_u8(np.asarray(Image.open(f)))[None, :, :, None])[0]
+        assert np.array_equal(written, want)
+        assert np.asarray(Image.open(r["overlay"])).shape == (256, 256, 3)
+    bad = recs[-1]
+    assert not bad["ok"] and "a patch" in bad["error"] and "\n" not in bad["error"]
+
+
+def test_evaluate_on_films_reports_pixel_accuracy_dice_and_the_prior(trained, films_dir, tmp_path, capsys):
+    from xray_core.cli.main import main
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(films_dir), "--split", "test",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    t = trained["record"]["test"]
+    assert res["films"] == 3 and res["pixel_accuracy"] == pytest.approx(t["pixel_accuracy"], abs=1e-6)
+    assert res["dice"]["lung"] == pytest.approx(t["dice"]["lung"], abs=1e-6)
+    assert res["prior"]["pixel_accuracy"] == pytest.approx(t["prior"]["pixel_accuracy"])
+    printed = capsys.readouterr().out
+    assert "pixel accuracy" in printed and "prior (image ignored)" in printed
+    # a dataset with a test/ split alone: scores, and no prior (no training films) said in words
+    import shutil
+    only = tmp_path / "only_test"
+    shutil.copytree(films_dir / "test", only / "test")
+    assert main(["evaluate", "--model", str(trained["model"]), "--data", str(only),
+                 "--split", "test", "--json", str(out)]) == 0
+    alone = json.loads(out.read_text())
+    assert alone["prior"] is None and "no prior" in alone["prior_note"]
+
+
+def test_a_patch_model_is_scored_on_films_too(films_dir, tmp_path):
+    """evaluate --data FILMS with a patch model: its anatomy maps against the label maps."""
+    from xray_core.cli.main import main
+    from xray_core.models import build_model
+    model = build_model(RunConfig(arch="fc"))
+    model.save(tmp_path / "fc.keras")
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", str(tmp_path / "fc.keras"), "--data", str(films_dir), "--split", "test",
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert not res["segmentation_model"] and res["method"] == "patches" and 0 <= res["pixel_accuracy"] <= 1
+    assert res["prior"]["pixel_accuracy"] > 0.5
+
+
+# ---- bad input: one line each ----------------------------------------------------------------
+
+def _one_line(capsys, argv):
+    from xray_core.cli.main import main
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc != 0 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_bad_films_and_the_wrong_kind_of_data_are_one_line_each(films_dir, tmp_path, capsys):
+    base = ["train", *TINY, "--json", str(tmp_path / "never.json"), "--data"]
+    # a film without its label map
+    d = _copy(films_dir, tmp_path / "nolabels")
+    victim = sorted((d / "train").glob("*_labels.png"))[0]
+    victim.unlink()
+    assert "film without its label map" in _one_line(capsys, base + [str(d)])
+    # no label maps at all
+    d = _copy(films_dir, tmp_path / "none")
+    for f in d.rglob("*_labels.png"):
+        f.unlink()
+    assert "no label maps" in _one_line(capsys, base + [str(d)])
+    # a label map of another size than its film
+    d = _copy(films_dir, tmp_path / "size")
+    lab = sorted((d / "train").glob("*_labels.png"))[0]
+    Image.fromarray(np.zeros((128, 128), np.uint8)).save(lab)
+    assert "same size" in _one_line(capsys, base + [str(d)])
+    # values outside 0..3 (a 0/255 mask)
+    d = _copy(films_dir, tmp_path / "values")
+    lab = sorted((d / "validation").glob("*_labels.png"))[0]
+    a = np.asarray(Image.open(lab)).copy()
+    a[a == 2] = 255
+    Image.fromarray(a).save(lab)
+    assert "outside 0..3" in _one_line(capsys, base + [str(d)])
+    # patches to a segmentation run, films to a patch run
+    patches = tiny_course(tmp_path / "patches")
+    assert "a patch dataset" in _one_line(capsys, base + [str(patches)])
+    assert "whole films with label maps" in _one_line(
+        capsys, ["train", "--preset", "p1-task1", "--epochs", "1", "--data", str(films_dir)])
+    assert not (tmp_path / "never.json").exists()
+
+
+def test_a_job_handed_the_wrong_kind_of_dataset_fails_in_one_line(films_dir):
+    from xray_core.data.films import load_films
+    from xray_core.data.load import load_dataset
+    from xray_core.train.job import FAILED, TrainingJob
+    films = load_films(str(films_dir))
+    job = TrainingJob(RunConfig(arch="fc", epochs=1), films).run()
+    snap = job.snapshot()
+    assert snap.state == FAILED and "whole films" in snap.error and "\n" not in snap.error
+    job = TrainingJob(RunConfig(arch="segment", input_size=32, depth=2, base_filters=4, epochs=1),
+                      load_dataset("phantom")).run()
+    snap = job.snapshot()
+    assert snap.state == FAILED and "patch dataset" in snap.error and "\n" not in snap.error
+
+
+# ---- augmentation, the model check, estimates ------------------------------------------------
+
+def test_augmentation_moves_film_and_label_map_together_and_repeats_by_seed():
+    from xray_core.train.batches import augment_films
+    rng = np.random.default_rng(0)
+    y = np.zeros((2, 64, 64), np.int32)
+    y[:, 10:40, 8:30], y[:, 20:50, 35:60], y[:, 5:12, :] = 2, 3, 1
+    x = (y / 3.0).astype(np.float32)[..., None]        # the film's grey level says its label
+    xa, ya = augment_films(x, y, np.array([3, 4]))
+    xa, ya = np.asarray(xa), np.asarray(ya)
+    assert ya.dtype == np.int32 and set(np.unique(ya)) <= {0, 1, 2, 3}
+    assert not np.array_equal(ya, y)                    # it did move
+    # the same warp moved both: away from label edges the film still says the label (tone changes
+    # keep the order of the grey levels)
+    order = np.argsort([xa[ya == c].mean() for c in range(4)])
+    assert list(order) == [0, 1, 2, 3]
+    again = np.asarray(augment_films(x, y, np.array([3, 4]))[1])
+    other = np.asarray(augment_films(x, y, np.array([5, 6]))[1])
+    assert np.array_equal(again, ya) and not np.array_equal(other, ya)
+    del rng
+
+
+def test_modelcheck_accepts_the_unet_and_counts_its_cost(tmp_path, monkeypatch):
+    from xray_core import segmentation
+    from xray_core.errors import DataError
+    from xray_core.maps.modelcheck import check_archive
+    knobs = dict(input_size=64, depth=3, base_filters=4, batch_norm=True, dropout=0.1)
+    segmentation.build_unet(**knobs, seed=0).save(tmp_path / "u.keras")
+    s = check_archive(str(tmp_path / "u.keras"))
+    want = segmentation.unet_cost(**knobs)
+    assert (s.params, s.multiply_adds) == (want["params"], want["multiply_adds"])
+    monkeypatch.setenv("XRAY_LAB_MAX_FILM_MACS", str(want["multiply_adds"] - 1))
+    with pytest.raises(DataError, match="multiply-adds per film.*XRAY_LAB_MAX_FILM_MACS"):
+        check_archive(str(tmp_path / "u.keras"))
+
+
+def test_estimates_of_segment_runs_are_rough_and_never_build_a_model():
+    import sys
+    from xray_core.presets import get_preset
+    from xray_core.train import estimate as E
+    big = E.estimate(get_preset("p3-unet").config, 150, 30, 37)
+    small = E.estimate(get_preset("p3-unet-small").config, 150, 30, 37)
+    assert big["source"] == small["source"] == "rough"
+    assert 200 < big["total"] < 600 and 20 < small["total"] < 120 and big["total"] > 4 * small["total"]
+    assert E.page_estimate(get_preset("p3-unet").config, 150, 30, 37)["total"] == big["total"]
+    assert E.measure_in_background(get_preset("p3-unet").config) is None
+    with pytest.raises(ConfigError, match="rough"):
+        E.calibrate(get_preset("p3-unet").config)
+    del sys

@@ -11,6 +11,7 @@ import time
 
 from xray_core import CLASSES
 from xray_core.config import MAP_KNOBS, map_default
+from xray_core.cli.classes import add_commands as add_class_commands
 from xray_core.cli.experiments import add_commands as add_experiment_commands
 from xray_core.cli.explain import add_commands as add_explain_commands
 from xray_core.cli.runs import add_commands as add_runs_commands
@@ -26,15 +27,19 @@ from xray_core.cli.common import (  # noqa: F401  (config_from_args: tests and o
 # ---- commands --------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    cfg = config_from_args(args).resolved()
+    turn = None
+    if getattr(args, "class_experiment", None):  # the setup the class experiment assigns (cli/classes.py)
+        from xray_core.cli.classes import class_turn
+        turn = class_turn(args)
+    cfg = turn.config if turn else config_from_args(args).resolved()
     _check_data(cfg.data)
-    from xray_core.data.load import load_dataset
+    from xray_core.data.for_run import load_for_run
     from xray_core.runs import service
     from xray_core.runs.store import check_workspace, get_store
     from xray_core.train.estimate import dataset_sizes, estimate
     from xray_core.train.states import DONE, STOPPED
     store = get_store()
-    ds = load_dataset(cfg.data)
+    ds = load_for_run(cfg.data, cfg.arch)     # patches, or whole films for arch segment (one line if not)
     sizes = dataset_sizes(ds)
     try:  # measured on this machine (a few timed steps, cached per model): see estimate.py
         est = estimate(cfg, *sizes)
@@ -45,7 +50,8 @@ def cmd_train(args) -> int:
         print(f"estimated {est['total']:.1f}s ({est['source']})", flush=True)
     backend = "ray" if (args.backend or service.default_backend(False)) == "ray" else "thread"
     # recorded from now on (`runs list`); the dataset loaded once, for the estimate and the run
-    run = service.start(cfg, workspace=check_workspace(args.workspace), dataset=ds, backend=backend, store=store)
+    run = service.start(cfg, workspace=check_workspace(args.workspace), dataset=ds, backend=backend, store=store,
+                        **(turn.start_kw if turn else {}))
     job = run.job
     last_epoch = -1
     try:
@@ -70,6 +76,8 @@ def cmd_train(args) -> int:
         return _fail(snap.error or f"training ended as {snap.state}")
     record = job.record()
     record["run_id"] = run.run_id
+    if turn:
+        record.update(turn.record)
     timing = dict(record.get("timing") or {})
     total = (job.ended_at or time.perf_counter()) - job.started_at
     timing["total_seconds"] = total
@@ -83,8 +91,22 @@ def cmd_train(args) -> int:
     test = record.get("test")
     if test:
         print(f"test accuracy {test['accuracy']:.4f} test loss {test['loss']:.4f}")
+        if "dice" in test:      # a segmentation run: pixel accuracy, Dice per class, the prior beside it
+            _print_film_scores(test)
     _write_json(args.json, record)
     return 0
+
+
+def _print_film_scores(res: dict) -> None:
+    def dice(d):
+        return " ".join(f"{c[0]} {'-' if v is None else f'{v:.3f}'}" for c, v in d.items())
+    print(f"  map: pixel accuracy {res['pixel_accuracy']:.4f}, Dice {dice(res['dice'])}, "
+          f"{res['map_ms_per_film']:.1f} ms per film")
+    prior = res.get("prior")
+    if prior:
+        print(f"  prior (image ignored): pixel accuracy {prior['pixel_accuracy']:.4f}, Dice {dice(prior['dice'])}")
+    elif res.get("prior_note"):
+        print(f"  {res['prior_note']}")
 
 
 def cmd_evaluate(args) -> int:
@@ -93,6 +115,18 @@ def cmd_evaluate(args) -> int:
     from xray_core.train.job import evaluate_predictions
     _check_data(args.data)
     model = load_model(args.model)
+    from xray_core.data.films import dataset_kind
+    from xray_core.maps.inference import is_segmentation_model
+    if is_segmentation_model(model) or (args.data != "phantom" and dataset_kind(args.data) == "films"):
+        # whole films: every film's map against its label map, the prior's beside it
+        from xray_core.maps.film_eval import evaluate_films
+        res = evaluate_films(model, args.data, args.split, seed=args.seed)
+        res.update({"model": args.model, "data": args.data})
+        print(f"{args.split}: pixel accuracy {res['pixel_accuracy']:.4f} loss {res['loss']:.4f} "
+              f"(films={res['films']})")
+        _print_film_scores(res)
+        _write_json(args.json, res)
+        return 0
     ds = load_dataset(args.data, seed=args.seed)
     split = ds.split(args.split)
     probs = model.predict(split.x, batch_size=1024, verbose=0)
@@ -185,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the job runs: this process (local, default) or a Ray cluster (RAY_ADDRESS, "
                         "else a local Ray started now); default XRAY_LAB_BACKEND")
     t.add_argument("--workspace", default="cli", help="record the run in this workspace of the run store")
+    t.add_argument("--class-experiment", metavar="ID",
+                   help="train the setup this class experiment assigns to the workspace (see `class open`)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a saved .keras model on a dataset split")
@@ -229,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runs_commands(sub)
     add_experiment_commands(sub)   # repeat, sweep, compare
     add_explain_commands(sub)      # explain
+    add_class_commands(sub)        # class open | status | close | list
     return p
 
 

@@ -79,6 +79,13 @@ class FilmSplit:
         """Pixels per class over the split."""
         return np.bincount(self.y.ravel(), minlength=N_CLASSES)[:N_CLASSES].astype(int).tolist()
 
+    def take(self, n: int, seed: int = 0) -> "FilmSplit":
+        """A deterministic subset of n films (a run's limit_train), chosen by the seed."""
+        if n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
+        return FilmSplit(self.x[idx], self.y[idx], self.names[idx])
+
 
 @dataclass
 class FilmDataset:

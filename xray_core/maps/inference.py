@@ -69,6 +69,7 @@ REFINE_GIVE_UP = 0.5    # more than this share of the grid unsure: compute the m
 __all__ = [
     "AnatomyMap", "CLASS_COLOURS", "predict_patches", "anatomy_map", "overlay",
     "classify_files", "evaluate_map", "load_model", "map_method", "METHODS", "patch_bytes", "fit_batch",
+    "is_segmentation_model", "segment_map",
 ]
 
 
@@ -112,10 +113,24 @@ def load_model(path: str):
         n_out = int(model.outputs[0].shape[-1])
     except Exception:
         raise DataError(f"{shown}: not a single-input, single-output Keras model") from None
+    if is_segmentation_model(model):        # a U-Net (arch segment): whole film in, a label per pixel out
+        return model
     if n_in != PATCH * PATCH or n_out != len(CLASSES):
         raise DataError(f"{shown}: model maps {tuple(model.inputs[0].shape[1:])} to {n_out} outputs; "
-                        f"expected ({PATCH}, {PATCH}, 1) patches to {len(CLASSES)} classes")
+                        f"expected ({PATCH}, {PATCH}, 1) patches to {len(CLASSES)} classes, or whole "
+                        f"films to a map of {len(CLASSES)} classes")
     return model
+
+
+def is_segmentation_model(model) -> bool:
+    """A model that maps a whole square film (H, W, 1), H > 32, to class probabilities for
+    every pixel (H, W, 4): the U-Net of arch segment (xray_core/segmentation.py)."""
+    try:
+        i = tuple(int(d) for d in model.inputs[0].shape[1:])
+        o = tuple(int(d) for d in model.outputs[0].shape[1:])
+    except NO_STATIC_SHAPE:
+        return False
+    return len(i) == 3 and i[2] == 1 and i[0] == i[1] > PATCH and o == (i[0], i[1], len(CLASSES))
 
 
 # ---- batches sized by bytes ---------------------------------------------------------
@@ -234,6 +249,8 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
     """
     t0 = time.perf_counter()
     stride = _check_stride(stride)
+    if is_segmentation_model(model):         # one pass, a label per pixel: stride and method do not apply
+        return segment_map(model, film, window=window)
     batch = fit_batch(model, _check_batch(batch))
     img = _check_2d(film, "anatomy_map")
     if not np.all(np.isfinite(img)):
@@ -309,6 +326,47 @@ def anatomy_map(model, film: np.ndarray, stride: int = 4, batch: int = DEFAULT_B
                       seconds=time.perf_counter() - t0, labels_film=labels_film,
                       film=from_u8(f8), grid_shape=(gh, gw),
                       method=used, method_reason=reason, refined=refined, exact=used == "dense" and exact)
+
+
+SEGMENT_REASON = "One pass of a segmentation network over the whole film: a label for every pixel."
+
+
+def segment_map(model, film: np.ndarray, window: bool = False) -> AnatomyMap:
+    """The anatomy map of a segmentation model (is_segmentation_model): the film brought to
+    film scale and quantised to 8 bits exactly as for a patch model (and as the training films
+    were stored), resized to the model's input if it is not square, one forward pass, and the
+    per-pixel probabilities resized back to film scale and to the input's own size."""
+    from xray_core.maps.prior import resize_planes
+    t0 = time.perf_counter()
+    img = _check_2d(film, "anatomy_map")
+    if not np.all(np.isfinite(img)):
+        raise ImageError("anatomy_map: the film contains NaN or infinite values")
+    H, W = img.shape
+    f8 = to_u8(to_film(img, window=window))
+    h, w = f8.shape
+    side = int(model.inputs[0].shape[1])
+    x = f8 if (h, w) == (side, side) else np.asarray(
+        Image.fromarray(f8).resize((side, side), Image.Resampling.BILINEAR))
+    if not _MAP_SLOTS.acquire(timeout=MAP_WAIT_SECONDS):
+        raise ImageError(MAP_BUSY)
+    try:
+        p = _predict_batch(model, from_u8(x)[None, :, :, None])
+    finally:
+        _MAP_SLOTS.release()
+    if p.shape != (1, side, side, len(CLASSES)):
+        raise ConfigError(f"the model returned shape {p.shape}; expected (1, {side}, {side}, {len(CLASSES)})")
+    grid = p[0]
+    probs = grid if (h, w) == (side, side) else resize_planes(grid, (h, w)).astype(np.float32)
+    labels_film = probs.argmax(axis=-1).astype(np.uint8)
+    if (H, W) == (h, w):
+        labels = labels_film.copy()
+    else:
+        labels = resize_planes(grid, (H, W)).argmax(axis=-1).astype(np.uint8)
+    counts = np.bincount(labels.ravel(), minlength=len(CLASSES))[:len(CLASSES)]
+    shares = {c: float(n) / labels.size for c, n in zip(CLASSES, counts)}
+    return AnatomyMap(labels=labels, probs=probs, shares=shares, stride=1, seconds=time.perf_counter() - t0,
+                      labels_film=labels_film, film=from_u8(f8), grid_shape=(side, side),
+                      method="segment", method_reason=SEGMENT_REASON)
 
 
 def _refine(model, grid: np.ndarray, windows: np.ndarray, batch: int, margin: float | None):
@@ -430,7 +488,12 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
     written earlier in the same call gets a _2, _3... suffix (on both files).
     """
     stride = _check_stride(stride)
-    _choose_method(model, method)   # a bad method name fails once, before any file
+    segment = is_segmentation_model(model)
+    if segment:     # one pass per film (segment_map): the method does not apply, a bad name still fails
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    else:
+        _choose_method(model, method)   # a bad method name fails once, before any file
     inputs = {os.path.abspath(p) for p in paths}
     written: set[str] = set()
     out: list[dict] = []
@@ -445,11 +508,23 @@ def classify_files(model, paths: list[str], map_dir: str | None = None, stride: 
             with open(path, "rb") as fh:
                 data = fh.read()
             img = read_image(data, name)
-            p = predict_patches(model, patch_input(img)[None])[0]
-            rec.update(ok=True, label=CLASSES[int(np.argmax(p))],
-                       probabilities={c: float(v) for c, v in zip(CLASSES, p)})
+            if segment:
+                if not is_radiograph(img):
+                    h, w = np.shape(img)[:2]
+                    raise ImageError(f"{name}: is {w}x{h}, a patch; a segmentation model maps whole films "
+                                     f"(at least 128 px on a side)")
+                amap = segment_map(model, img, window=window)
+                # the film's label: the class covering most of it; its probabilities: the mean per pixel
+                p = amap.probs.reshape(-1, len(CLASSES)).mean(0)
+                rec.update(ok=True, label=max(amap.shares, key=amap.shares.get),
+                           probabilities={c: float(v) for c, v in zip(CLASSES, p)})
+            else:
+                p = predict_patches(model, patch_input(img)[None])[0]
+                rec.update(ok=True, label=CLASSES[int(np.argmax(p))],
+                           probabilities={c: float(v) for c, v in zip(CLASSES, p)})
             if is_radiograph(img):
-                amap = anatomy_map(model, img, stride=stride, window=window, method=method)
+                if not segment:
+                    amap = anatomy_map(model, img, stride=stride, window=window, method=method)
                 rec["shares"] = amap.shares
                 rec.update(method=amap.method, method_reason=amap.method_reason,
                            map_seconds=amap.seconds)

@@ -31,14 +31,16 @@ import os
 import zipfile
 from dataclasses import dataclass
 
-from xray_core import CLASSES, PATCH
+from xray_core import CLASSES, FILM, PATCH
 from xray_core.config import CAPS, cap
-from xray_core.cost import FLOAT_BYTES, conv2d_cost, dense_cost, layer_bytes
+from xray_core.cost import FLOAT_BYTES, conv2d_cost, conv2d_transpose_cost, dense_cost, layer_bytes
 from xray_core.errors import ConfigError, DataError
 
 ALLOWED_LAYERS = frozenset({
     "InputLayer", "Flatten", "Dense", "BatchNormalization", "Activation", "LeakyReLU",
     "Dropout", "Conv2D", "MaxPooling2D",
+    # the U-Net of arch segment (xray_core/segmentation.py): whole film in, a label per pixel out
+    "AveragePooling2D", "Conv2DTranspose", "UpSampling2D", "Concatenate",
 })
 MODEL_CLASSES = frozenset({"Functional", "Sequential"})
 # modules that nested objects (initialisers, regularisers, dtype policies...) may come from
@@ -54,6 +56,7 @@ MAX_JSON_DEPTH = 40
 MAX_LAYERS = 200
 DEFAULT_MAX_PARAMS = CAPS["params"].default
 INPUT_SHAPE = (PATCH, PATCH, 1)
+FILM_SHAPE = (FILM, FILM, 1)       # a segmentation model's input: the whole film
 # Activations of one prediction batch (inference.py sizes batches by this): a map of any
 # accepted model then grows the server by tens of MB, not by gigabytes. One patch alone
 # may need at most that much (the course CNN needs ~0.5 MB); all its layers' outputs
@@ -74,8 +77,10 @@ def max_params() -> int:
     return _server_cap("params", DEFAULT_MAX_PARAMS)
 
 
-def max_macs() -> int:
-    return _server_cap("multiply_adds", CAPS["multiply_adds"].default)
+def max_macs(film: bool = False) -> int:
+    """Multiply-adds a model may need per patch (per film for a segmentation model)."""
+    name = "film_multiply_adds" if film else "multiply_adds"
+    return _server_cap(name, CAPS[name].default)
 
 
 @dataclass(frozen=True)
@@ -204,7 +209,40 @@ def _layer(cls: str, c: dict, shape: tuple, name: str) -> tuple[tuple, int, int]
             raise _Bad(f"{name}: units must be at least 1")
         params, macs = dense_cost(shape[-1], units, bool(c.get("use_bias", True)), math.prod(shape[:-1]))
         return shape[:-1] + (units,), params, macs
-    if cls in ("Conv2D", "MaxPooling2D"):
+    if cls == "Conv2DTranspose":
+        if len(shape) != 3:
+            raise _Bad(f"{name}: expects an image-shaped input")
+        if c.get("data_format", "channels_last") not in (None, "channels_last"):
+            raise _Bad(f"{name}: only channels_last is supported")
+        if c.get("output_padding") is not None:
+            raise _Bad(f"{name}: output_padding is not supported")
+        if _pair(c.get("dilation_rate", 1), f"{name}: dilation_rate") != (1, 1):
+            raise _Bad(f"{name}: dilation is not supported")
+        h, w, ch = shape
+        filters = _int(c.get("filters"), f"{name}: filters")
+        kh, kw = _pair(c.get("kernel_size"), f"{name}: kernel_size")
+        sh, sw = _pair(c.get("strides", 1), f"{name}: strides")
+        padding = c.get("padding", "valid")
+        if padding == "same":
+            out = (h * sh, w * sw, filters)
+        elif padding == "valid":
+            out = ((h - 1) * sh + kh, (w - 1) * sw + kw, filters)
+        else:
+            raise _Bad(f"padding {padding!r} is not supported")
+        if filters < 1:
+            raise _Bad(f"{name}: filters must be at least 1")
+        params, macs = conv2d_transpose_cost(kh, kw, ch, filters, bool(c.get("use_bias", True)), h, w, out[0], out[1])
+        return out, params, macs
+    if cls == "UpSampling2D":
+        if len(shape) != 3:
+            raise _Bad(f"{name}: expects an image-shaped input")
+        if c.get("data_format", "channels_last") not in (None, "channels_last"):
+            raise _Bad(f"{name}: only channels_last is supported")
+        sh, sw = _pair(c.get("size", 2), f"{name}: size")
+        if c.get("interpolation", "nearest") not in ("nearest", "bilinear"):
+            raise _Bad(f"{name}: interpolation {str(c.get('interpolation'))[:20]!r} is not supported")
+        return (shape[0] * sh, shape[1] * sw, shape[2]), 0, 0    # as cost.py: resizing counts nothing
+    if cls in ("Conv2D", "MaxPooling2D", "AveragePooling2D"):
         if len(shape) != 3:
             raise _Bad(f"{name}: expects an image-shaped input")
         if c.get("data_format", "channels_last") not in (None, "channels_last"):
@@ -257,10 +295,20 @@ def _input_shape(c: dict) -> tuple:
     if not isinstance(shape, list) or not shape:
         raise _Bad("its input has no shape")
     dims = tuple(shape[1:])
-    if dims != INPUT_SHAPE:
+    if dims not in (INPUT_SHAPE, FILM_SHAPE):
         raise _Bad(f"its input is {tuple(None if d is None else d for d in dims)}; "
-                   f"expected {PATCH}x{PATCH}x1 patches")
+                   f"expected {PATCH}x{PATCH}x1 patches (or {FILM}x{FILM}x1 whole films)")
     return dims
+
+
+def _concatenate(c: dict, shapes: list[tuple], name: str) -> tuple:
+    """Output shape of a Concatenate along the channels (the U-Net's skip connections)."""
+    axis = c.get("axis", -1)
+    if axis not in (-1, 3):
+        raise _Bad(f"{name}: only concatenation along the channels is supported")
+    if len(shapes) < 2 or any(len(s) != 3 or s[:2] != shapes[0][:2] for s in shapes):
+        raise _Bad(f"{name}: joins maps of different sizes")
+    return shapes[0][:2] + (sum(s[2] for s in shapes),)
 
 
 def _tensor_sources(layer: dict) -> list[str]:
@@ -293,6 +341,7 @@ def _walk(cfg: dict) -> Summary:
     shapes: dict[str, tuple] = {}
     params, prev, inputs = 0, None, 0
     macs = peak = total = 0
+    film = False                # a whole-film (segmentation) model: its own input, output and cap
     for i, layer in enumerate(layers):
         if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
             raise _Bad("a layer has no configuration")
@@ -306,6 +355,15 @@ def _walk(cfg: dict) -> Summary:
             out, n, m = _input_shape(c), 0, 0
             inputs += 1
             shape = out
+            film = out == FILM_SHAPE
+        elif cls == "Concatenate":
+            src = _tensor_sources(layer) if model_cls == "Functional" else []
+            if len(src) < 2 or any(s not in shapes for s in src):
+                raise _Bad(f"layer {name!r} does not join earlier layers' outputs")
+            # (Keras lists a node's tensors last first: order the sources as the model does)
+            ins = [shapes[s] for s in src]
+            out, n, m = _concatenate(c, ins, name), 0, 0
+            shape = (ins[0][0], ins[0][1], sum(s[2] for s in ins))
         else:
             if model_cls == "Functional":
                 src = _tensor_sources(layer)
@@ -325,9 +383,10 @@ def _walk(cfg: dict) -> Summary:
             raise _Bad(f"it has more than {max_params():,} parameters (layer {name!r}); "
                        "the limit is XRAY_LAB_MAX_PARAMS")
         macs += m
-        if macs > max_macs():
-            raise _Bad(f"it needs more than {max_macs():,} multiply-adds per patch (layer {name!r}), "
-                       f"this server's limit ({CAPS['multiply_adds'].env}): use fewer or smaller filters")
+        if macs > max_macs(film):
+            what, env = ("film", CAPS["film_multiply_adds"].env) if film else ("patch", CAPS["multiply_adds"].env)
+            raise _Bad(f"it needs more than {max_macs(film):,} multiply-adds per {what} (layer {name!r}), "
+                       f"this server's limit ({env}): use fewer or smaller filters")
         peak = max(peak, layer_bytes(math.prod(shape), math.prod(out)))
         total += math.prod(out) * FLOAT_BYTES
         if peak > MAX_PATCH_BYTES or total > MAX_PATCH_TOTAL_BYTES:
@@ -339,7 +398,7 @@ def _walk(cfg: dict) -> Summary:
         shapes[name] = out
         prev = out
     if inputs != 1:
-        raise _Bad("the model must have exactly one 32x32x1 input")
+        raise _Bad("the model must have exactly one 32x32x1 (or whole-film) input")
     if model_cls == "Functional":
         outs = body.get("output_layers")
         if isinstance(outs, list) and outs and isinstance(outs[0], str):
@@ -350,7 +409,10 @@ def _walk(cfg: dict) -> Summary:
         final = shapes[outs[0][0]]
     else:
         final = prev
-    if final != (len(CLASSES),):
+    if film and final != (FILM, FILM, len(CLASSES)):
+        raise _Bad(f"its output is {final}; expected {len(CLASSES)} class probabilities for every pixel "
+                   f"({FILM}, {FILM}, {len(CLASSES)})")
+    if not film and final != (len(CLASSES),):
         raise _Bad(f"its output is {final}; expected {len(CLASSES)} class probabilities")
     return Summary(params=params, layers=len(layers), multiply_adds=macs, peak_bytes=peak, total_bytes=total)
 
@@ -361,7 +423,9 @@ def check_archive(path: str, shown: str | None = None) -> Summary:
     shown = shown or os.path.basename(path) or "model"
     try:
         cfg = _read_config(path)
-        _check_modules(cfg)
+        # the model is loaded with compile=False, so Keras never reads its compile_config
+        # (a segmentation run's loss is a plain function there): only the rest is checked
+        _check_modules({k: v for k, v in cfg.items() if k != "compile_config"})
         return _walk(cfg)
     except _Bad as e:
         raise DataError(f"{shown}: cannot load the model: {e}") from None

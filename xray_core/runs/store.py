@@ -437,7 +437,10 @@ class RunStore:
         if epochs_done is not None:
             vals["epochs_done"] = int(epochs_done)
         if history is not None:
-            vals["history"] = _clean({k: list(history.get(k, [])) for k in _EMPTY_HISTORY})
+            # the four curves every run has, and any others a run keeps (a segmentation run's
+            # val_dice_<class>)
+            vals["history"] = _clean({k: list(history.get(k, [])) for k in [*_EMPTY_HISTORY, *sorted(
+                set(history) - set(_EMPTY_HISTORY))]})
         if batch_loss is not None:
             bl, bx = bound_trace(batch_loss, batch_epoch if batch_epoch is not None else
                                  [i + 1 for i in range(len(batch_loss))])

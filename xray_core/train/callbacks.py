@@ -30,9 +30,12 @@ class Stream(_keras_callback_base()):
     exactly from consecutive means (weighted by batch sizes), so students see
     the real jitter of small batches at no extra compute."""
 
-    def __init__(self, job, n: int, batch_size: int, val: Split | None = None):
+    def __init__(self, job, n: int, batch_size: int, val: Split | None = None, validate=None):
+        """`validate(model, val) -> logs`: how the validation split is scored at each epoch's
+        end (default: Keras' evaluate, `val_loss` and `val_accuracy`; a segmentation run
+        adds its Dice per class, train/segment.py)."""
         super().__init__()
-        self.job, self.n, self.bs, self.val = job, n, batch_size, val
+        self.job, self.n, self.bs, self.val, self.validate = job, n, batch_size, val, validate
         self._prev = (0.0, 0.0, 0)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -55,8 +58,11 @@ class Stream(_keras_callback_base()):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         if self.val is not None and not self.job.stop_requested:
-            res = self.model.evaluate(self.val.x, self.val.y, batch_size=512, verbose=0, return_dict=True)
-            logs["val_loss"], logs["val_accuracy"] = res["loss"], res["accuracy"]
+            if self.validate is not None:
+                logs.update(self.validate(self.model, self.val))
+            else:
+                res = self.model.evaluate(self.val.x, self.val.y, batch_size=512, verbose=0, return_dict=True)
+                logs["val_loss"], logs["val_accuracy"] = res["loss"], res["accuracy"]
         self.job.epoch_done(epoch, logs)
 
 

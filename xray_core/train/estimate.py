@@ -158,6 +158,9 @@ def calibrate(config: RunConfig, force: bool = False) -> dict:
     """Measure this config's cost key on this machine (seconds; cached). Builds a Keras
     model: call it from a training thread, a worker or `measure_in_background`."""
     cfg = config.resolved()
+    if cfg.arch == "segment":
+        from xray_core.errors import ConfigError
+        raise ConfigError("segmentation runs are not calibrated on this machine yet: their estimate is rough")
     key = cost_key(cfg)
     old = _entry(key)
     if old and "step" in old and not force:
@@ -324,15 +327,42 @@ def cached_estimate(config: RunConfig, n_train: int, n_val: int = 0, n_test: int
     """The measured/learned estimate if this cost key was measured on this machine, else
     None. Never builds a model: safe in a page's script thread."""
     cfg = config.resolved()
+    if cfg.arch == "segment":       # never measured (see segment_rough)
+        return None
     m = _entry(cost_key(cfg))
     if not m or "step" not in m:
         return None
     return _finish(_compose(cfg, m, n_train, n_val, n_test), m)
 
 
+# Segmentation runs (arch segment) are not calibrated: the timing above trains on 32x32
+# patches. Their rough estimate scales the U-Net's multiply-adds per film (cost.unet_cost)
+# by what p3-unet measured on this project's 2-core CPU: 20 epochs on 150 films (755 M
+# multiply-adds each, augmented, batches of 8) in ~347 s, ~22 ms to map a film.
+_SEG_TRAIN_SECONDS_PER_MAC = 1.47e-10   # per training film, forward + backward + augmentation
+_SEG_PREDICT_SECONDS_PER_MAC = 2.9e-11  # per film mapped (validation, test)
+_SEG_STEP_SECONDS = 0.02                # fixed cost of one optimizer step
+_SEG_STARTUP_SECONDS = 3.0              # build + first-step trace
+
+
+def segment_rough(cfg: RunConfig, n_train: int, n_val: int = 0, n_test: int = 0) -> dict:
+    from xray_core.cost import unet_cost
+    macs = unet_cost(cfg.input_size, cfg.depth, cfg.base_filters, cfg.batch_norm)["multiply_adds"]
+    n = min(n_train, cfg.limit_train or n_train)
+    steps = math.ceil(n / cfg.batch_size) if n else 0
+    per_epoch = n * macs * _SEG_TRAIN_SECONDS_PER_MAC + steps * _SEG_STEP_SECONDS \
+        + n_val * macs * _SEG_PREDICT_SECONDS_PER_MAC
+    fit = _SEG_STARTUP_SECONDS + cfg.epochs * per_epoch
+    evaluation = n_test * macs * _SEG_PREDICT_SECONDS_PER_MAC
+    return {"total": fit + evaluation, "fit": fit, "startup": _SEG_STARTUP_SECONDS, "per_epoch": per_epoch,
+            "evaluation": evaluation, "source": "rough"}
+
+
 def rough_estimate(config: RunConfig, n_train: int, n_val: int = 0, n_test: int = 0) -> dict:
     from xray_core.models import estimate_seconds
     cfg = config.resolved()
+    if cfg.arch == "segment":
+        return segment_rough(cfg, n_train, n_val, n_test)
     fit = estimate_seconds(cfg, n_train, n_val)
     return {"total": fit, "fit": fit, "startup": 0.0, "per_epoch": fit / cfg.epochs,
             "evaluation": 0.0, "source": "rough"}
@@ -345,7 +375,7 @@ def estimate(config: RunConfig, n_train: int, n_val: int = 0, n_test: int = 0,
     got = cached_estimate(config, n_train, n_val, n_test)
     if got is not None:
         return got
-    if measure:
+    if measure and config.arch != "segment":    # a segmentation run: rough (segment_rough)
         calibrate(config)
         return cached_estimate(config, n_train, n_val, n_test)
     return rough_estimate(config, n_train, n_val, n_test)
@@ -360,7 +390,7 @@ def measure_in_background(config: RunConfig) -> threading.Thread | None:
     releases the GIL while it computes — the page keeps answering meanwhile."""
     cfg = config.resolved()
     key = cost_key(cfg)
-    if key in _failed or cached_estimate(cfg, 1) is not None:
+    if cfg.arch == "segment" or key in _failed or cached_estimate(cfg, 1) is not None:
         return None
     with _lock:
         t = _measuring.get(key)

@@ -25,6 +25,8 @@ class InThisThread:
 
 
 def fit(job) -> None:
+    if job.config.arch == "segment":
+        return fit_films(job)
     from xray_core.models import activation_layer_names, build_model
     from xray_core.train.batches import batches
     from xray_core.train.callbacks import EpochClock, Stream, UnitMonitor
@@ -72,6 +74,57 @@ def fit(job) -> None:
         probs = model.predict(test.x, batch_size=1024, verbose=0)
         job.test_predictions = probs
         result["test"] = evaluate_predictions(test.y, probs)
+    hist = job.snapshot().history
+    if hist["accuracy"]:
+        result["train_accuracy"] = hist["accuracy"][-1]
+    if hist["val_accuracy"]:
+        result["val_accuracy"] = hist["val_accuracy"][-1]
+    result["params"] = int(model.count_params())
+    if job.model_path is not None:
+        write_model(model, job.model_path)
+    job.finished(STOPPED if stopped else DONE, result=result)
+
+
+def fit_films(job) -> None:
+    """A segmentation run (arch segment): whole films and their label maps (data/films.py),
+    augmented if asked (batches.film_batches), validated each epoch with Dice per class, tested
+    against the prior (train/segment.py). Same events, same result keys as `fit`."""
+    from xray_core.models import build_model
+    from xray_core.train.batches import film_batches
+    from xray_core.train.callbacks import EpochClock, Stream
+    from xray_core.train.segment import test_result, validation_logs
+
+    cfg = job.config
+    ds = job.load_data()
+    train = ds.split("train")
+    if cfg.limit_train:
+        train = train.take(cfg.limit_train, seed=cfg.seed)
+    val = ds.splits.get("validation") if ds.has("validation") else None
+    n = len(train)
+    steps = math.ceil(n / cfg.batch_size)
+    model = build_model(cfg, steps_per_epoch=steps)
+    job.prepared = None
+    job.model = model
+    n_test = len(ds.split("test")) if ds.has("test") else 0
+    job.began_training(steps, n_val=len(val) if val is not None else 0, n_test=n_test)
+    callbacks = [Stream(job, n, cfg.batch_size, val, validate=lambda m, v: validation_logs(m, v, cfg.loss)),
+                 EpochClock(job)]
+    fit_start = time.perf_counter()
+    model.fit(film_batches(train, cfg.batch_size, cfg.seed, augment=cfg.augment), epochs=cfg.epochs, verbose=0,
+              callbacks=callbacks, shuffle=False)
+    fit_seconds = time.perf_counter() - fit_start
+    stopped = job.stop_requested
+    epoch, step = job.progress_counts()
+    epochs_run = epoch + (1 if step and epoch < cfg.epochs and stopped else 0)
+    samples = epoch * n + (step * cfg.batch_size if stopped else 0)
+    job.set_state(EVALUATING)
+    result = {"timing": {"fit_seconds": fit_seconds,
+                         "samples_per_second": samples / fit_seconds if fit_seconds else 0.0,
+                         "epochs_run": epochs_run}}
+    if ds.has("test"):
+        result["test"] = test_result(model, train, ds.split("test"))
+        result["timing"]["map_ms_per_film"] = result["test"]["map_ms_per_film"]
+    job.test_predictions = None     # (patch runs keep theirs for the app's gallery of test patches)
     hist = job.snapshot().history
     if hist["accuracy"]:
         result["train_accuracy"] = hist["accuracy"][-1]

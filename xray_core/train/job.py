@@ -139,6 +139,8 @@ class TrainingJob:
         self._batch_acc: list[float] = []
         self._batch_x: list[float] = []
         self._history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+        if self.config.arch == "segment":   # + the validation films' Dice per class, each epoch
+            self._history.update({f"val_dice_{c}": [] for c in CLASSES})
         self._unit_stats: list[dict] = []
         self._epoch_ends: list[float] = []   # seconds since t0 at each epoch's end (ETA)
         self._val_seconds: list[float] = []  # each epoch's validation + probe (ETA)
@@ -354,12 +356,14 @@ class TrainingJob:
 
     # -- the data --
     def load_data(self) -> Dataset:
-        """The run's dataset (loaded in this thread when none was given). The data (and any
-        split made from it) is fixed, not tied to the run's seed: runs that differ only in
+        """The run's dataset (loaded in this thread when none was given): patches, or whole
+        films for a segmentation run; the other kind is refused in one line. The data (and
+        any split made from it) is fixed, not tied to the run's seed: runs that differ only in
         seed must compare on the same patches."""
+        from xray_core.data.for_run import check_kind, load_for_run
         if self.dataset is None:
-            from xray_core.data.load import load_dataset
-            self.dataset = load_dataset(self.config.data)
+            self.dataset = load_for_run(self.config.data, self.config.arch)
+        check_kind(self.dataset, self.config.arch)
         return self.dataset
 
     # -- the thread --

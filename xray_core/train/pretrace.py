@@ -40,6 +40,8 @@ def prepare(config: RunConfig, n: int):
     from xray_core.models import build_model
     from xray_core.train.batches import batches
     cfg = config.resolved()
+    if cfg.arch == "segment":       # whole films: no head start yet (its job builds its own model)
+        return None
     bs = cfg.batch_size
     model = build_model(cfg, steps_per_epoch=math.ceil(n / bs))
     model.optimizer.build(model.trainable_variables)
