@@ -96,4 +96,7 @@ def test_the_real_jsrt_patches_are_found_under_the_shared_root(shared_data, monk
     monkeypatch.setenv(roots.ENV, str(shared_data))
     roots.clear_cache()
     assert "jsrt_patches" in roots.list_datasets()
-    assert "jsrt_radiographs" not in roots.list_datasets()   # films + label maps: no classes
+    # whole films with their label maps are datasets too since issue 24: a segmentation run's
+    # data and the Classify page's prior (the film folders themselves, not their split folders)
+    assert {"jsrt_films", "jsrt_radiographs"} <= set(roots.list_datasets())
+    assert not [n for n in roots.list_datasets() if n.startswith("jsrt_films/")]

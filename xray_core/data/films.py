@@ -50,7 +50,7 @@ from xray_core.errors import ConfigError, DataError
 
 __all__ = ["FilmSplit", "FilmDataset", "load_films", "load_films_folder", "load_films_zip",
            "phantom_films", "dataset_kind", "require_films", "require_patches", "LABELS_SUFFIX",
-           "read_film", "read_label_map"]
+           "read_film", "read_label_map", "label_map_from_bytes"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 LABELS_SUFFIX = "_labels"
@@ -134,7 +134,8 @@ def _open(path: str, shown: str) -> Image.Image:
     except UnidentifiedImageError:
         raise DataError(f"{shown}: not a readable image (unknown or damaged image format)") from None
     except Exception as e:   # truncated data, decoder errors
-        why = (str(e) or type(e).__name__).replace(path, shown).splitlines()[0]
+        why = str(e) or type(e).__name__
+        why = (why.replace(path, shown) if isinstance(path, str) else why).splitlines()[0]
         raise DataError(f"{shown}: not a readable image ({why})") from None
 
 
@@ -195,6 +196,15 @@ def read_label_map(path: str, shown: str) -> np.ndarray:
         hint = " (a 0/255 mask? save the class index, not white)" if hi == 255 else ""
         raise DataError(f"{shown}: label map has values outside 0..3 ({shown_bad}){hint}")
     return a.astype(np.uint8)
+
+
+def label_map_from_bytes(data: bytes, name: str) -> np.ndarray:
+    """An uploaded label map (NAME_labels.png, the Classify page) -> uint8 (H, W) in 0..3,
+    with read_label_map's one-line refusals (not an image, coloured, values outside 0..3)."""
+    import io
+    if not data:
+        raise DataError(f"{name}: empty file, not a label map")
+    return read_label_map(io.BytesIO(data), name)
 
 
 def _labels_to(y: np.ndarray, side: int) -> np.ndarray:

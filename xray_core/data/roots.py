@@ -64,7 +64,9 @@ def roots() -> list[str]:
 
 
 def _is_dataset(path: str) -> bool:
-    """True when xray_core.data.load would load this folder as it is (not via a lone sub-folder)."""
+    """True when xray_core.data.load would load this folder as it is (not via a lone sub-folder),
+    or it holds whole films with their label maps (data/films.py: what a segmentation run learns
+    from, and where the Classify page's prior can come from)."""
     from xray_core.data.folders import _descend, scan
     try:
         if _descend(path, "")[0] != path:
@@ -72,6 +74,26 @@ def _is_dataset(path: str) -> bool:
         scan(path, "")
         return True
     except (DataError, OSError):  # not a dataset, unreadable, or changed while scanned: simply not offered
+        pass
+    return _is_films(path)
+
+
+def _is_films(path: str) -> bool:
+    """Label maps (NAME_labels.png) in the folder itself or in its split folders (train/, ...):
+    the films layout, looked at without decoding anything."""
+    from xray_core.data import films
+    from xray_core.data.folders import ignored
+
+    def has_labels(folder: str) -> bool:
+        with os.scandir(folder) as it:
+            return any(e.is_file() and films._is_label_name(e.name) for e in it if not ignored(e.name))
+    try:
+        if has_labels(path):
+            return True
+        with os.scandir(path) as it:
+            splits = [e.path for e in it if e.is_dir() and e.name.lower() in films._SPLIT_NAMES]
+        return any(has_labels(p) for p in splits)
+    except OSError:
         return False
 
 

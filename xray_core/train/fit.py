@@ -14,6 +14,7 @@ from pathlib import Path
 from xray_core.train.states import DONE, EVALUATING, STOPPED
 
 PROBE_SIZE = 256  # fixed probe batch for the dead-unit monitor
+PREVIEW_FILM = 0  # the validation film whose predicted map a segmentation run publishes each epoch
 
 
 class InThisThread:
@@ -107,7 +108,11 @@ def fit_films(job) -> None:
     job.model = model
     n_test = len(ds.split("test")) if ds.has("test") else 0
     job.began_training(steps, n_val=len(val) if val is not None else 0, n_test=n_test)
-    callbacks = [Stream(job, n, cfg.batch_size, val, validate=lambda m, v: validation_logs(m, v, cfg.loss)),
+    # one validation film's map each epoch, for the live view (the first film: the same one every epoch)
+    def publish(maps):
+        job.preview_map(val.names[PREVIEW_FILM], PREVIEW_FILM, maps[PREVIEW_FILM])
+    callbacks = [Stream(job, n, cfg.batch_size, val,
+                        validate=lambda m, v: validation_logs(m, v, cfg.loss, preview=publish)),
                  EpochClock(job)]
     fit_start = time.perf_counter()
     model.fit(film_batches(train, cfg.batch_size, cfg.seed, augment=cfg.augment), epochs=cfg.epochs, verbose=0,

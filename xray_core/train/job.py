@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import weakref
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,13 @@ from xray_core.train.states import (  # noqa: F401  (re-exported: the states rea
 _log = logging.getLogger(__name__)
 _JOBS: "weakref.WeakValueDictionary[str, TrainingJob]" = weakref.WeakValueDictionary()
 _ids = itertools.count(1)
+
+
+def preview_labels(preview: dict | None) -> np.ndarray | None:
+    """A snapshot's `preview` as a uint8 (H, W) label map (None when there is none)."""
+    if not preview:
+        return None
+    return np.frombuffer(zlib.decompress(preview["labels"]), np.uint8).reshape(preview["shape"])
 
 
 def get_job(job_id: str) -> "TrainingJob | None":
@@ -87,6 +95,9 @@ class Snapshot:
     unit_stats: list           # per-epoch dead/saturated unit shares (FC only)
     error: str | None
     result: dict | None        # test metrics etc. when finished
+    # segmentation runs: one validation film's predicted map at the last epoch's end
+    # ({"epoch", "film", "index", "shape", "labels": zlib bytes}; preview_labels decodes it)
+    preview: dict | None = None
 
     @property
     def finished(self) -> bool:
@@ -142,6 +153,7 @@ class TrainingJob:
         if self.config.arch == "segment":   # + the validation films' Dice per class, each epoch
             self._history.update({f"val_dice_{c}": [] for c in CLASSES})
         self._unit_stats: list[dict] = []
+        self._preview: dict | None = None
         self._epoch_ends: list[float] = []   # seconds since t0 at each epoch's end (ETA)
         self._val_seconds: list[float] = []  # each epoch's validation + probe (ETA)
         self._eta_sizes = (0, 0)             # validation and test patches still to pass (ETA)
@@ -202,7 +214,9 @@ class TrainingJob:
         if self._model is None and self.model_path is not None and self.state in (DONE, STOPPED) \
                 and self.model_path.is_file():
             from xray_core.tf_quiet import keras
-            self._model = keras.models.load_model(self.model_path)
+            # a U-Net's compiled loss is a function of this app that Keras cannot look up by name;
+            # readers only predict with it, so it loads uncompiled (as inference.load_model does)
+            self._model = keras.models.load_model(self.model_path, compile=self.config.arch != "segment")
         return self._model
 
     @model.setter
@@ -240,7 +254,7 @@ class TrainingJob:
                 batch_epoch=list(self._batch_x),
                 history={k: list(v) for k, v in self._history.items()},
                 unit_stats=list(self._unit_stats), error=self._error,
-                result=dict(self._result) if self._result else None)
+                result=dict(self._result) if self._result else None, preview=self._preview)
 
     # -- events: what trainers and callbacks publish --
     def set_state(self, state: str) -> None:
@@ -283,6 +297,15 @@ class TrainingJob:
             if validation_seconds is not None:
                 self._val_seconds.append(validation_seconds)
 
+    def preview_map(self, film: str, index: int, labels: np.ndarray) -> None:
+        """The predicted map of validation film `index` (named `film`) at the end of the epoch
+        being validated: a page redraws it each epoch. zlib-packed (a 256x256 map of 4 labels
+        is ~3 KB instead of 64 KB), because a worker resends it with every progress message."""
+        a = np.ascontiguousarray(labels, dtype=np.uint8)
+        with self._lock:
+            self._preview = {"epoch": self._epoch + 1, "film": str(film), "index": int(index),
+                             "shape": tuple(a.shape), "labels": zlib.compress(a.tobytes(), 1)}
+
     def unit_stats_measured(self, entry: dict) -> None:
         with self._lock:
             self._unit_stats.append(entry)
@@ -316,6 +339,7 @@ class TrainingJob:
             "batch_loss": snap.batch_loss[sent:], "batch_accuracy": snap.batch_accuracy[sent:],
             "batch_epoch": snap.batch_epoch[sent:], "history": snap.history,
             "unit_stats": snap.unit_stats, "error": snap.error, "result": snap.result,
+            "preview": snap.preview,
             # The trainer's own ETA: it knows each epoch's end and its validation time; the
             # server only sees batches arrive in bursts, so it would guess from their rate.
             "eta": snap.eta,
@@ -343,6 +367,7 @@ class TrainingJob:
             self._unit_stats = d["unit_stats"]
             self._error = d["error"]
             self._result = d["result"]
+            self._preview = d.get("preview")
             if d.get("eta") is not None:
                 self._remote_eta = (d["eta"], time.perf_counter())
         if d["batch_loss"] and self.first_batch_at is None:

@@ -61,9 +61,13 @@ def loss_value(kind: str, y: np.ndarray, probs: np.ndarray) -> float:
     return crossentropy(y, probs) + soft_dice_loss(y, probs)
 
 
-def validation_logs(model, val, loss: str) -> dict:
+def validation_logs(model, val, loss: str, preview=None) -> dict:
+    """`preview(maps)`: given the validation films' predicted maps (N, H, W) uint8, e.g. to
+    publish one of them (they are already computed here: no extra pass)."""
     probs = predict_probs(model, val.x)
     maps = probs.argmax(-1).astype(np.uint8)
+    if preview is not None:
+        preview(maps)
     scores = score_maps(maps, val.y)
     logs = {"val_loss": loss_value(loss, val.y, probs), "val_accuracy": scores["pixel_accuracy"]}
     for key, c in zip(DICE_KEYS, CLASSES):
