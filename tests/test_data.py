@@ -805,3 +805,41 @@ def test_real_jsrt_patches():
     first = sorted((REAL / "train").iterdir())[0]
     with Image.open(first) as img:
         np.testing.assert_array_equal(x[0, :, :, 0], _course(img))
+
+
+# --------------------------------------------------------------------------------------
+# decoded folders kept on disk (cache.py): the next process does not decode again
+# --------------------------------------------------------------------------------------
+def test_a_folder_decoded_once_is_read_back_from_disk_until_a_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAY_LAB_CACHE", str(tmp_path / "cache"))
+    root = course_layout(tmp_path / "course", {"train": rids(3, "T"), "validation": rids(1, "V"),
+                                               "test": rids(1, "X")})
+    first = load_folder(root)
+    assert list((tmp_path / "cache" / "decoded").glob("*.npy"))
+    D.clear_cache()                         # a new process: nothing in memory
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again")
+    monkeypatch.setattr(D, "_decode", no_decoding)
+    again = load_folder(root)
+    for s in first.splits:
+        np.testing.assert_array_equal(first.split(s).x, again.split(s).x)
+        np.testing.assert_array_equal(first.split(s).y, again.split(s).y)
+    # one file rewritten with other pixels: the signature changes, the folder is decoded afresh
+    monkeypatch.undo()
+    monkeypatch.setenv("XRAY_LAB_CACHE", str(tmp_path / "cache"))
+    D.clear_cache()
+    f = sorted((root / "train").glob("*_b.png"))[0]
+    write_image(f, "b", k=17)               # same class, same size on disk, one other row of pixels
+    changed = load_folder(root)
+    assert not np.array_equal(changed.split("train").x, first.split("train").x)
+    assert_consistent(changed)
+
+
+def test_an_unwritable_cache_folder_only_costs_the_decoding(tmp_path, monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("XRAY_LAB_CACHE", str(blocked))
+    root = course_layout(tmp_path / "course", {"train": rids(3, "T")})
+    ds = load_folder(root)
+    assert len(ds.split("train")) > 0 and not blocked.is_dir()

@@ -290,3 +290,49 @@ def test_an_uploaded_zip_is_unpacked_under_the_home_not_in_tmp(home, tmp_path, m
     load_dataset(store_zip(zip_dir(src, tmp_path / "t.zip").read_bytes()))
     assert seen and all(Path(d).parent == home / "tmp" for d in seen)
     assert stat.S_IMODE(os.stat(home / "tmp").st_mode) == 0o700
+
+
+def test_a_worker_process_never_receives_the_servers_secrets(monkeypatch):
+    """A student's run executes in a worker process: the teacher's password and the
+    database URL must not be in its environment (/proc/PID/environ, as the kernel holds it)."""
+    from xray_core.train.backends.worker import Worker
+    monkeypatch.setenv("XRAY_LAB_TEACHER_PASSWORD", "correct horse battery staple")
+    monkeypatch.setenv("XRAY_LAB_DB", "postgresql://teacher:pw@127.0.0.1/lab")
+    w = Worker()
+    try:
+        env = open(f"/proc/{w.pid}/environ", "rb").read().split(b"\0")
+        names = {e.split(b"=", 1)[0] for e in env if e}
+        assert b"PYTHONPATH" in names            # the environment was read (not empty)
+        assert b"XRAY_LAB_TEACHER_PASSWORD" not in names and b"XRAY_LAB_DB" not in names
+        assert not any(b"correct horse" in e or b"teacher:pw" in e for e in env)
+    finally:
+        w.kill()
+
+
+def test_a_films_zip_is_unpacked_under_the_home_not_in_tmp(tmp_path, monkeypatch):
+    import tempfile as _tf
+    import zipfile
+    import numpy as np
+    from PIL import Image
+    from xray_core.data import films
+    home = tmp_path / "home"
+    monkeypatch.setenv("XRAY_LAB_HOME", str(home))
+    src = tmp_path / "films" / "train"
+    src.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((256, 256), 100, np.uint8)).save(src / f"F{i}.png")
+        Image.fromarray(np.zeros((256, 256), np.uint8)).save(src / f"F{i}_labels.png")
+    zp = tmp_path / "films.zip"
+    with zipfile.ZipFile(zp, "w") as zf:
+        for f in sorted(src.iterdir()):
+            zf.write(f, f"train/{f.name}")
+    seen = []
+    real = _tf.TemporaryDirectory
+
+    def spy(*a, **k):
+        seen.append(k.get("dir"))
+        return real(*a, **k)
+    monkeypatch.setattr(films.tempfile, "TemporaryDirectory", spy)
+    ds = films.load_films(str(zp))
+    assert len(ds.split("train")) >= 1
+    assert seen and all(d is not None and str(d).startswith(str(home)) for d in seen)

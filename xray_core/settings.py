@@ -41,7 +41,8 @@ def _rows() -> tuple[Setting, ...]:
           "(default ~/.local/share/xray-lab)"),
         S("XRAY_LAB_DB", "str", None, "run store URL, e.g. postgresql://user:pw@host/db "
           "(default SQLite in the home)", secret=True),
-        S("XRAY_LAB_CACHE", "path", None, "the phantom's cache (default ~/.cache/xray_lab)"),
+        S("XRAY_LAB_CACHE", "path", None, "the cache: the phantom's films and patches, and "
+          "decoded patch folders (default ~/.cache/xray_lab)"),
         S("XRAY_LAB_DATA_ROOTS", "str", None, "folders a browser may name as data, separated by ':' "
           "(default: the app's data/ folder)"),
         # training: how many, where, how long

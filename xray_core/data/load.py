@@ -40,6 +40,8 @@ film's patches never land in two splits.
 The same folder loaded twice is cheap: decoded patches are cached (thread-safe,
 a few datasets) under the folder's absolute path plus a signature of every
 file's name, size and mtime; a zip is cached under its path, size and mtime.
+A folder's decoded pixels are also kept on disk under the same key (cache.py), so
+the next process (a CLI run, a restarted server) reads them back instead of decoding.
 Changing the seed only redoes the (cheap) split. The arrays handed out are
 shared with the cache and therefore read-only; copy before modifying in place.
 """
@@ -61,6 +63,7 @@ from PIL import Image, UnidentifiedImageError
 from xray_core import CLASSES, PATCH
 
 from xray_core.data import zipsafe
+from xray_core.data.cache import load_decoded, save_decoded
 from xray_core.data.dataset import SPLITS, Dataset, Split
 from xray_core.errors import ConfigError, DataError
 from xray_core.data.folders import IMAGE_EXTS, Entry, Plan, scan
@@ -117,6 +120,9 @@ class _Raw:
 # decoding (thread pool) and the cache
 # ---------------------------------------------------------------------------------
 _CHUNK = 512
+# Bump when _read_patch's pixels change (preprocessing): decoded folders cached on disk
+# under an older version are decoded again.
+DECODE_VERSION = 1
 
 
 def _decode(entries: list[Entry], base: str) -> np.ndarray:
@@ -149,9 +155,15 @@ def _readonly(*arrays: np.ndarray) -> None:
         a.flags.writeable = False
 
 
-def _build_raw(name: str, plan: Plan, base: str) -> _Raw:
+def _build_raw(name: str, plan: Plan, base: str, disk_key: tuple | None = None) -> _Raw:
+    """disk_key: keep the decoded pixels in the cache folder under this key (folders, whose
+    scan signature covers every file's name, size and time; see cache.py)."""
     flat = [e for s in plan.parts for e in plan.parts[s]]
-    x = _decode(flat, base)
+    x = load_decoded(disk_key, (len(flat), PATCH, PATCH, 1)) if disk_key else None
+    if x is None:
+        x = _decode(flat, base)
+        if disk_key:
+            save_decoded(disk_key, x)
     parts = {}
     at = 0
     for s, entries in plan.parts.items():
@@ -323,7 +335,7 @@ def load_folder(path: PathLike, seed: int = 0) -> Dataset:
     except PermissionError as e:
         raise DataError(f"{label}: permission denied ({os.path.basename(e.filename or '') or 'a file'})") from None
     key = ("folder", os.path.abspath(shown), plan.signature)
-    raw = _cached(key, lambda: _build_raw(name, plan, picked or name))
+    raw = _cached(key, lambda: _build_raw(name, plan, picked or name, disk_key=(*key, DECODE_VERSION)))
     return _assemble(raw, seed)
 
 

@@ -30,6 +30,7 @@ from xray_core.data.preprocess import from_u8, to_u8
 from xray_core.data.preprocess import window as _stretch
 from xray_core.data.phantom.anatomy import density, label_map, sample_anatomy
 from xray_core import settings
+from xray_core.data.cache import cache_dir  # noqa: F401  (ph.cache_dir: films.py)
 
 # Bump when the drawing (here or in phantom_anatomy.py) changes so stale caches are not reused.
 GENERATOR_VERSION = 14
@@ -140,8 +141,6 @@ def _build_split(split: str, n: int, seed: int, first_id: int) -> tuple:
 _LOCK = threading.Lock()
 
 
-def cache_dir() -> Path:
-    return Path(settings.get("XRAY_LAB_CACHE") or Path.home() / ".cache" / "xray_lab")
 
 
 def _cache_path(sizes, seed: int) -> Path:
