@@ -265,6 +265,9 @@ def test_a_patch_model_is_scored_on_films_too(films_dir, tmp_path):
     res = json.loads(out.read_text())
     assert not res["segmentation_model"] and res["method"] == "patches" and 0 <= res["pixel_accuracy"] <= 1
     assert res["prior"]["pixel_accuracy"] > 0.5
+    # with position: an untrained model's flat guesses times the prior land near the prior's own map
+    assert res["position"]["pixel_accuracy"] > res["pixel_accuracy"] and set(res["position"]["dice"]) == \
+        {"background", "clavicle", "lung", "heart"}
 
 
 # ---- bad input: one line each ----------------------------------------------------------------

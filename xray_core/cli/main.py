@@ -102,6 +102,10 @@ def _print_film_scores(res: dict) -> None:
         return " ".join(f"{c[0]} {'-' if v is None else f'{v:.3f}'}" for c, v in d.items())
     print(f"  map: pixel accuracy {res['pixel_accuracy']:.4f}, Dice {dice(res['dice'])}, "
           f"{res['map_ms_per_film']:.1f} ms per film")
+    pos = res.get("position")
+    if pos:
+        print(f"  map with position (model x prior): pixel accuracy {pos['pixel_accuracy']:.4f}, "
+              f"Dice {dice(pos['dice'])}")
     prior = res.get("prior")
     if prior:
         print(f"  prior (image ignored): pixel accuracy {prior['pixel_accuracy']:.4f}, Dice {dice(prior['dice'])}")

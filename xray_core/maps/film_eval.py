@@ -3,6 +3,9 @@ the prior's (`evaluate --data FILMS --split test`): what the image adds over pos
 
     evaluate_films(model, source, split="test", seed=0, stride=4) -> dict
 
+A patch model's maps are also scored with "use position" (`position`: the model's
+probabilities times the prior's, over the class share; maps/prior.use_position).
+
 A segmentation model maps each film in one pass (inference.segment_map); a patch model
 draws its anatomy map (inference.anatomy_map, dense where it can, at `stride`). The prior
 is built from the dataset's training films (maps/prior.py); without a train split the
@@ -16,7 +19,7 @@ import numpy as np
 
 from xray_core import CLASSES
 from xray_core.maps.inference import anatomy_map, is_segmentation_model
-from xray_core.maps.prior import build_prior, score_maps
+from xray_core.maps.prior import build_prior, score_maps, use_position
 
 
 def _clean(d: dict) -> dict:
@@ -28,7 +31,11 @@ def evaluate_films(model, source: str = "phantom", split: str = "test", seed: in
     ds = load_films(source, seed=seed)
     films = ds.split(split)
     segment = is_segmentation_model(model)
+    has_prior = ds.has("train") and split != "train"
+    prior = build_prior(ds.split("train").y) if has_prior else None
     maps = np.empty(films.y.shape, np.uint8)
+    # a patch model's map with "use position" (model x prior / class share): what context adds
+    pos_maps = np.empty(films.y.shape, np.uint8) if prior is not None and not segment else None
     loss, seconds, method = 0.0, 0.0, None
     for i in range(len(films)):
         t = time.perf_counter()
@@ -36,6 +43,8 @@ def evaluate_films(model, source: str = "phantom", split: str = "test", seed: in
         seconds += time.perf_counter() - t
         method = amap.method
         maps[i] = amap.labels
+        if pos_maps is not None:
+            pos_maps[i] = use_position(amap.probs, prior).argmax(-1)
         picked = np.take_along_axis(amap.probs, films.y[i][..., None].astype(np.int64), axis=-1)
         loss += float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
     scores = score_maps(maps, films.y)
@@ -47,13 +56,15 @@ def evaluate_films(model, source: str = "phantom", split: str = "test", seed: in
         "n": len(films), "films": len(films), "map_ms_per_film": 1000.0 * seconds / max(1, len(films)),
         "classes": list(CLASSES), "split": split,
     }
-    if ds.has("train") and split != "train":
+    if prior is not None:
         train = ds.split("train")
-        prior = build_prior(train.y)
         pmaps = np.broadcast_to(prior.labels(films.y.shape[1:]), films.y.shape)
         ps = score_maps(pmaps, films.y)
         res["prior"] = {"pixel_accuracy": ps["pixel_accuracy"], "dice": _clean(ps["dice"]),
                         "training_films": len(train)}
+        if pos_maps is not None:
+            qs = score_maps(pos_maps, films.y)
+            res["position"] = {"pixel_accuracy": qs["pixel_accuracy"], "dice": _clean(qs["dice"])}
     else:
         res["prior"] = None
         res["prior_note"] = (f"no prior: the dataset has no training films apart from the '{split}' split "
