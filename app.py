@@ -28,12 +28,13 @@ from xray_core.presets import PRESETS, matching_preset
 from xray_core.runs.report import csv_cell   # a label "=HYPERLINK(…)" stays text in a spreadsheet
 from xray_ui import charts
 from xray_ui.classify_view import patch_png
+from xray_ui.films_view import is_films, run_dataset
 from xray_ui.exports import browser_record
 from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time, job_status
 from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.run_views import RunView, workspace_views
-from xray_ui.session import (model_file_bytes, prepare_model, shared_dataset, start_job, store as session_store,
+from xray_ui.session import (model_file_bytes, prepare_model, start_job, store as session_store,
                              warm_workers, workspace, workspace_notice)
 from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
@@ -69,16 +70,18 @@ def main() -> None:
             st.info(plain(cfg_error))
         else:
             mirror_to_url(cfg)
-            try:
-                dataset = shared_dataset(cfg.data)
+            try:   # films for a segmentation run, patches otherwise: the other kind is one line
+                dataset = run_dataset(cfg.data, cfg.arch)
             except XrayLabError as e:
                 st.error(plain(e))   # may name files from an uploaded zip
             except Exception as e:  # never a traceback on the page
                 st.error(plain(f"Could not load the data: {one_line(e)}"))
         if dataset is not None:
             data_panel(dataset, cfg)
-            if current is None or not current.active:
-                prepare_model(cfg, dataset)   # a Train with this config starts without tracing
+            if (current is None or not current.active) and cfg.arch != "segment":
+                # a Train with this config starts without tracing (a U-Net run builds its own
+                # model: a pre-traced one would cost an idle worker CPU for nothing)
+                prepare_model(cfg, dataset)
         controls_row(cfg, dataset, current)
         if current is not None:
             live_panel(current, views)
@@ -90,11 +93,26 @@ def main() -> None:
 # ---- panels ------------------------------------------------------------------------
 
 def data_panel(dataset, cfg) -> None:
+    if is_films(dataset):
+        films_panel(dataset)
+        return
     summ = dataset.summary()
     sizes = " · ".join(f"{k} {v['n']:,}" for k, v in summ.items())
     with st.expander(f"Data: {dataset.name} — {sizes} patches", expanded=False):
         key = ("balance", repr(sorted((k, v["n"], tuple(v["per_class"].values())) for k, v in summ.items())))
         st.plotly_chart(charts.FIGURES.get(key, lambda: charts.class_balance(summ)), width="stretch",
+                        key="balance_chart")
+        for w in dataset.warnings:
+            st.warning(plain(w))   # dataset warnings name the student's files
+
+
+def films_panel(dataset) -> None:
+    """A films dataset (segmentation runs): films per split and each class's share of the pixels."""
+    summ = dataset.summary()
+    sizes = " · ".join(f"{k} {v['films']:,}" for k, v in summ.items())
+    with st.expander(f"Data: {dataset.name} — {sizes} films with label maps", expanded=False):
+        key = ("film_balance", dataset.name, repr(sorted((k, v["films"]) for k, v in summ.items())))
+        st.plotly_chart(charts.FIGURES.get(key, lambda: charts.film_balance(summ)), width="stretch",
                         key="balance_chart")
         for w in dataset.warnings:
             st.warning(plain(w))   # dataset warnings name the student's files
@@ -116,8 +134,9 @@ def controls_row(cfg, dataset, current) -> None:
         est = page_estimate(cfg, n, n_val, len(dataset.splits["test"]) if dataset.has("test") else 0)["total"]
         used = min(n, cfg.limit_train or n)
         tip = " Tip: use fewer patches (sidebar) for a quick CNN try." if est > 120 and cfg.arch == "cnn" else ""
+        unit = "films" if is_films(dataset) else "patches"
         c3.caption(f"Estimated time on this server: **~{fmt_time(est)}** for {cfg.epochs} epochs on "
-                   f"{used:,} patches, if it trains alone.{tip}")
+                   f"{used:,} {unit}, if it trains alone.{tip}")
     elif dataset is not None and not dataset.has("train"):
         c3.warning("This dataset has no training split: it can only be used to evaluate (Classify page).")
     if stop and can_stop:
@@ -184,11 +203,14 @@ def live_panel(view: RunView, views: list[RunView]) -> None:
             st.rerun()  # once: poll at the training rate from now on
         # Figures are shared by every watcher of the run and rebuilt only when its data moved
         # (charts.FIGURES); a refresh with nothing new resends the same small figure.
+        segment = v.rec.config.get("arch") == "segment"
         if snap.batch_loss or snap.history.get("loss"):
-            fig = charts.live_curves(snap, overlays)
+            fig = charts.live_curves(snap, overlays, accuracy="pixel accuracy" if segment else "accuracy")
         else:
             fig = charts.FIGURES.get(("waiting", snap.state), lambda: charts.waiting(waiting_text(snap)))
         st.plotly_chart(fig, width="stretch", key="live_curves")
+        if segment:
+            segment_live(v, snap)
         if snap.unit_stats:
             units = charts.FIGURES.get(("units", snap.job_id, len(snap.unit_stats), snap.state),
                                        lambda: charts.unit_monitor(snap.unit_stats))
@@ -216,6 +238,46 @@ def live_panel(view: RunView, views: list[RunView]) -> None:
     live()
 
 
+def segment_live(v: RunView, snap) -> None:
+    """A segmentation run, live: Dice per class per epoch, and one validation film's predicted map
+    as it was at the last epoch's end (the trainer sends it with the epoch's scores: no extra pass)."""
+    if charts.has_dice(snap.history):
+        st.plotly_chart(charts.live_dice(snap), width="stretch", key="live_dice")
+    job = v.job
+    preview = snap.preview or (job.snapshot().preview if job is not None else None)
+    ds = job.dataset if job is not None else None
+    if not preview or ds is None or not ds.has("validation"):
+        if v.live_here:
+            st.caption("The predicted map of a validation film appears here at the end of each epoch.")
+        return
+    val = ds.split("validation")
+    i = int(preview["index"])
+    if i >= len(val) or str(val.names[i]) != preview["film"]:
+        return   # not the films this run validated on (cannot happen for a job of this process)
+    pngs = charts.FIGURES.get(("preview", snap.job_id, preview["epoch"]),
+                              lambda: preview_pngs(val.x[i, :, :, 0], val.y[i], preview))
+    a, b = st.columns(2)
+    a.image(pngs[0], output_format="PNG", width="stretch",
+            caption=f"Validation film {preview['film']}: the predicted map after epoch {preview['epoch']}")
+    b.image(pngs[1], output_format="PNG", width="stretch", caption="Its true label map")
+
+
+def preview_pngs(film, truth, preview) -> list[bytes]:
+    """The predicted and the true map over the film, as PNG bytes made once per epoch (shared)."""
+    import io
+
+    from PIL import Image
+
+    from xray_core.maps.inference import overlay
+    from xray_core.train.job import preview_labels
+    out = []
+    for labels in (preview_labels(preview), truth):
+        buf = io.BytesIO()
+        Image.fromarray(overlay(film, labels, opacity=0.5)).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
 def waiting_text(snap) -> str:
     if snap.state == "queued":
         return f"Waiting for a free trainer (position {snap.queue_position or '…'}): the curves start here."
@@ -233,7 +295,13 @@ def headline(v: RunView, snap) -> None:
     test = res.get("test")
     if not test:
         return
-    parts = [f"**Test accuracy {100 * test['accuracy']:.1f} %**", f"test loss {test['loss']:.3f}"]
+    if "dice" in test:   # a segmentation run: its accuracy is the share of the test films' pixels right
+        parts = [f"**Test pixel accuracy {100 * test['accuracy']:.1f} %**", f"test loss {test['loss']:.3f}"]
+        prior = test.get("prior") or {}
+        if prior.get("pixel_accuracy") is not None:
+            parts.append(f"the prior {100 * prior['pixel_accuracy']:.1f} %")
+    else:
+        parts = [f"**Test accuracy {100 * test['accuracy']:.1f} %**", f"test loss {test['loss']:.3f}"]
     if res.get("train_accuracy") is not None:
         parts.append(f"train accuracy {100 * res['train_accuracy']:.1f} %")
     st.markdown(" · ".join(parts) + " — [full results below ↓](#results)")
@@ -278,6 +346,10 @@ def results_panel(view: RunView) -> None:
     stopped = view.state == "stopped"
     st.subheader(f"Results · {view.label}" + (" (stopped early)" if stopped else ""), anchor="results")
     reported = PRESETS[view.preset].reported if view.preset in PRESETS else {}
+    if "dice" in test:   # a segmentation run: pixels and Dice, beside the prior
+        segment_results(view, test, res)
+        share_panel(view)
+        return
     c = st.columns(4)
     # The course's figure as a caption: st.metric's delta would draw an arrow ("an increase of").
     c[0].metric("Test accuracy", f"{100 * test['accuracy']:.1f} %")
@@ -309,6 +381,34 @@ def results_panel(view: RunView) -> None:
     if cfg.get("arch") == "cnn" and cfg.get("cnn_mode") == "seed":
         st.info("This is the course CNN in **seed** mode. See the panel on the right for what "
                 "`BatchNormalization(axis=1)` does, and try **corrected** mode.")
+
+
+def segment_results(view: RunView, test: dict, res: dict) -> None:
+    """A segmentation run's test films: pixel accuracy and Dice per class beside the prior's
+    (each pixel's most frequent label over the training films: the map that ignores the image)."""
+    prior = test.get("prior") or {}
+    c = st.columns(4)
+    c[0].metric("Test pixel accuracy", f"{100 * test['accuracy']:.1f} %")
+    if prior.get("pixel_accuracy") is not None:
+        c[0].caption(f"the prior: {100 * prior['pixel_accuracy']:.1f} %")
+    dice = [v for v in (test.get("dice") or {}).values() if v is not None]
+    c[1].metric("Mean Dice", f"{np.mean(dice):.3f}" if dice else "–")
+    c[2].metric("Test loss", f"{test['loss']:.3f}")
+    c[3].metric("Time", fmt_time((res.get("timing") or {}).get("fit_seconds")))
+    if test.get("map_ms_per_film") is not None:
+        st.caption(f"{test.get('films', test.get('n'))} test films, each mapped in one pass in "
+                   f"{test['map_ms_per_film']:.0f} ms.")
+    fig = charts.FIGURES.get(("dice_prior", view.id, view.state),
+                             lambda: charts.dice_vs_prior(test.get("dice") or {}, prior.get("dice")))
+    st.plotly_chart(fig, width="stretch", key="dice_prior_chart")
+    conf = charts.FIGURES.get(("confusion", view.id, view.state),
+                              lambda: charts.confusion(test["confusion"], unit="pixels"))
+    st.plotly_chart(conf, width="stretch", key="confusion_chart")
+    pr = charts.FIGURES.get(("pr", view.id, view.state),
+                            lambda: charts.precision_recall(test["precision"], test["recall"], unit="pixels"))
+    st.plotly_chart(pr, width="stretch", key="pr_chart")
+    st.caption("Map any film with this model on the Classify page: it labels every pixel in one pass, "
+               "beside the prior's map.")
 
 
 def share_panel(view: RunView) -> None:

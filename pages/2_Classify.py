@@ -20,6 +20,7 @@ from xray_core.maps.inference import evaluate_map, overlay, predict_patches
 from xray_core.train.estimate import dataset_sizes, page_estimate
 from xray_ui import charts
 from xray_ui import classify_view as cv
+from xray_ui import films_view as fv
 from xray_ui.inside_view import film_point_panel
 from xray_ui.nav import page_links
 from xray_ui.progress import job_status
@@ -38,6 +39,7 @@ def main() -> None:
                "makes of them: a 32×32 patch gets one label, a whole film gets an anatomy map.")
     choice = model_sidebar()
     stride, opacity = map_sidebar()
+    context = context_sidebar(choice)
 
     if choice is None:
         no_model_panel()
@@ -55,12 +57,24 @@ def main() -> None:
             st.info("Files are classified as soon as there is a model (see above).")
             return
         from xray_core.data.uploads import max_files
-        if len(files) > max_files():  # bounded like training: one request, at most N films
-            st.warning(f"Only the first {max_files()} of {len(files)} files are classified.")
-        for i, f in enumerate(files[:max_files()]):
-            file_result(i, f, choice, stride, opacity)
+        # NAME_labels.png uploaded with NAME.png is that film's label map (the jsrt_films layout),
+        # not an X-ray: it scores the film's maps instead of being classified
+        films = [f for f in files if not fv.is_labels_name(f.name)]
+        truths = {f.name.lower(): f for f in files if fv.is_labels_name(f.name)}
+        if len(films) > max_files():  # bounded like training: one request, at most N films
+            st.warning(f"Only the first {max_files()} of {len(films)} files are classified.")
+        paired = set()
+        for i, f in enumerate(films[:max_files()]):
+            t = truths.get(fv.labels_name(f.name).lower())
+            if t is not None:
+                paired.add(t.name.lower())
+            file_result(i, f, choice, stride, opacity, context, t)
+        for name, t in truths.items():
+            if name not in paired:
+                stem = t.name[:-len("_labels.png")] if t.name.lower().endswith("_labels.png") else t.name
+                st.error(f"{t.name}: a label map without its film: upload {stem}.png with it")
     elif choice is not None:
-        demo_panel(choice, stride, opacity)
+        demo_panel(choice, stride, opacity, context)
 
 
 # ---- sidebar ---------------------------------------------------------------------------
@@ -95,6 +109,34 @@ def map_sidebar() -> tuple[int, float]:
     opacity = sb.slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="opacity",
                         help="Only re-blends the colours: the map itself is not recomputed.")
     return int(stride), float(opacity)
+
+
+def context_sidebar(choice: cv.ModelChoice | None) -> dict:
+    """Where the prior comes from (the phantom's training films, or a films folder on the
+    server) and, for a patch model, "use position": its map combined with the prior."""
+    sb = st.sidebar
+    sb.header("Position")
+    names = [fv.PHANTOM]
+    try:
+        names += fv.films_datasets()
+    except XrayLabError as e:   # the data roots cannot be listed: the phantom's films still work
+        log_once(_log, "Classify: films datasets not listed", e)
+    if st.session_state.get("prior_from") not in names:
+        st.session_state["prior_from"] = fv.PHANTOM
+    prior_from = sb.selectbox("Prior from the training films of", names, key="prior_from",
+                              format_func=lambda n: "the built-in phantom" if n == fv.PHANTOM else n,
+                              help=cv.PRIOR_HELP)
+    segment = False
+    if choice is not None:
+        try:
+            segment = cv.is_segment(choice)
+        except Exception as e:   # a model that cannot even be read: the map says why
+            log_once(_log, "Classify: model kind not known", e)
+    use_pos = sb.checkbox("Use position (model × prior)", key="use_position", disabled=segment,
+                          help=cv.POSITION_HELP)
+    if segment:
+        sb.caption("A segmentation model sees the whole film: where each pixel is, is already in its map.")
+    return {"prior_from": prior_from, "use_position": bool(use_pos) and not segment, "segment": segment}
 
 
 # ---- no model yet: the one-click quick train ------------------------------------------
@@ -148,7 +190,8 @@ def training_panel(run) -> None:
 
 # ---- one uploaded file ------------------------------------------------------------------
 
-def file_result(i: int, f, choice: cv.ModelChoice, stride: int, opacity: float) -> None:
+def file_result(i: int, f, choice: cv.ModelChoice, stride: int, opacity: float, context: dict,
+                truth_file=None) -> None:
     dec = cv.decode(f.name, f.getvalue())
     if dec.error:
         st.error(dec.error)
@@ -157,14 +200,39 @@ def file_result(i: int, f, choice: cv.ModelChoice, stride: int, opacity: float) 
         h, w = dec.shape
         kind = "whole radiograph" if dec.is_film else "patch"
         st.markdown(f"#### {f.name}")
-        try:
-            probs = cv.probabilities(choice, dec)
-        except Exception as e:
-            st.error(f"{f.name}: the model could not classify it ({one_line(e)})")
-            return
-        show_prediction(f"{i}_{dec.key}", dec, probs, f"{w}×{h} px · {kind}")
+        key = f"{i}_{dec.key}"
+        if context["segment"]:   # no 32x32 input: the map below is the model's whole answer
+            if not dec.is_film:
+                st.error(f"{f.name}: a {w}×{h} patch, but this segmentation model maps whole films "
+                         "(e.g. 256×256); use a patch model for patches")
+                return
+            st.image(dec.thumb, caption=f"Original · {w}×{h} px · {kind}",
+                     width="content" if dec.thumb.shape[1] < 360 else "stretch")
+        else:
+            try:
+                probs = cv.probabilities(choice, dec)
+            except Exception as e:
+                st.error(f"{f.name}: the model could not classify it ({one_line(e)})")
+                return
+            show_prediction(key, dec, probs, f"{w}×{h} px · {kind}")
         if dec.is_film:
-            show_map(f"{i}_{dec.key}", dec.key, dec.film, choice, stride, opacity)
+            truth = film_truth(key, f.name, dec.shape, truth_file)
+            show_map(key, dec.key, dec.film, choice, stride, opacity, truth=truth, context=context)
+
+
+def film_truth(key: str, name: str, shape: tuple[int, int], paired=None):
+    """The film's label map: uploaded beside it (NAME_labels.png) or here, optional. A bad one
+    (not an image, values outside 0..3, another size) is one line and the maps still show."""
+    up = paired or st.file_uploader(f"Its label map ({fv.labels_name(name)}, optional): scores every map",
+                                    type=["png", "tif", "tiff", "bmp", "gif"], key=f"truth_{key}",
+                                    help=cv.TRUTH_HELP)
+    if up is None:
+        return None
+    try:
+        return fv.read_truth(up.name, up.getvalue(), shape)
+    except Exception as e:   # never a traceback for a student's file
+        st.error(fv.error_line(e, up.name))
+        return None
 
 
 def show_prediction(key: str, dec: cv.Decoded, probs: dict, info: str) -> None:
@@ -183,10 +251,11 @@ def show_prediction(key: str, dec: cv.Decoded, probs: dict, info: str) -> None:
 
 
 def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int, opacity: float,
-             truth=None) -> None:
+             truth=None, context: dict | None = None) -> None:
     n = cv.patch_count(film.shape, stride)
+    segment = bool(context and context["segment"])
     try:
-        with st.spinner(f"Mapping: classifying {n:,} patches…"):
+        with st.spinner("Mapping the film in one pass…" if segment else f"Mapping: classifying {n:,} patches…"):
             amap, cached = cv.film_map(choice, image_key, film, stride)
     except XrayLabError as e:
         st.error(one_line(e))
@@ -208,8 +277,11 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
         st.markdown(cv.legend_html(), unsafe_allow_html=True)
         st.plotly_chart(charts.class_shares(amap.shares), width="stretch", key=f"shares_{key}")
         gh, gw = amap.grid_shape
-        st.caption(f"{gh * gw:,} patches ({gw}×{gh}) classified in {amap.seconds:.2f} s"
-                   + (" (kept from before: moving the opacity does not recompute the map)" if cached else ""))
+        kept = " (kept from before: moving the opacity does not recompute the map)" if cached else ""
+        if amap.method == "segment":
+            st.caption(f"Every pixel labelled in one pass in {amap.seconds:.2f} s{kept}")
+        else:
+            st.caption(f"{gh * gw:,} patches ({gw}×{gh}) classified in {amap.seconds:.2f} s{kept}")
         st.caption(cv.method_note(amap), help="How the map was computed: README, 'Dense anatomy maps'.")
         if truth is not None:
             ev = evaluate_map(amap.labels, truth)
@@ -218,25 +290,62 @@ def show_map(key: str, image_key: str, film, choice: cv.ModelChoice, stride: int
             m2.metric("Mean Dice", f"{ev['mean_dice']:.2f}" if ev["mean_dice"] is not None else "–")
             st.caption("Dice per class (1 = perfect overlap with the true map): "
                        + " · ".join(f"{c} {ev['dice'][c]:.2f}" for c in CLASSES if c in ev["dice"]))
-    film_point_panel(key, amap, choice, opacity)   # "why?" for a clicked point of the film (xray_ui/inside_view.py)
+    if context is not None:
+        context_panel(key, amap, truth, context, opacity)
+    if amap.method != "segment":   # the "why" of one 32x32 patch: a patch model's question
+        film_point_panel(key, amap, choice, opacity)   # "why?" for a clicked point of the film (xray_ui/inside_view.py)
+
+
+def context_panel(key: str, amap, truth, context: dict, opacity: float) -> None:
+    """The prior map beside the model's (and, for a patch model, the model with position), and
+    with a label map: each map's pixel accuracy and Dice per class. What context adds."""
+    try:
+        prior = fv.shared_prior(fv.prior_source(context["prior_from"]))
+    except Exception as e:   # a films folder that cannot be read: one line, the model's map stays
+        st.error(fv.error_line(e, "The prior could not be built"))
+        return
+    shape = amap.labels.shape
+    prior_film = prior.labels(amap.film.shape)
+    pos_film = None
+    if context["use_position"]:
+        pos_film = fv.position_labels(amap, prior, amap.film.shape)
+    src = "the built-in phantom" if context["prior_from"] == fv.PHANTOM else context["prior_from"]
+    st.markdown(f"**Position alone, and position added** · prior from {prior.n_maps} training films of {src}")
+    cols = st.columns(2)
+    cols[0].image(overlay(amap.film, prior_film, opacity=opacity), width="stretch",
+                  caption="Prior map: each pixel's most frequent label over the training films (the image ignored)")
+    if pos_film is not None:
+        cols[1].image(overlay(amap.film, pos_film, opacity=opacity), width="stretch",
+                      caption="Model + position: the model's probabilities × the prior ÷ class share (Bayes)")
+    elif not context["segment"]:
+        cols[1].caption("Tick **Use position** in the sidebar to combine this model's map with the prior.")
+    if truth is None:
+        st.caption("Upload the film's label map (NAME_labels.png) to score every map against it.")
+        return
+    maps = [("model", amap.labels), ("prior (image ignored)", fv.to_size(prior_film, shape))]
+    if pos_film is not None:
+        maps.append(("model + position", fv.to_size(pos_film, shape)))
+    st.dataframe(fv.score_rows(maps, truth), hide_index=True, width="stretch", key=f"scores_{key}")
+    st.caption("Pixel accuracy: the share of pixels labelled right. Dice: the overlap of a class's "
+               "predicted and true pixels (1 = perfect); – where the class is in neither map.")
 
 
 # ---- demos: nothing to upload ------------------------------------------------------------
 
-def demo_panel(choice: cv.ModelChoice, stride: int, opacity: float) -> None:
+def demo_panel(choice: cv.ModelChoice, stride: int, opacity: float, context: dict) -> None:
     st.markdown("**Nothing to upload?** Try the model on data it has never seen:")
     c1, c2, _ = st.columns([1, 1, 2])
-    if c1.button("Classify 12 test patches", key="demo_patches", width="stretch"):
+    if not context["segment"] and c1.button("Classify 12 test patches", key="demo_patches", width="stretch"):
         st.session_state["_cls_demo"] = {"kind": "patches", "seed": cv.new_seed()}
     if c2.button("Map a test radiograph", key="demo_film", width="stretch"):
         st.session_state["_cls_demo"] = {"kind": "film", "index": cv.new_seed() % cv.DEMO_FILMS}
     demo = st.session_state.get("_cls_demo")
     if not demo:
         return
-    if demo["kind"] == "patches":
+    if demo["kind"] == "patches" and not context["segment"]:
         demo_patches(choice, demo["seed"])
-    else:
-        demo_film(choice, demo["index"], stride, opacity)
+    elif demo["kind"] == "film":
+        demo_film(choice, demo["index"], stride, opacity, context)
 
 
 def demo_patches(choice: cv.ModelChoice, seed: int) -> None:
@@ -262,14 +371,15 @@ def demo_patches(choice: cv.ModelChoice, seed: int) -> None:
                           caption=f"{mark} {true_c} → {pred_c} ({probs[j, p]:.2f})")
 
 
-def demo_film(choice: cv.ModelChoice, index: int, stride: int, opacity: float) -> None:
+def demo_film(choice: cv.ModelChoice, index: int, stride: int, opacity: float, context: dict) -> None:
     films = cv.demo_films()
     rid, film, labels = films[index % len(films)]
     st.subheader(f"Phantom test film {rid}")
+    how = ("the segmentation network, in one pass over the whole film," if context["segment"]
+           else "the patch classifier, slid over the whole film,")
     st.caption("A synthetic chest film from the built-in phantom's test split, with its true label map: the map's "
-               "pixel accuracy and Dice say how well the patch classifier, slid over the whole film, finds the "
-               "anatomy.")
-    show_map("demo", f"phantom:{rid}", film, choice, stride, opacity, truth=labels)
+               f"pixel accuracy and Dice say how well {how} finds the anatomy.")
+    show_map("demo", f"phantom:{rid}", film, choice, stride, opacity, truth=labels, context=context)
 
 
 main()

@@ -174,7 +174,7 @@ def test_png_film_gets_a_map_with_shares_and_opacity_only_reblends(at_model, fil
     assert any("patches (64×64) classified in" in c.value for c in at.caption)  # stride 4 on 256 px
     assert any("lung" in m.value and "rgb" in m.value for m in at.markdown)   # colour legend
     images_before = len(at.image)
-    assert images_before == 3                  # original, the 32x32 input, the map overlay
+    assert images_before == 4                  # original, the 32x32 input, the map overlay, the prior map
     assert any("32×32" in c for img in at.image for c in img.captions)
     cache = map_cache(at)
     assert len(cache) == 1
@@ -225,7 +225,7 @@ def test_a_broken_file_among_good_ones_gets_one_line_and_the_rest_are_classified
     assert all("\n" not in e and "Traceback" not in e for e in errs)
     assert len(predictions(at)) == 3
     assert charts(at) == 3 + 1                   # three probability charts, one map (the film)
-    assert len(at.image) == 3 * 2 + 1             # original + model input each, one overlay
+    assert len(at.image) == 3 * 2 + 2             # original + model input each; the film's map and prior map
 
 
 def test_tiny_patch_and_gif_first_frame_are_classified(at_model, film):

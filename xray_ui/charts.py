@@ -61,9 +61,10 @@ def downsample(x: list, y: list, limit: int = MAX_BATCH_POINTS) -> tuple[list, l
 
 
 def curves(history: dict, batch_epoch: list | None = None, batch_loss: list | None = None,
-           overlays: list[tuple[str, dict]] = ()) -> go.Figure:
+           overlays: list[tuple[str, dict]] = (), accuracy: str = "accuracy") -> go.Figure:
     """Loss and accuracy per epoch (train and validation), per-batch loss behind them,
-    plus the per-epoch curves of other runs to compare."""
+    plus the per-epoch curves of other runs to compare. `accuracy`: what the accuracy
+    axis counts ("pixel accuracy" for a segmentation run: the share of pixels right)."""
     data = []
     if batch_epoch and batch_loss:
         bx, by = downsample(batch_epoch, batch_loss)
@@ -84,7 +85,7 @@ def curves(history: dict, batch_epoch: list | None = None, batch_loss: list | No
     # Rebuilt on every new batch of a watched run: plotly's validation of the same axes and
     # titles each time cost ~20 ms, so the layout is validated once and the traces (plain
     # scatter dicts, checked against plotly's validator in tests/test_charts.py) go in as is.
-    return go.Figure(data=data, layout=copy.deepcopy(_curves_layout()), _validate=False)
+    return go.Figure(data=data, layout=copy.deepcopy(_curves_layout(accuracy)), _validate=False)
 
 
 def _line(col: int, x: list, y: list, name: str, mode: str, **style) -> dict:
@@ -93,12 +94,14 @@ def _line(col: int, x: list, y: list, name: str, mode: str, **style) -> dict:
                 **style)
 
 
-@functools.lru_cache(maxsize=1)
-def _curves_layout() -> dict:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.14)
+@functools.lru_cache(maxsize=2)
+def _curves_layout(accuracy: str = "accuracy") -> dict:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", accuracy.capitalize()), horizontal_spacing=0.14)
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="loss (cross-entropy)", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy (%)", range=[0, 100], row=1, col=2)
+    # a segmentation run's loss may be Dice or cross-entropy + Dice (its "loss" knob)
+    fig.update_yaxes(title_text="loss (cross-entropy)" if accuracy == "accuracy" else "loss",
+                     rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text=f"{accuracy} (%)", range=[0, 100], row=1, col=2)
     return _layout(fig, "Training curves", 360).to_dict()["layout"]
 
 
@@ -179,10 +182,52 @@ def table(key: tuple, rows: list[dict]) -> "pa.Table":
     return FIGURES.get(("table",) + key, build)
 
 
-def live_curves(snap, overlays: list[tuple[str, dict]] = ()) -> go.Figure:
+def live_curves(snap, overlays: list[tuple[str, dict]] = (), accuracy: str = "accuracy") -> go.Figure:
     """The live panel's curves for a snapshot, built once per (run, data version)."""
-    return FIGURES.get(("curves",) + curves_key(snap, overlays),
-                       lambda: curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=overlays))
+    return FIGURES.get(("curves", accuracy) + curves_key(snap, overlays),
+                       lambda: curves(snap.history, snap.batch_epoch, snap.batch_loss, overlays=overlays,
+                                      accuracy=accuracy))
+
+
+DICE_KEYS = tuple(f"val_dice_{c}" for c in CLASSES)   # a segmentation run's history (train/segment.py)
+
+
+def has_dice(history: dict) -> bool:
+    return any(history.get(k) for k in DICE_KEYS)
+
+
+def dice_curves(history: dict) -> go.Figure:
+    """Dice of each class on the validation films, per epoch, in the class colours: the thin
+    clavicle is the one that lags (pixel accuracy hides it, being mostly background and lung)."""
+    fig = go.Figure()
+    for c, k in zip(CLASSES, DICE_KEYS):
+        vals = history.get(k) or []
+        if vals:
+            fig.add_trace(go.Scatter(x=list(range(1, len(vals) + 1)), y=list(vals), name=c,
+                                     mode="lines+markers", line=dict(color=CLASS_COLOURS[c])))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="Dice (1 = perfect overlap)", range=[0, 1])
+    return _layout(fig, "Dice per class (validation films)", 300)
+
+
+def live_dice(snap) -> go.Figure:
+    """The Dice chart of a snapshot, built once per epoch of the run (shared by watchers)."""
+    return FIGURES.get(("dice", snap.job_id, snap.state, len(snap.history.get(DICE_KEYS[0]) or ())),
+                       lambda: dice_curves(snap.history))
+
+
+def dice_vs_prior(dice: dict, prior: dict | None) -> go.Figure:
+    """Test Dice per class of the model beside the prior's (each pixel's most frequent
+    label over the training films, image ignored): the map any model must beat."""
+    val = lambda d: [None if (d or {}).get(c) is None else d[c] for c in CLASSES]  # noqa: E731
+    bars = [go.Bar(x=list(CLASSES), y=val(dice), name="model", marker_color=[CLASS_COLOURS[c] for c in CLASSES])]
+    if prior:
+        bars.append(go.Bar(x=list(CLASSES), y=val(prior), name="prior (image ignored)",
+                           marker_color="rgba(120,120,120,0.55)"))
+    fig = go.Figure(bars)
+    fig.update_yaxes(range=[0, 1], title_text="Dice")
+    fig.update_xaxes(tickangle=0)
+    return _layout(fig, "Dice per class (test films): the model and the prior", 320)
 
 
 def waiting(message: str) -> go.Figure:
@@ -231,8 +276,9 @@ def activation_function(name: str, alpha: float = 0.01) -> go.Figure:
 CONFUSION_HEIGHT = 420   # px: readable on a projector (issue 10: at least ~300)
 
 
-def confusion(conf: list[list[int]]) -> go.Figure:
-    """Counts and row percentages (share of each true class), labels horizontal."""
+def confusion(conf: list[list[int]], unit: str = "patches") -> go.Figure:
+    """Counts and row percentages (share of each true class), labels horizontal. `unit`:
+    what is counted (pixels for a segmentation run)."""
     z = np.asarray(conf, dtype=float)
     rows = z.sum(1, keepdims=True)
     share = np.divide(100 * z, rows, out=np.zeros_like(z), where=rows > 0)
@@ -240,21 +286,32 @@ def confusion(conf: list[list[int]]) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=share, x=list(CLASSES), y=list(CLASSES), colorscale="Blues", zmin=0, zmax=100,
                                text=text, texttemplate="%{text}", textfont=dict(size=15),
                                customdata=z.astype(int), showscale=False,
-                               hovertemplate="true %{y} → predicted %{x}: %{customdata} patches "
+                               hovertemplate="true %{y} → predicted %{x}: %{customdata} " + unit + " "
                                              "(%{z:.1f} % of the true %{y})<extra></extra>"))
     fig.update_xaxes(title_text="predicted class", tickangle=0, side="bottom")
     fig.update_yaxes(title_text="true class", tickangle=0, autorange="reversed")
-    return _layout(fig, "Confusion matrix (test): patches and % of the true class", CONFUSION_HEIGHT)
+    return _layout(fig, f"Confusion matrix (test): {unit} and % of the true class", CONFUSION_HEIGHT)
 
 
-def precision_recall(precision: dict, recall: dict) -> go.Figure:
+def precision_recall(precision: dict, recall: dict, unit: str = "patches") -> go.Figure:
     pct = lambda d: [None if d.get(c) is None else 100 * d[c] for c in CLASSES]  # noqa: E731
     fig = go.Figure([
         go.Bar(x=list(CLASSES), y=pct(precision), name="precision"),
         go.Bar(x=list(CLASSES), y=pct(recall), name="recall")])
-    fig.update_yaxes(range=[0, 100], title_text="% of patches")
+    fig.update_yaxes(range=[0, 100], title_text=f"% of {unit}")
     fig.update_xaxes(tickangle=0)
     return _layout(fig, "Per-class precision and recall (test)", 320)
+
+
+def film_balance(summary: dict) -> go.Figure:
+    """A films dataset (FilmDataset.summary): each class's share of the pixels per split."""
+    fig = go.Figure()
+    for split, info in summary.items():
+        share = info["pixel_share"]
+        fig.add_trace(go.Bar(x=list(share), y=[100 * v for v in share.values()],
+                             name=f"{split} ({info['films']} films)"))
+    fig.update_yaxes(title_text="% of pixels")
+    return _layout(fig, "Pixels per class", 250)
 
 
 def class_balance(summary: dict) -> go.Figure:

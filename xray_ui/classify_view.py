@@ -55,6 +55,14 @@ MAP_EXPLAINER = (
     "gets the colour of its most likely class. A smaller stride classifies more patches (stride 1: one per "
     "pixel, 16× the work of stride 4) for finer edges.")
 
+PRIOR_HELP = ("The prior map never looks at the film: each pixel gets its most frequent label over these "
+              "training films' label maps. Any map must beat it; a 32×32 patch alone often does not.")
+POSITION_HELP = ("A 32×32 patch does not know where on the film it is. Bayes adds it: each pixel's class "
+                 "probabilities from the model × the prior's at that pixel ÷ the class's share in training "
+                 "(equal for the course's balanced patches), normalised.")
+TRUTH_HELP = ("A label map of the same size as the film, each pixel's value its class: 0 background, "
+              "1 clavicle, 2 lung, 3 heart (as the course's *_labels.png; it looks black).")
+
 
 # ---- small per-session LRU caches ---------------------------------------------------
 
@@ -286,13 +294,24 @@ def film_map(choice: ModelChoice, image_key: str, film: np.ndarray, stride: int)
     if hit is not None:
         return hit, True
     amap = anatomy_map(choice.model, film, stride=int(stride))
-    # the page never shows the (h, w, 4) probabilities: drop them so a session's cache stays small
-    amap = dataclasses.replace(amap, probs=None)
+    # A patch model's (h, w, 4) probabilities are kept for "use position" (model x prior), in
+    # half precision (0.5 MB a film) so a session's cache stays small; a segmentation model's
+    # map already saw the whole film (no position to add): dropped.
+    amap = dataclasses.replace(amap, probs=None if amap.method == "segment" else amap.probs.astype(np.float16))
     return _remember("_cls_maps", key, amap, MAX_MAPS), False
+
+
+def is_segment(choice: ModelChoice) -> bool:
+    """A segmentation model (U-Net): whole film in, a label per pixel out, no 32x32 input."""
+    from xray_core.maps.inference import is_segmentation_model
+    return is_segmentation_model(choice.model)
 
 
 def method_note(amap: AnatomyMap) -> str:
     """One sentence: dense pass or patch by patch, and why (e.g. the seed CNN's row-wise BN)."""
+    if amap.method == "segment":
+        reason = amap.method_reason or "One pass of a segmentation network."
+        return "Method: " + reason[0].lower() + reason[1:]
     if amap.method == "dense":
         said = ("Method: dense — the film went through the convolutions once and the dense head was read off "
                 "the feature map at every patch position")
