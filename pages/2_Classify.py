@@ -121,8 +121,12 @@ def context_sidebar(choice: cv.ModelChoice | None) -> dict:
         names += fv.films_datasets()
     except XrayLabError as e:   # the data roots cannot be listed: the phantom's films still work
         log_once(_log, "Classify: films datasets not listed", e)
-    if st.session_state.get("prior_from") not in names:
-        st.session_state["prior_from"] = fv.PHANTOM
+    # a newly chosen model starts with the prior of its own training data (a films folder), a
+    # prior the student picked stays while the model does
+    model_key = choice.key if choice is not None else None
+    if st.session_state.get("_prior_model") != model_key or st.session_state.get("prior_from") not in names:
+        st.session_state["_prior_model"] = model_key
+        st.session_state["prior_from"] = fv.prior_default(getattr(choice, "data", None), names)
     prior_from = sb.selectbox("Prior from the training films of", names, key="prior_from",
                               format_func=lambda n: "the built-in phantom" if n == fv.PHANTOM else n,
                               help=cv.PRIOR_HELP)

@@ -225,6 +225,62 @@ def test_a_segmentation_model_maps_the_film_in_one_pass_beside_the_prior(classif
         "\n" not in errs[0]
 
 
+def test_the_prior_comes_from_a_films_folder_on_the_server_real_films(with_patch_model, shared_data, monkeypatch):
+    """The real JSRT films (jsrt_films under the data roots): the prior of its 150 training films
+    scores a held-out patient's film exactly as the engine's prior does."""
+    from xray_core.data import roots
+    from xray_core.data.films import load_films
+    from xray_core.maps.prior import build_prior, score_maps
+    monkeypatch.setenv(roots.ENV, str(shared_data))
+    roots.clear_cache()
+    st.cache_data.clear()     # the page lists the films datasets at most once a minute
+    at = with_patch_model.run()
+    pick = at.selectbox(key="prior_from")
+    assert pick.value == "phantom" and "jsrt_films" in pick.options and "jsrt_patches" not in pick.options
+    pick.select("jsrt_films").run()
+    test_dir = shared_data / "jsrt_films" / "test"
+    name = sorted(p.stem for p in test_dir.glob("*.png") if not p.stem.endswith("_labels"))[0]
+    film_png, labels_png = (test_dir / f"{name}.png").read_bytes(), (test_dir / f"{name}_labels.png").read_bytes()
+    at = upload(at, [(f"{name}.png", film_png, "image/png"), (f"{name}_labels.png", labels_png, "image/png")])
+    assert not at.exception and not errors(at)
+    assert any("prior from 150 training films of jsrt_films" in m.value for m in at.markdown)
+    truth = np.asarray(Image.open(io.BytesIO(labels_png)))
+    prior = build_prior(load_films(shared_data / "jsrt_films").split("train").y)
+    expect = score_maps(prior.labels(truth.shape), truth)
+    t = score_table(at)
+    assert t["map"][1] == "prior (image ignored)"
+    assert t["pixel accuracy %"][1] == pytest.approx(100 * expect["pixel_accuracy"], abs=0.051)
+    assert t["Dice heart"][1] == pytest.approx(expect["dice"]["heart"], abs=5e-4)
+
+
+def test_a_segmentation_run_on_a_films_folder_maps_with_that_folders_prior_by_default(
+        classify, film, tmp_path, monkeypatch):
+    from xray_core.data import roots
+    from xray_core.data.films import load_films
+    monkeypatch.setenv(roots.ENV, str(tmp_path))
+    roots.clear_cache()
+    st.cache_data.clear()
+    folder = _films_root(tmp_path / "films")
+    job = TrainingJob(RunConfig(**TINY_UNET, epochs=1, batch_size=2, data=str(folder)), load_films(folder),
+                      probe=False).run()
+    assert job.snapshot().state == "done", job.snapshot().error
+    runs = SessionRuns()
+    runs.add(job, None)
+    at = classify(runs)
+    assert not at.exception and not errors(at)
+    assert at.selectbox(key="model_pick").value == f"run:{job.id}"
+    assert at.selectbox(key="prior_from").value == "films"      # the run's own training films
+    at = upload(at, [("F.png", png(film[0]), "image/png"), ("F_labels.png", png(film[1]), "image/png")])
+    assert not at.exception and not errors(at)
+    assert any("prior from 3 training films of films" in m.value for m in at.markdown)
+    assert the_map(at).method == "segment"
+    assert list(score_table(at)["map"]) == ["model", "prior (image ignored)"]
+    at.selectbox(key="prior_from").select("phantom").run()        # the student's pick stays
+    at.run()
+    assert at.selectbox(key="prior_from").value == "phantom"
+    assert any("prior from 150 training films of the built-in phantom" in m.value for m in at.markdown)
+
+
 # ---- Train: a segmentation run on the phantom's films ------------------------------------
 
 @pytest.fixture

@@ -102,6 +102,7 @@ class ModelChoice:
     label: str
     model: Any
     dataset: Any = None   # the run's dataset (demo patches come from it), None for uploads
+    data: str | None = None   # the run's data source ("phantom", a folder): the prior's default
 
 
 def _run_label(run) -> str:
@@ -114,8 +115,8 @@ class StoredChoice(ModelChoice):
     """A finished run of the workspace, from the run store: its .keras is read only when
     the model is first used (a workspace may hold dozens)."""
 
-    def __init__(self, key: str, label: str, path: str):
-        super().__init__(key, label, None, None)
+    def __init__(self, key: str, label: str, path: str, data: str | None = None):
+        super().__init__(key, label, None, None, data)
         self._path = path
 
     @property
@@ -140,7 +141,8 @@ def session_models() -> list[ModelChoice]:
     live = set()
     for run in runs().runs:
         if run.job.model is not None and run.job.snapshot().state in (DONE, STOPPED):
-            out.append(ModelChoice(f"run:{run.job.id}", _run_label(run), run.job.model, run.job.dataset))
+            out.append(ModelChoice(f"run:{run.job.id}", _run_label(run), run.job.model, run.job.dataset,
+                                   run.job.config.data))
             if getattr(run, "run_id", None):
                 live.add(run.run_id)
     try:
@@ -149,7 +151,7 @@ def session_models() -> list[ModelChoice]:
             if rec.id not in live and rec.model_path and os.path.exists(rec.model_path):
                 acc = ((rec.result or {}).get("test") or {}).get("accuracy")
                 label = f"Saved run {rec.label}" + (f" · test acc {100 * acc:.1f} %" if acc is not None else "")
-                out.append(StoredChoice(f"stored:{rec.id}", label, rec.model_path))
+                out.append(StoredChoice(f"stored:{rec.id}", label, rec.model_path, (rec.config or {}).get("data")))
     except XrayLabError:
         pass   # the store is unavailable: this session's models still work
     up = st.session_state.get("_cls_uploaded_model")

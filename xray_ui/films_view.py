@@ -104,6 +104,19 @@ def films_datasets() -> list[str]:
     return out
 
 
+def prior_default(data: str | None, offered: list[str]) -> str:
+    """The prior a model's page starts with: the training films of the data source its run used
+    (a films folder on the server), else the phantom's."""
+    if data and data != PHANTOM:
+        try:
+            name = roots.name_of(data)
+        except (DataError, OSError):
+            name = None
+        if name in offered:
+            return name
+    return PHANTOM
+
+
 def prior_source(name: str) -> str:
     """A prior choice of the sidebar ('phantom' or a dataset name) -> the source to load."""
     return PHANTOM if name == PHANTOM else roots.resolve(name)
