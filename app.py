@@ -36,6 +36,7 @@ from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.run_views import RunView, workspace_views
 from xray_ui.session import (model_file_bytes, prepare_model, start_job, store as session_store,
                              warm_workers, workspace, workspace_notice)
+from xray_ui.session import stop_run   # ■ Stop here or on another server (the store's stop flag)
 from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
@@ -123,11 +124,11 @@ def controls_row(cfg, dataset, current) -> None:
     c1, c2, c3 = st.columns([1, 1, 3])
     can_train = cfg is not None and dataset is not None and dataset.has("train")
     train = c1.button("▶ Train", key="train", type="primary", disabled=busy or not can_train, width="stretch")
-    can_stop = busy and current.live_here
+    can_stop = busy   # a run on another server too: its stop flag in the store reaches it
     stop = c2.button("■ Stop", key="stop", disabled=not can_stop, width="stretch")
     if busy and not current.live_here:
-        c3.caption("This run trains on another server of this class: it goes on until it finishes or is "
-                   "stopped from a page served by that server.")
+        c3.caption("This run trains on another server of this class: ■ Stop reaches it there within a "
+                   "second or two.")
     elif cfg is not None and dataset is not None and dataset.has("train"):
         n = len(dataset.split("train"))
         n_val = len(dataset.splits["validation"]) if dataset.has("validation") else 0
@@ -140,7 +141,7 @@ def controls_row(cfg, dataset, current) -> None:
     elif dataset is not None and not dataset.has("train"):
         c3.warning("This dataset has no training split: it can only be used to evaluate (Classify page).")
     if stop and can_stop:
-        current.job.stop()  # this workspace's own job only
+        stop_run(current.id)  # this workspace's own run only, here or on another server
         st.toast("Stopping after the current batch…")
     if train and can_train:
         preset = matching_preset(cfg)

@@ -198,7 +198,8 @@ def teacher_panel(recs) -> None:
 
 
 def _stop(run_ids: list[str]) -> None:
-    st.session_state["_teacher_stopped"] = service.stop_runs(run_ids)
+    # the flag in the store too: a run training on another server of this database stops there
+    st.session_state["_teacher_stopped"] = service.stop_runs(run_ids, store=store(), by="teacher")
     st.session_state["teacher_pick"] = []
     _log.info("teacher stopped %d run(s)", len(run_ids))
 

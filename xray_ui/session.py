@@ -172,6 +172,12 @@ def start_job(config, dataset: Dataset, preset: str | None, label: str | None = 
     return run
 
 
+def stop_run(run_id: str) -> int:
+    """■ Stop: the job at once if it trains in this process, and its stop flag in the store,
+    which the server training it (another replica) polls."""
+    return service.stop_runs([run_id], store=store(), by="owner")
+
+
 @st.cache_resource(show_spinner=False, ttl=60)   # re-checked each minute: a cluster may come back
 def warm_workers() -> str | None:
     """Once per server: start idle training processes so the first Train is quick; on the

@@ -4,6 +4,9 @@ A `RunRecorder` is a daemon thread per job that polls `job.snapshot()` (a copy t
 under the job's lock in well under a millisecond) about once a second and writes to
 the store only when something a reader needs changed: a new epoch or state (with the
 batch trace), a heartbeat at most every `HEARTBEAT` seconds, and at the end the result.
+At each poll it also reads the run's stop flag (`store.stop_requested`): a stop asked on
+any server of this database (the teacher's board, a student's ■ Stop on another replica)
+stops the job here, within about a second.
 The model is not the recorder's to write: the trainer wrote it where the store keeps it
 (`job.model_path`, see runs/service.py); the end only records it. Keras callbacks stay
 exactly as they were, so training speed is unchanged (the streaming benchmark measures it).
@@ -71,11 +74,15 @@ class RunRecorder:
     def _loop(self) -> None:
         try:
             last_key, last_write, n_batches, started_sent = None, 0.0, -1, False
+            stop_sent = False
             while True:
                 snap = self.job.snapshot()
                 state = JOB_STATE.get(snap.state, "training")
                 if state not in ("queued", "training"):
                     break
+                if not stop_sent and self._stop_asked():
+                    self.job.stop()      # the job ends as "stopped"; the loop then writes its end
+                    stop_sent = True
                 now = time.time()
                 key = (state, snap.epoch)
                 due = now - last_write >= HEARTBEAT
@@ -93,6 +100,14 @@ class RunRecorder:
             with _LIVE_LOCK:
                 if _LIVE.get(self.run_id) is self:
                     del _LIVE[self.run_id]
+
+    def _stop_asked(self) -> bool:
+        """The store's stop flag; a store hiccup reads as "not asked" (the next poll asks again)."""
+        try:
+            return self.store.stop_requested(self.run_id)
+        except Exception as e:
+            self.error = one_line(e)
+            return False
 
     def _try(self, fn, *args) -> bool:
         try:

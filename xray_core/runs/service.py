@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from xray_core import settings
 from xray_core.config import RunConfig
 from xray_core.data.dataset import Dataset
-from xray_core.errors import ConfigError
+from xray_core.errors import ConfigError, StoreError
 from xray_core.runs.recorder import RunRecorder, join_all, live_job, live_run_ids
 from xray_core.runs.store import RunStore, check_workspace
 from xray_core.train.job import TrainingJob, live_jobs
@@ -112,15 +112,25 @@ def check_room(workspace: str, n: int, scheduler: Scheduler | None = None) -> No
                    "use fewer seeds or values, or wait for your runs to finish.")
 
 
-def stop_runs(run_ids) -> int:
-    """Stop these runs if they are live in this process (the teacher's "stop", any
-    workspace's); finished or unknown ids are skipped. Returns how many were asked to stop."""
+def stop_runs(run_ids, store: RunStore | None = None, by: str | None = None) -> int:
+    """Stop these runs (the teacher's "stop", any workspace's; a student's ■ Stop): a run live
+    in this process stops at once, and with `store` its stop flag is set too, so a run training
+    on another server of this database stops within its recorder's poll (about a second).
+    Finished or unknown ids are skipped. Returns how many were asked to stop."""
     n = 0
     for rid in run_ids:
+        asked = False
+        if store is not None:
+            try:
+                store.request_stop(rid, by=by)
+                asked = True
+            except StoreError:      # not queued or training any more, or deleted meanwhile
+                pass
         job = live_job(rid)
         if job is not None and job.running:
             job.stop()
-            n += 1
+            asked = True
+        n += asked
     return n
 
 
