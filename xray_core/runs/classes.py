@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 from xray_core import stats
 from xray_core.config import RunConfig
 from xray_core.errors import ConfigError, StoreError
-from xray_core.presets import PRESETS, describe, get_preset, matching_preset
+from xray_core.presets import PRESETS, _changes, _short, describe, get_preset, matching_preset
 from xray_core.runs.store import RunStore, get_store
 
 MAX_SETUPS = 6
@@ -218,3 +218,89 @@ def _compare(a: dict, b: dict) -> dict:
     return {**base, "difference": c["difference"], "ci95": c["ci95"], "p_value": c["p_value"], "test": c["test"],
             "verdict": c["verdict"], "seeds_needed": need, "more_runs_needed": more,
             "verdict_text": c["verdict_text"]}
+
+
+def current(*, store: RunStore | None = None) -> dict | None:
+    """The newest open class experiment (what students join, the projector shows), or None."""
+    rows = _store(store).list_class_experiments(states=["open"], limit=1)
+    return rows[0] if rows else None
+
+
+def curves(experiment_id: str, *, store: RunStore | None = None) -> dict:
+    """The race: each setup's runs' validation accuracy per epoch, and the setup's mean per
+    epoch (over the runs that reached it)."""
+    s = _store(store)
+    exp = get(experiment_id, store=s)
+    setup_of_seed = {t["seed"]: t["setup"] for t in s.list_class_assignments(experiment_id)}
+    out = [{"setup": k, "label": st.get("label") or "", "runs": [], "mean": []}
+           for k, st in enumerate(exp["setups"])]
+    for r in s.class_curves(experiment_id):
+        k = setup_of_seed.get((r["config"] or {}).get("seed"))
+        if k is None or not 0 <= k < len(out):
+            continue
+        val = [float(v) for v in ((r["history"] or {}).get("val_accuracy") or []) if v is not None]
+        if val:
+            out[k]["runs"].append({"id": r["id"], "state": r["state"], "val_accuracy": val})
+    for setup in out:
+        longest = max((len(r["val_accuracy"]) for r in setup["runs"]), default=0)
+        for e in range(longest):
+            at = [r["val_accuracy"][e] for r in setup["runs"] if len(r["val_accuracy"]) > e]
+            setup["mean"].append(sum(at) / len(at))
+    return {"id": exp["id"], "title": exp["title"], "state": exp["state"], "setups": out}
+
+
+# ---- "Send to class" (issue 25, item 1) ---------------------------------------------------
+
+MESSAGE_CHARS = 200
+
+
+def short_knobs(preset: str | None, config: RunConfig) -> str:
+    """What a setup changes from its preset, short: "LeakyReLU α 0.01, 5 epochs" ("" if nothing)."""
+    p = PRESETS.get(preset or "")
+    if p is None:
+        return describe(config)
+    r = config.resolved()
+    changed = _changes(p, config)
+    parts = []
+    for n in changed:
+        text = _short(n, getattr(r, n))
+        if n == "activation" and r.activation == "leaky_relu" and "alpha" not in changed:
+            text += " " + _short("alpha", r.alpha)     # a LeakyReLU is read with its slope
+        if n == "alpha" and "activation" in changed and parts:
+            parts[-1] += " " + text                     # "LeakyReLU α 0.1", not "LeakyReLU, α 0.1"
+            continue
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def send(preset: str | None = None, knobs: dict | None = None, message: str = "", *,
+         store: RunStore | None = None) -> dict:
+    """The teacher's "Send to class": a setup (a preset, + knobs) every Train page offers in a
+    banner, and/or a pinned one-line message every page shows. Replaces the previous send;
+    nothing at all clears it. Returns what pages will show (see `pinned`)."""
+    message = " ".join(str(message or "").split())
+    if len(message) > MESSAGE_CHARS:
+        raise ConfigError(f"the message is {len(message)} characters: keep it to one line of {MESSAGE_CHARS}")
+    setup = None
+    if preset or knobs:
+        setup = make_setup({**({"preset": preset} if preset else {}), **(knobs or {})})
+        config = RunConfig.from_dict(setup["config"])
+        setup["knobs"] = short_knobs(setup["preset"] if preset else None, config)
+        setup["label"] = preset or setup["label"]
+    _store(store).pin_to_class(setup, message)
+    return pinned(store=store)
+
+
+def pinned(*, store: RunStore | None = None) -> dict | None:
+    """{"id", "setup" (preset, label, config, knobs) or None, "message" or None, "created_at"};
+    None when nothing is pinned."""
+    row = _store(store).class_pin()
+    if row is None:
+        return None
+    return {"id": row["id"], "setup": row["setup"], "message": row["message"], "created_at": row["created_at"]}
+
+
+def try_this(setup: dict) -> str:
+    """The banner's words: "p1-task2 — LeakyReLU α 0.01"."""
+    knobs = setup.get("knobs") or ""
+    return f"{setup.get('label') or setup.get('preset') or 'this setup'}" + (f" — {knobs}" if knobs else "")

@@ -3,7 +3,9 @@
 Each row is one run beside the course's figures (presets.PRESETS[...].reported): by
 default the latest finished run of each preset, or the runs a student picks. Exports:
 Markdown, CSV, and one self-contained HTML file whose plotly charts work offline
-(plotly.js is inlined once, every chart after it is a plain div).
+(plotly.js is inlined once, every chart after it is a plain div). The class experiments
+the workspace took a turn in (runs/classes.py) follow, with the class's result per setup
+and the verdict, in Markdown and HTML (the CSV stays the one table of runs).
 Used by `python -m xray_core runs export` and by the app's report page.
 """
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Report:
     workspace: str
     rows: list[ReportRow]
     missing: list[str] = field(default_factory=list)    # presets with no finished run yet
+    classes: list[dict] = field(default_factory=list)   # classes.status of each class experiment
     created_at: float = field(default_factory=time.time)
 
 
@@ -67,7 +70,7 @@ def _round(v, nd):
 
 def build_report(store: RunStore, workspace: str, run_ids: list[str] | None = None) -> Report:
     """The latest finished run of each preset (course order), or exactly `run_ids` (in that
-    order; each must be a run of this workspace)."""
+    order; each must be a run of this workspace); and the class experiments it took part in."""
     check_workspace(workspace)
     rows: list[ReportRow] = []
     missing: list[str] = []
@@ -78,7 +81,7 @@ def build_report(store: RunStore, workspace: str, run_ids: list[str] | None = No
                 raise StoreError(f"no run {rid!r} in workspace {workspace!r}")
             p = PRESETS.get(run.preset or "")
             rows.append(ReportRow(run.preset, p.title if p else run.label, run, p.reported if p else {}))
-        return Report(workspace, rows, missing)
+        return Report(workspace, rows, missing, class_experiments(store, workspace))
     for name in COURSE_PRESETS:
         p = PRESETS[name]
         found = store.list_runs(workspace, preset=name, states=["finished"], limit=1)
@@ -86,7 +89,46 @@ def build_report(store: RunStore, workspace: str, run_ids: list[str] | None = No
             rows.append(ReportRow(name, p.title, found[0], p.reported))
         else:
             missing.append(name)
-    return Report(workspace, rows, missing)
+    return Report(workspace, rows, missing, class_experiments(store, workspace))
+
+
+def class_experiments(store: RunStore, workspace: str) -> list[dict]:
+    """classes.status of each class experiment this workspace ran a turn of, oldest first,
+    with `mine`: this workspace's run ids in it."""
+    from xray_core.runs import classes
+    mine: dict[str, list[str]] = {}
+    for r in store.list_runs(workspace):
+        if r.group_id:
+            mine.setdefault(r.group_id, []).append(r.id)
+    out = []
+    for gid, ids in mine.items():
+        if store.get_class_experiment(gid) is None:
+            continue            # a repeat or sweep group, not a class experiment
+        out.append({**classes.status(gid, store=store), "mine": ids})
+    return sorted(out, key=lambda c: c["created_at"])
+
+
+def _class_rows(c: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["setup", "runs finished", "mean test acc", "95 % interval", "your runs"]
+    body = []
+    mine = set(c.get("mine") or [])
+    for s in c["setups"]:
+        ci = s["ci95"]
+        ours = sum(1 for r in s["runs"] if r["id"] in mine)
+        body.append([s["label"] or s["preset"] or f"setup {s['setup'] + 1}", str(s["n"]),
+                     _fmt(None if s["mean"] is None else 100 * s["mean"], 1, " %"),
+                     "–" if not ci else f"{100 * ci[0]:.1f} – {100 * ci[1]:.1f} %", str(ours)])
+    return head, body
+
+
+def _class_verdict(c: dict) -> str:
+    cmp = c["compare"]
+    words = f"{cmp['b_label']} vs {cmp['a_label']}: {cmp['verdict']}"
+    if cmp.get("p_value") is not None:
+        words += f" (p = {cmp['p_value']:.3g})"
+    if cmp.get("verdict_text"):
+        words += f" — {cmp['verdict_text']}"
+    return words
 
 
 # ---- exports ---------------------------------------------------------------------
@@ -161,6 +203,12 @@ def to_markdown(report: Report) -> str:
             vals = [(h.get(k) or [])[i] if i < len(h.get(k) or []) else None
                     for k in ("loss", "accuracy", "val_loss", "val_accuracy")]
             lines.append(f"| {i + 1} | " + " | ".join(_fmt(v, 4) for v in vals) + " |")
+    for c in report.classes:
+        head, body = _class_rows(c)
+        lines += ["", f"## Class experiment: {_md_cell(c['title'])} ({c['state']})", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(_md_cell(x) for x in cells) + " |" for cells in body]
+        lines += ["", _md_cell(_class_verdict(c))]
     return "\n".join(lines) + "\n"
 
 
@@ -216,6 +264,13 @@ def to_html(report: Report) -> str:
     parts.append("</tbody></table>")
     if report.missing:
         parts.append(f"<p>Not run yet: {e(', '.join(report.missing))}.</p>")
+    for c in report.classes:
+        head, body = _class_rows(c)
+        parts.append(f"<h2>Class experiment: {e(c['title'])} ({e(c['state'])})</h2>")
+        parts.append("<table class='class'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head)
+                     + "</tr></thead><tbody>")
+        parts += ["<tr>" + "".join(f"<td>{e(x)}</td>" for x in cells) + "</tr>" for cells in body]
+        parts.append(f"</tbody></table><p>{e(_class_verdict(c))}</p>")
     figs = ([summary_figure(report)] if report.rows else []) + [curves_figure(r) for r in report.rows]
     for i, fig in enumerate(figs):
         # plotly.js (~4.5 MB) goes in once, with the first chart; the page needs no network.

@@ -129,6 +129,17 @@ run_stops = sa.Table(
     sa.Column("requested_by", sa.String(300)),
 )
 
+# "Send to class" (issue 25, item 1): the teacher's latest setup for everyone to try and a pinned
+# one-line message; each send is a new row, the newest is what pages show (an empty one clears).
+# A new table, so older stores open unchanged; in the store, so every replica shows the same.
+class_pins = sa.Table(
+    "class_pins", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("setup", sa.JSON),                 # {"preset", "label", "config", "knobs"} or None
+    sa.Column("message", sa.String(300)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 CLASS_STATES = ("open", "closed")
 _CLASS_ID_RE = _RUN_ID_RE
 
@@ -723,6 +734,29 @@ class RunStore:
              .where(runs.c.group_id == class_id).order_by(runs.c.created_at, runs.c.id))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def class_curves(self, class_id: str) -> list[dict]:
+        """The runs of a class experiment with their epoch curves (the projector's race)."""
+        q = (sa.select(runs.c.id, runs.c.state, runs.c.config, runs.c.history, runs.c.epochs_done, runs.c.epochs)
+             .where(runs.c.group_id == class_id).order_by(runs.c.created_at, runs.c.id))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    # -- send to class (runs/classes.py: send, pinned) --
+    def pin_to_class(self, setup: dict | None, message: str | None) -> int:
+        msg = " ".join(str(message or "").split())[:300] or None
+        with self._writer.begin() as conn:
+            res = conn.execute(class_pins.insert().values(setup=_clean(setup) if setup else None, message=msg,
+                                                          created_at=time.time()))
+            return int(res.inserted_primary_key[0])
+
+    def class_pin(self) -> dict | None:
+        """The newest send (None when there was none or it cleared both)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(class_pins.select().order_by(class_pins.c.id.desc()).limit(1)).first()
+        if row is None or (not row.setup and not row.message):
+            return None
+        return dict(row._mapping)
 
     # -- retention --
     def _drop_model(self, run_id: str) -> None:
