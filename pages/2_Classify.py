@@ -25,6 +25,7 @@ from xray_ui.inside_view import film_point_panel
 from xray_ui.nav import page_links
 from xray_ui.progress import job_status
 from xray_ui.session import runs, shared_dataset
+from xray_ui.texts import plain
 
 from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
 st.set_page_config(page_title="X-ray Lab · Classify", page_icon=ICON, layout="wide")
@@ -72,7 +73,7 @@ def main() -> None:
         for name, t in truths.items():
             if name not in paired:
                 stem = t.name[:-len("_labels.png")] if t.name.lower().endswith("_labels.png") else t.name
-                st.error(f"{t.name}: a label map without its film: upload {stem}.png with it")
+                st.error(plain(f"{t.name}: a label map without its film: upload {stem}.png with it"))
     elif choice is not None:
         demo_panel(choice, stride, opacity, context)
 
@@ -207,8 +208,8 @@ def file_result(i: int, f, choice: cv.ModelChoice, stride: int, opacity: float, 
         key = f"{i}_{dec.key}"
         if context["segment"]:   # no 32x32 input: the map below is the model's whole answer
             if not dec.is_film:
-                st.error(f"{f.name}: a {w}×{h} patch, but this segmentation model maps whole films "
-                         "(e.g. 256×256); use a patch model for patches")
+                st.error(plain(f"{f.name}: a {w}×{h} patch, but this segmentation model maps whole films "
+                               "(e.g. 256×256); use a patch model for patches"))
                 return
             st.image(dec.thumb, caption=f"Original · {w}×{h} px · {kind}",
                      width="content" if dec.thumb.shape[1] < 360 else "stretch")
@@ -235,7 +236,7 @@ def film_truth(key: str, name: str, shape: tuple[int, int], paired=None):
     try:
         return fv.read_truth(up.name, up.getvalue(), shape)
     except Exception as e:   # never a traceback for a student's file
-        st.error(fv.error_line(e, up.name))
+        st.error(plain(fv.error_line(e, up.name)))   # names the student's file: never Markdown
         return None
 
 
@@ -306,7 +307,7 @@ def context_panel(key: str, amap, truth, context: dict, opacity: float) -> None:
     try:
         prior = fv.shared_prior(fv.prior_source(context["prior_from"]))
     except Exception as e:   # a films folder that cannot be read: one line, the model's map stays
-        st.error(fv.error_line(e, "The prior could not be built"))
+        st.error(plain(fv.error_line(e, "The prior could not be built")))
         return
     shape = amap.labels.shape
     prior_film = prior.labels(amap.film.shape)

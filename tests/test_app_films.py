@@ -8,6 +8,7 @@ validation film's map each epoch; the wrong kind of data for the architecture is
 Segmentation runs here are tiny (input 64, depth 2, 4 base filters, a few films, 2 epochs)."""
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,8 @@ def captions(app) -> set:
 
 
 def errors(app) -> list[str]:
-    return [e.value for e in app.error]
+    """What the browser shows for each error (texts.plain escapes the file names' Markdown)."""
+    return [re.sub(r"\\(.)", r"\1", e.value) for e in app.error]
 
 
 def the_map(app):
@@ -393,13 +395,13 @@ def test_the_wrong_kind_of_data_for_the_architecture_is_one_line(train_page, tmp
     at.radio(key="data_source").set_value("folder").run()
     at.selectbox(key="data_path").select("films").run()          # films for an FC
     assert not at.exception and at.button(key="train").disabled
-    errs = [e.value for e in at.error]
+    errs = errors(at)
     assert len(errs) == 1 and "whole films with label maps" in errs[0] and "\n" not in errs[0], errs
     at.radio(key="arch").set_value("segment").run()              # ... are what a U-Net learns from
     assert not at.exception and not at.error and not at.button(key="train").disabled
     assert any(e.label.startswith("Data: films — train 3 · validation 1 · test 1 films") for e in at.expander)
     at.selectbox(key="data_path").select("patches").run()        # patches for a U-Net
     assert not at.exception and at.button(key="train").disabled
-    errs = [e.value for e in at.error]
+    errs = errors(at)
     assert len(errs) == 1 and "a patch dataset" in errs[0] and "segmentation model needs whole films" in errs[0]
     assert str(tmp_path) not in errs[0]      # a dataset is named, never a server path
