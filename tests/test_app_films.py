@@ -9,6 +9,8 @@ Segmentation runs here are tiny (input 64, depth 2, 4 base filters, a few films,
 import io
 import json
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -337,18 +339,35 @@ def test_segmentation_trains_on_the_phantoms_films_with_live_dice_and_a_validati
     at.button(key="train").click().run()
     job = at.session_state["xray_runs"].current.job
     assert job.config.arch == "segment"
-    seen = set()
+    # what the job (mirrored from its worker process) publishes, watched closely: a new map per epoch
+    published, watching = [], threading.Event()
+
+    def watch():
+        while not watching.is_set():
+            snap = job.snapshot()
+            if snap.preview and (not published or published[-1][0] != snap.preview["epoch"]):
+                published.append((snap.preview["epoch"], snap.state))
+            time.sleep(0.01)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    live = set()     # epochs whose map the page showed while the run was still training
 
     def done(a):
+        training = not job.snapshot().finished
         for c in captions(a):     # the validation film's map, as it was after each epoch
-            if c.startswith("Validation film") and "after epoch" in c:
-                seen.add(int(c.rsplit(" ", 1)[1]))
+            if c.startswith("Validation film") and "after epoch" in c and training:
+                live.add(int(c.rsplit(" ", 1)[1]))
         return job.snapshot().finished and any(m.label == "Test pixel accuracy" for m in a.metric)
-    assert poll(at, done), job.snapshot().error
+    try:
+        assert poll(at, done), job.snapshot().error
+    finally:
+        watching.set()
+        watcher.join(5)
     snap = job.snapshot()
     assert snap.state == "done", snap.error
     assert not at.exception and not at.error
-    assert seen and max(seen) == 2
+    assert [e for e, _ in published] == [1, 2] and published[0][1] == "training"
+    assert live, "the page never showed a validation map while the run trained"
     # live curves: loss and pixel accuracy per epoch, and the Dice of every class per epoch
     assert len(snap.history["loss"]) == 2 and len(snap.history["val_accuracy"]) == 2
     dice = chart(at, "Dice per class (validation films)")
