@@ -140,7 +140,8 @@ def context_sidebar(choice: cv.ModelChoice | None) -> dict:
     use_pos = sb.checkbox("Use position (model × prior)", key="use_position", disabled=segment,
                           help=cv.POSITION_HELP)
     if segment:
-        sb.caption("A segmentation model sees the whole film: where each pixel is, is already in its map.")
+        sb.caption("A segmentation model sees the whole film: where each pixel is, is already in its map "
+                   "(and it labels every pixel in one pass: the stride does not apply).")
     return {"prior_from": prior_from, "use_position": bool(use_pos) and not segment, "segment": segment}
 
 

@@ -38,7 +38,7 @@ DISPLAY_SIDE = 512        # originals are shown at most this size (full films wo
 MAP_PX = 480              # display width of an anatomy map (film scale 256 px, enlarged by the browser)
 INPUT_ZOOM = 4            # the 32x32 model input is shown 4x, nearest neighbour
 MAX_DECODED = 24          # per-session caches (entries), oldest dropped first
-MAX_MAPS = 24             # ~0.35 MB each (film, labels at film scale)
+MAX_MAPS = 24             # ~0.35 MB each (film, labels), +0.5 MB: a patch model's probabilities (use position)
 DEMO_FILMS = 8            # phantom test films the film demo picks from
 DEMO_PATCHES = 12
 
