@@ -125,3 +125,43 @@ def test_decimation_keeps_each_bins_first_min_and_max_and_ignores_nans():
     inner = [v for i, v in zip(bx, by) if 0 < i < len(y) - 301]
     assert not any(v != v for v in inner)            # NaNs never chosen while a bin has numbers
     assert any(v != v for i, v in zip(bx, by) if len(y) - 300 <= i < len(y) - 1)   # an all-NaN bin keeps a point
+
+
+# ---- whole films (issue 24): a segmentation run's charts --------------------------------------
+
+def _seg_snap(epochs_done: int, state: str = "training") -> Snapshot:
+    snap = _snap(10, epochs_done, state=state, job_id="jobSeg")
+    dice = {f"val_dice_{c}": [0.1 * (k + 1) + 0.05 * e for e in range(epochs_done)] for k, c in enumerate(CLASSES)}
+    return Snapshot(**{**snap.__dict__, "history": {**snap.history, **dice}})
+
+
+def test_a_segmentation_runs_dice_is_one_line_per_class_in_its_colour_built_once_per_epoch():
+    charts.FIGURES.clear()
+    assert not charts.has_dice(_snap(10, 2).history) and charts.has_dice(_seg_snap(2).history)
+    fig = charts.live_dice(_seg_snap(2))
+    assert [t.name for t in fig.data] == list(CLASSES)
+    assert [t.line.color for t in fig.data] == [charts.CLASS_COLOURS[c] for c in CLASSES]
+    assert np.allclose(fig.data[2].y, [0.3, 0.35]) and list(fig.data[2].x) == [1, 2]
+    assert list(fig.layout.yaxis.range) == [0, 1] and fig.layout.xaxis.title.text == "epoch"
+    assert charts.live_dice(_seg_snap(2)) is fig and charts.FIGURES.builds == 1   # polls with nothing new
+    assert charts.live_dice(_seg_snap(3)) is not fig and charts.FIGURES.builds == 2
+    # its loss and accuracy: the accuracy axis says it counts pixels, the loss is not only cross-entropy
+    curves = charts.live_curves(_seg_snap(3), accuracy="pixel accuracy")
+    assert curves.layout.yaxis2.title.text == "pixel accuracy (%)" and curves.layout.yaxis.title.text == "loss"
+    assert charts.live_curves(_seg_snap(3)).layout.yaxis2.title.text == "accuracy (%)"   # a patch run's own figure
+
+
+def test_test_dice_is_shown_beside_the_priors_and_films_count_pixels():
+    model = {"background": 0.97, "clavicle": None, "lung": 0.9, "heart": 0.8}
+    prior = {"background": 0.91, "clavicle": 0.27, "lung": 0.82, "heart": 0.78}
+    fig = charts.dice_vs_prior(model, prior)
+    assert [t.name for t in fig.data] == ["model", "prior (image ignored)"]
+    assert list(fig.data[0].y) == [0.97, None, 0.9, 0.8] and list(fig.data[1].y) == [0.91, 0.27, 0.82, 0.78]
+    assert len(charts.dice_vs_prior(model, None).data) == 1
+    bal = charts.film_balance({"train": {"films": 150, "pixel_share": {"background": 0.5, "clavicle": 0.02,
+                                                                       "lung": 0.3, "heart": 0.18}}})
+    assert bal.data[0].name == "train (150 films)" and list(bal.data[0].y) == [50.0, 2.0, 30.0, 18.0]
+    conf = charts.confusion([[5, 1, 0, 0], [0, 3, 0, 0], [0, 0, 4, 0], [0, 0, 1, 2]], unit="pixels")
+    assert "pixels" in conf.layout.title.text and "pixels" in conf.data[0].hovertemplate
+    assert charts.precision_recall({c: 0.5 for c in CLASSES}, {c: 1.0 for c in CLASSES},
+                                   unit="pixels").layout.yaxis.title.text == "% of pixels"
