@@ -37,6 +37,7 @@ from xray_ui.run_views import RunView, workspace_views
 from xray_ui.session import (model_file_bytes, prepare_model, start_job, store as session_store,
                              warm_workers, workspace, workspace_notice)
 from xray_ui.session import stop_run   # ■ Stop here or on another server (the store's stop flag)
+from xray_ui import lecture   # the teacher's banners, the class experiment, the projector view (issue 25)
 from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
 from xray_ui.icon import ICON  # noqa: E402  (the favicon ships with the app: no request leaves the server)
@@ -49,6 +50,9 @@ STORE_REFRESH_S = 1.0  # a run on another server: its row is rewritten each epoc
 
 def main() -> None:
     page_links()
+    if lecture.presenting():   # ?view=present: the projector's view of the class, no sidebar
+        lecture.present_view()
+        return
     st.title("X-ray Lab · Train")
     st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
     if problem := warm_workers():  # idle training processes, so the first Train starts quickly
@@ -56,6 +60,7 @@ def main() -> None:
     ws = workspace()
     workspace_notice()
     cfg, cfg_error = sidebar()
+    lecture.train_panels(cfg)   # "Try this" from the teacher, "Join the class experiment"
     if msg := st.session_state.pop("_link_error", None):
         st.warning(plain(msg))  # a link's text: never Markdown
     store = session_store()
@@ -145,11 +150,13 @@ def controls_row(cfg, dataset, current) -> None:
         st.toast("Stopping after the current batch…")
     if train and can_train:
         preset = matching_preset(cfg)
+        group = lecture.turn_for(cfg)   # a class experiment's turn: recorded in its group
         try:
-            start_job(cfg, dataset, preset.name if preset else None)
+            start_job(cfg, dataset, preset.name if preset else None, group_id=group)
         except XrayLabError as e:
             st.error(plain(e))
             return
+        lecture.took_turn(group)
         st.rerun()
 
 

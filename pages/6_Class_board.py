@@ -2,7 +2,9 @@
 page's results), per preset a leaderboard by test accuracy and the spread of results.
 Shared runs show settings and results only: never a workspace key or a run id, which
 would open the student's runs. With XRAY_LAB_TEACHER_PASSWORD set, the teacher sees
-every workspace's runs (workspaces as short, one-way names) and can remove runs."""
+every workspace's runs (workspaces as short, one-way names) and can remove runs, opens and
+closes the class experiment and sends a setup or a pinned message to the class
+(xray_ui/lecture.py). `?view=present` is the projector's view."""
 from __future__ import annotations
 
 import xray_ui
@@ -23,6 +25,7 @@ import streamlit as st
 from xray_core.presets import PRESETS
 from xray_core.runs import service
 from xray_core import settings
+from xray_ui import lecture
 from xray_ui.nav import page_links
 from xray_ui.session import store, workspace_notice
 from xray_ui.throttle import LOGIN, client_key
@@ -35,6 +38,9 @@ _log = logging.getLogger("xray_lab.teacher_login")
 
 def main() -> None:
     page_links()
+    if lecture.presenting():   # ?view=present: the projector's view of the class, no sidebar
+        lecture.present_view()
+        return
     st.title("X-ray Lab · Class board")
     st.caption("Runs your classmates chose to share (a switch under each run's results on the Train page): "
                "their settings and results, never their workspace links.")
@@ -43,8 +49,10 @@ def main() -> None:
     s = store()
     recs = s.list_runs(None, shared_only=not teacher, states=None if teacher else ["finished", "stopped"])
     if teacher:
+        lecture.teacher_panel()   # class experiment, Send to class (issue 25)
         teacher_panel(recs)
         return
+    lecture.class_status_for_students()
     recs = [r for r in recs if r.test]
     if not recs:
         st.info("Nobody has shared a run yet. Train one on the Train page and switch on "

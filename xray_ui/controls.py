@@ -43,6 +43,15 @@ def _state_from_config(cfg: RunConfig) -> None:
         st.session_state.update({"data_source": "folder", "data_path": r.data})
 
 
+def fill(cfg: RunConfig, *, data: bool = False) -> None:
+    """Set the sidebar's knobs to `cfg` (the teacher's "Try this", a class experiment's turn).
+    From a button's on_click, before the widgets are drawn; `data`: the data source too (a
+    class experiment's runs must train on the same data to be compared)."""
+    _state_from_config(cfg)
+    if data and cfg.data == "phantom":
+        st.session_state["data_source"] = "phantom"
+
+
 def _state_preset() -> str:
     """The preset the controls equal (seed, data and patch limit aside), else (custom)."""
     try:

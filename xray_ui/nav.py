@@ -1,5 +1,6 @@
 """The sidebar's page links, named for students rather than by file name. Each link
-carries the workspace key (`?ws=…`) so every page shows the same workspace's runs."""
+carries the workspace key (`?ws=…`) so every page shows the same workspace's runs; the
+teacher's pinned message shows under them, on every page."""
 import streamlit as st
 
 PAGES = (("app.py", "Train", ":material/model_training:"),
@@ -16,3 +17,5 @@ def page_links() -> None:
     for page, label, icon in PAGES:
         st.sidebar.page_link(page, label=label, icon=icon, query_params={"ws": ws})
     st.sidebar.divider()
+    from .lecture import pinned_message
+    pinned_message()      # the teacher's pinned line, on every page (issue 25)

@@ -159,12 +159,13 @@ def _remember(run_id: str, job: TrainingJob) -> None:
                 old.model = None  # the model is in the store; free the weights
 
 
-def start_job(config, dataset: Dataset, preset: str | None, label: str | None = None) -> "Run":
-    """Start a training job, record it in this session's workspace, and make it the
-    session's current run."""
+def start_job(config, dataset: Dataset, preset: str | None, label: str | None = None,
+              group_id: str | None = None) -> "Run":
+    """Start a training job, record it in this session's workspace (in `group_id`: a class
+    experiment's turn), and make it the session's current run."""
     # alone: the server runs at most one queued/running Train-page run per workspace
     started = service.start(config, workspace=workspace(), dataset=dataset, backend=BACKEND, store=store(),
-                            preset=preset, label=label, client=client_id(), alone=True)
+                            preset=preset, label=label, client=client_id(), alone=True, group_id=group_id)
     job, run_id = started.job, started.run_id
     _remember(run_id, job)
     run = runs().add(job, preset, run_id)
