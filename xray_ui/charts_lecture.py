@@ -16,7 +16,7 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def race(curves: dict, height: int = 470) -> go.Figure:
+def race(curves: dict, height: int = 530) -> go.Figure:
     """Validation accuracy (%) per epoch: each run a faint line in its setup's colour, each
     setup's mean (over the runs that reached that epoch) bold and named in the legend."""
     fig = go.Figure()
@@ -25,17 +25,20 @@ def race(curves: dict, height: int = 470) -> go.Figure:
         for run in setup["runs"]:
             ys = [100 * v for v in run["val_accuracy"]]
             fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines", showlegend=False,
-                                     hoverinfo="skip", line=dict(color=_rgba(colour, 0.3), width=2)))
+                                     hoverinfo="skip", line=dict(color=_rgba(colour, 0.35), width=2)))
         if setup["mean"]:
             ys = [100 * v for v in setup["mean"]]
             fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
                                      name=f"{setup['label']} (mean of {len(setup['runs'])})",
                                      line=dict(color=colour, width=7), marker=dict(size=10)))
+    longest = _longest(curves)
+    axis = dict(tickfont=dict(size=FONT - 2), title_font=dict(size=FONT), automargin=True)
     fig.update_layout(
-        height=height, font=dict(size=FONT), margin=dict(l=20, r=20, t=20, b=20),
+        height=height, font=dict(size=FONT), margin=dict(l=10, r=10, t=10, b=10),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, font=dict(size=FONT)),
-        xaxis=dict(title="epoch", dtick=1 if _longest(curves) <= 15 else None, rangemode="tozero"),
-        yaxis=dict(title="validation accuracy %", range=[0, 100]), plot_bgcolor="white",
+        xaxis=dict(title="epoch", dtick=1 if longest <= 15 else None, range=[0.8, max(longest, 2) + 0.2], **axis),
+        yaxis=dict(title="validation accuracy %", range=[0, 100], **axis), plot_bgcolor="white",
+        paper_bgcolor="white",
     )
     fig.update_xaxes(showgrid=True, gridcolor="#ddd")
     fig.update_yaxes(showgrid=True, gridcolor="#ddd")

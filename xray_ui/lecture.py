@@ -369,12 +369,14 @@ def _clear() -> None:
 PRESENT_CSS = """<style>
 [data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], [data-testid="stSidebarNav"],
 header[data-testid="stHeader"] {display: none !important;}
-.block-container {padding-top: 1rem !important; max-width: 100% !important;}
+.block-container, [data-testid="stMainBlockContainer"] {padding: 0.5rem 1.5rem 1rem !important;
+  max-width: 100% !important;}
 html, body, [data-testid="stAppViewContainer"] {font-size: 24px;}
-[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li {font-size: 1.5rem;}
-[data-testid="stMetricValue"] {font-size: 3rem !important;}
-[data-testid="stMetricLabel"] p {font-size: 1.4rem !important;}
-h1 {font-size: 2.6rem !important;}
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li {font-size: 1.1rem; line-height: 1.3;}
+[data-testid="stCaptionContainer"] p {font-size: 1rem !important;}
+[data-testid="stMetricValue"] {font-size: 2.4rem !important;}
+[data-testid="stMetricLabel"] p {font-size: 1.1rem !important;}
+h1 {font-size: 2.2rem !important; padding: 0 0 0.3rem 0 !important;}
 </style>"""
 
 
@@ -425,14 +427,17 @@ def show_race() -> None:
             _FIGS[key] = fig
             while len(_FIGS) > 8:
                 _FIGS.pop(next(iter(_FIGS)))
-    st.plotly_chart(fig, width="stretch", key="present_race", config={"displayModeBar": False})
-    cols = st.columns(len(status["setups"]))
-    for col, s in zip(cols, status["setups"]):
-        ci = s["ci95"]
-        col.metric(s["label"] or s["preset"], _pct(s["mean"]),
-                   help="mean test accuracy of the finished runs")
-        col.markdown(f"{s['n']} finished" + ("" if not ci else f" · ± {50 * (ci[1] - ci[0]):.1f} (95 % CI)"))
-    st.markdown(verdict_line(status))
+    left, right = st.columns([3, 1], gap="medium")   # the race and the results side by side: one 720p screen
+    # theme=None: the chart's own large fonts, not the app theme's small ones
+    left.plotly_chart(fig, width="stretch", key="present_race", theme=None, config={"displayModeBar": False})
+    with right:
+        for s in status["setups"]:
+            ci = s["ci95"]
+            live = s["states"].get("training", 0) + s["states"].get("queued", 0)
+            st.metric(s["label"] or s["preset"], _pct(s["mean"]), help="mean test accuracy of the finished runs")
+            st.caption(f"{s['n']} finished" + ("" if not ci else f" · ± {50 * (ci[1] - ci[0]):.1f}")
+                       + (f" · {live} training" if live else ""))
+        st.markdown(verdict_line(status))
 
 
 def _signature(curves: dict) -> tuple:
