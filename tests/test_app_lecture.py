@@ -288,3 +288,16 @@ def test_the_projector_view_races_the_class_curves(visit, page):
 def test_the_projector_view_without_an_experiment_says_so(visit):
     app = visit(BOARD, view="present")
     assert not app.exception and "No class experiment yet" in texts(app)
+
+
+def test_a_new_send_and_experiment_show_on_the_next_run_of_the_train_page(visit):
+    """The watcher fragment (every WATCH_S) reruns the page when the send or the experiment changed."""
+    from xray_ui import lecture
+    app = visit()
+    assert not [b for b in app.button if b.key in ("pin_accept", "class_join")]
+    classes.send("p1-task3", {}, "Look up")
+    cid = classes.open(["p1-task1", "p1-task2"])
+    lecture.forget()
+    app.run()        # what the fragment's rerun does (run_every does not fire in AppTest)
+    assert {b.key for b in app.button} >= {"pin_accept", "class_join"}
+    assert lecture.WATCH_S <= 5 and lecture.CACHE_S <= lecture.WATCH_S

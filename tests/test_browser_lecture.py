@@ -1,6 +1,7 @@
 """The projector view in a real browser (issue 25, item 3): `?view=present` on the Class
 board at 1280x720 hides the sidebar, draws the class's race in large type within the
-screen, and redraws itself (its fragment) when a run of the class reaches a new epoch."""
+screen, and redraws itself (its fragment) when a run of the class reaches a new epoch; a
+student's idle Train page shows the teacher's "Send to class" without a click."""
 import pytest
 
 from xray_core.runs import classes
@@ -58,4 +59,12 @@ def test_the_projector_view_fits_720p_and_redraws_itself(tmp_path):
         assert wait_until(lambda: (page.evaluate(RACE_JS) or {}).get("bold")
                           == [["p1-task1 (mean of 2)", 2], ["p1-task2 (mean of 2)", 2]])
         assert page.evaluate(RACE_JS)["faint"] == 4
+        # a student's Train page left alone shows the teacher's send by itself (the watcher fragment)
+        student = b.new_page()
+        student.set_viewport_size(VIEW)
+        student.goto(server.url, wait_until="domcontentloaded")
+        student.get_by_text("Join the class experiment").first.wait_for(timeout=180_000)
+        classes.send("p1-task1", {"activation": "leaky_relu"}, "Eyes on the projector", store=store)
+        student.get_by_text("Try this:").first.wait_for(timeout=30_000)
+        student.get_by_text("Eyes on the projector").first.wait_for(timeout=30_000)
     store.close()

@@ -26,6 +26,7 @@ from xray_ui.texts import plain
 CACHE_S = 1.0             # what pages poll is at most this old
 PRESENT_REFRESH_S = 1.0   # the projector's fragment: at most once a second (issue 25, item 3)
 STATUS_REFRESH_S = 2.0    # the teacher's live status on the board
+WATCH_S = 3.0             # an idle Train page notices a new send or class experiment this late
 
 _CACHE: dict = {}
 _FIGS: dict = {}          # the race's figure per (experiment, curves' lengths), oldest first
@@ -83,8 +84,26 @@ def train_panels(cfg: RunConfig | None) -> None:
     try:
         try_this_banner()
         join_panel(cfg)
+        _watch(_what_shows())
     except XrayLabError as e:   # a store hiccup costs the banners, never the page
         st.error(plain(f"The class's banners are unavailable: {one_line(e)}"))
+
+
+def _what_shows() -> tuple:
+    p, exp = pin(), open_experiment()
+    return (p["id"] if p else None, exp["id"] if exp else None)
+
+
+@st.fragment(run_every=WATCH_S)
+def _watch(shown: tuple) -> None:
+    """A student who is only watching the page sees a new send or experiment within
+    WATCH_S: this reads the shared 1 s cache and reruns the page only when they changed
+    (the banners' buttons fill the sidebar, so they are drawn by the whole page)."""
+    try:
+        if _what_shows() != shown:
+            st.rerun()
+    except XrayLabError:
+        pass                    # the next full run says what is wrong
 
 
 def try_this_banner() -> None:
