@@ -424,3 +424,17 @@ def test_the_wrong_kind_of_data_for_the_architecture_is_one_line(train_page, tmp
     errs = errors(at)
     assert len(errs) == 1 and "a patch dataset" in errs[0] and "segmentation model needs whole films" in errs[0]
     assert str(tmp_path) not in errs[0]      # a dataset is named, never a server path
+
+
+def test_the_part_3_presets_pick_the_unet_and_its_films(train_page):
+    at = train_page
+    at.selectbox(key="preset").set_value("p3-unet-small").run()
+    assert not at.exception and not at.error
+    assert at.radio(key="arch").value == "segment" and at.number_input(key="input_size").value == 64
+    assert any(e.label.startswith("Data: phantom — train 150 · validation 30 · test 37 films") for e in at.expander)
+    assert any(c.value.startswith("Estimated time on this server") and "10 epochs on 150 films" in c.value
+               for c in at.caption)
+    assert not at.button(key="train").disabled
+    at.selectbox(key="preset").set_value("p1-task1").run()           # back to patches: the patch data again
+    assert not at.exception and not at.error
+    assert any(e.label.startswith("Data: phantom —") and e.label.endswith("patches") for e in at.expander)
