@@ -13,6 +13,7 @@ import streamlit as st
 
 from xray_core.runs import report as rp
 from xray_core.errors import XrayLabError
+from xray_ui import lecture
 from xray_ui.nav import page_links
 from xray_ui.run_views import workspace_views
 from xray_ui.session import store, workspace, workspace_notice
@@ -46,14 +47,21 @@ def main() -> None:
     except XrayLabError as e:
         st.error(str(e))
         return
-    if not report.rows:
+    if not report.rows and not report.classes:
         st.info("No finished run of a course preset in this workspace yet: pick a preset on the Train page "
                 "and train it (or choose “Runs I pick”).")
         return
     numbers = {v.id: v.number for v in workspace_views(s, ws)}
     table = pd.DataFrame([{**{k: v for k, v in row.as_dict().items() if k != "run_id"},
                            "run": numbers.get(row.run.id)} for row in report.rows])
-    st.dataframe(table, hide_index=True, width="stretch", key="report_table")
+    if report.rows:
+        st.dataframe(table, hide_index=True, width="stretch", key="report_table")
+    else:   # only class experiment turns so far (their setups need not be course presets)
+        st.info("No finished run of a course preset in this workspace yet; the class experiments you took "
+                "part in are below and in the downloads.")
+    for i, c in enumerate(report.classes):   # the class experiments this workspace took a turn in
+        st.subheader(f"Class experiment: {c['title']} ({c['state']})")
+        lecture.status_panel(c, key=f"report_class_{i}")
     if report.missing:
         st.caption("Not run yet: " + ", ".join(report.missing) + ".")
     c1, c2, c3 = st.columns(3)
@@ -63,7 +71,8 @@ def main() -> None:
                        "text/html", key="dl_report_html")
     c3.download_button("Report (CSV)", lambda: rp.export(report, "csv"), "xray_lab_report.csv", "text/csv",
                        key="dl_report_csv")
-    st.plotly_chart(rp.summary_figure(report), width="stretch", key="report_summary")
+    if report.rows:
+        st.plotly_chart(rp.summary_figure(report), width="stretch", key="report_summary")
     for i, row in enumerate(report.rows):
         st.plotly_chart(rp.curves_figure(row), width="stretch", key=f"report_curves_{i}")
     st.caption("Course figures come from the reference assignment, measured on its own X-ray patches; runs on "

@@ -301,3 +301,22 @@ def test_a_new_send_and_experiment_show_on_the_next_run_of_the_train_page(visit)
     app.run()        # what the fragment's rerun does (run_every does not fire in AppTest)
     assert {b.key for b in app.button} >= {"pin_accept", "class_join"}
     assert lecture.WATCH_S <= 5 and lecture.CACHE_S <= lecture.WATCH_S
+
+
+def test_the_report_page_shows_and_exports_the_class_experiment(visit):
+    app = visit()
+    ws = ws_of(app)
+    cid = classes.open(["p1-task1", "p1-task2"], "Task 1 vs Task 2", overrides={"epochs": 2})
+    s = get_store()
+    for i, (who, acc) in enumerate([(ws, 0.61), ("b", 0.74), ("c", 0.60), ("d", 0.75)]):
+        a = classes.assign(cid, who)
+        r = s.create_run(who, a.config, group_id=cid)     # 2 epochs: not a course preset
+        s.finish(r.id, "finished", result={"test": {"accuracy": acc, "loss": 1.0}})
+    rep = visit("pages/3_Report.py", ws=ws)
+    assert not rep.exception
+    assert any(h.value == "Class experiment: Task 1 vs Task 2 (open)" for h in rep.subheader)
+    assert rep.dataframe[0].value["finished"].tolist() == [2, 2]
+    assert "Report (Markdown)" in texts(rep) and "Report (HTML" in texts(rep)   # the downloads are offered
+    from xray_core.runs import report as rp
+    md = rp.export(rp.build_report(s, ws), "md")
+    assert "## Class experiment: Task 1 vs Task 2 (open)" in md
