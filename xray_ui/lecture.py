@@ -343,7 +343,7 @@ def send_controls() -> None:
     cols[1].number_input("LeakyReLU α (0: preset's)", 0.0, 1.0, 0.0, step=0.01, format="%.3g", key="send_alpha")
     cols[2].number_input("Epochs (0: preset's)", 0, KNOBS["epochs"].max, 0, key="send_epochs")
     cols[3].number_input("Batch size (0: preset's)", 0, 4096, 0, key="send_batch_size")
-    cols[4].number_input("Learning rate (0: preset's)", 0.0, 1.0, 0.0, step=1e-4, format="%.0e", key="send_lr")
+    cols[4].number_input("Learning rate (0: preset's)", 0.0, 1.0, 0.0, step=1e-4, format="%g", key="send_lr")
     st.text_input("Pinned message for every page (one line, optional)", key="send_message",
                   max_chars=classes.MESSAGE_CHARS, placeholder="e.g. Watch the validation loss after epoch 10")
     c1, c2 = st.columns(2)
