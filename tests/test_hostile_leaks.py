@@ -300,6 +300,7 @@ def test_a_worker_process_never_receives_the_servers_secrets(monkeypatch):
     monkeypatch.setenv("XRAY_LAB_DB", "postgresql://teacher:pw@127.0.0.1/lab")
     w = Worker()
     try:
+        w.wait_ready()   # the child has exec'd (before that, /proc/PID/environ can read empty)
         env = open(f"/proc/{w.pid}/environ", "rb").read().split(b"\0")
         names = {e.split(b"=", 1)[0] for e in env if e}
         assert b"PYTHONPATH" in names            # the environment was read (not empty)
