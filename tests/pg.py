@@ -105,7 +105,8 @@ def pg_url(pg_server) -> str:
     eng = sa.create_engine(pg_server.url.replace("postgresql://", "postgresql+psycopg2://", 1))
     try:
         with eng.begin() as conn:
-            for table in ("runs", "groups", "class_experiments", "class_assignments", "run_stops"):
+            for table in ("runs", "groups", "class_experiments", "class_assignments", "run_stops",
+                          "account_workspaces"):
                 if sa.inspect(conn).has_table(table):
                     conn.execute(sa.text(f"DELETE FROM {table}"))
     finally:

@@ -226,7 +226,8 @@ def test_a_store_made_before_class_experiments_opens_unchanged(tmp_path):
     s = RunStore(f"sqlite:///{db}", home=tmp_path / "home")
     try:
         after = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert after == before | {"class_experiments", "class_assignments", "run_stops", "class_pins"}
+        assert after == before | {"class_experiments", "class_assignments", "run_stops", "class_pins",
+                                  "account_workspaces"}
         old_run = s.get("00000000000000aa")
         assert (old_run.label, old_run.history["loss"], old_run.test["accuracy"]) == ("old", [0.5], 0.4)
         cid = classes.open(["p1-task1", "p1-task2"], store=s)

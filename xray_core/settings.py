@@ -87,6 +87,9 @@ def _rows() -> tuple[Setting, ...]:
         # people
         S("XRAY_LAB_TEACHER_PASSWORD", "str", None, "the teacher's password on the Class board "
           "(use a long one: 20+ characters)", secret=True),
+        S("XRAY_LAB_TEACHERS", "str", None, "teacher accounts when sign-in is on (.streamlit/secrets.toml "
+          "[auth], README \"Accounts\"): their e-mail addresses as the school's sign-in reports them, "
+          "comma-separated, case ignored; signed in, they are teachers without the password"),
         # tests
         S("XRAY_LAB_REQUIRE_ALL", "flag", False, "tests only: a skipped test fails the run (CI sets it)"),
     )

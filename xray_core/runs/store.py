@@ -14,7 +14,8 @@ One `RunStore` over SQLAlchemy Core (see STORE_API in the README's "Where runs a
 - Schema changes are additive: a new feature adds a table (`create_all` makes only the
   missing ones), so a store written by an older version opens unchanged. Class
   experiments (`class_experiments`, `class_assignments`, runs/classes.py) and stop
-  requests (`run_stops`, "stop anywhere") came this way (issue 25).
+  requests (`run_stops`, "stop anywhere") and accounts' workspaces (`account_workspaces`) came
+  this way (issue 25).
 """
 from __future__ import annotations
 
@@ -137,6 +138,17 @@ class_pins = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("setup", sa.JSON),                 # {"preset", "label", "config", "knobs"} or None
     sa.Column("message", sa.String(300)),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Accounts (issue 25, item 4): the workspace a signed-in account owns (runs/accounts.py). The
+# account is a one-way name of the provider's (issuer, subject); a workspace bound here opens
+# only for that account, never from its link alone. A new table, so older stores open unchanged.
+account_workspaces = sa.Table(
+    "account_workspaces", metadata,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("workspace", sa.String(64), nullable=False, unique=True),
+    sa.Column("email", sa.String(300)),       # what the teacher's list is matched against; shown, never a key
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
@@ -757,6 +769,42 @@ class RunStore:
         if row is None or (not row.setup and not row.message):
             return None
         return dict(row._mapping)
+
+    # -- accounts (runs/accounts.py) --
+    def account_workspace(self, account: str) -> str | None:
+        """The workspace bound to `account`, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(account_workspaces.c.workspace)
+                                .where(account_workspaces.c.account == account)).scalar()
+
+    def workspace_account(self, workspace) -> str | None:
+        """The account a workspace is bound to (None: a link-key workspace, or not a workspace)."""
+        if not isinstance(workspace, str) or not _WORKSPACE_RE.match(workspace):
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(account_workspaces.c.account)
+                                .where(account_workspaces.c.workspace == workspace)).scalar()
+
+    def bind_account(self, account: str, workspace: str, email: str | None = None) -> str:
+        """Bind `workspace` to `account` unless the account already has one; returns the
+        account's workspace. The primary key decides a race (two tabs signing in at once on
+        two replicas): the loser reads the winner's workspace."""
+        check_workspace(workspace)
+        if not isinstance(account, str) or not 1 <= len(account) <= 64:
+            raise StoreError("an account id is 1-64 characters")
+        if self.workspace_account(workspace) not in (None, account):
+            raise StoreError("that workspace belongs to another account")
+        try:
+            with self._writer.begin() as conn:
+                conn.execute(account_workspaces.insert().values(
+                    account=account, workspace=workspace, email=(email or None) and str(email)[:300],
+                    created_at=time.time()))
+        except sa.exc.IntegrityError:
+            pass
+        bound = self.account_workspace(account)
+        if bound is None:   # the workspace was taken by another account in the meantime
+            raise StoreError("that workspace belongs to another account")
+        return bound
 
     # -- retention --
     def _drop_model(self, run_id: str) -> None:

@@ -1,0 +1,117 @@
+"""Accounts (issue 25, item 4), the engine side: claims -> account, the teacher list, a
+workspace bound to its account in the run store (SQLite and PostgreSQL), and a link that
+names a bound workspace opening nothing for anyone else."""
+import sqlite3
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from xray_core.runs import accounts, keys
+from xray_core.runs.store import RunStore, StoreError, groups as groups_table, runs as runs_table
+
+ISS = "http://127.0.0.1:9/"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    url = (f"sqlite:///{tmp_path / 'home' / 'runs.sqlite3'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    s = RunStore(url, home=tmp_path / "home")
+    yield s
+    s.close()
+
+
+def claims(sub="s-1", email="ada@school.example", **more):
+    return {"iss": ISS, "sub": sub, "email": email, "email_verified": True, "name": "Ada", **more}
+
+
+def test_an_account_is_its_issuer_and_subject_not_its_address():
+    a = accounts.from_claims(claims())
+    assert a.id == accounts.from_claims(claims(email="renamed@school.example")).id   # same person
+    assert a.id != accounts.from_claims(claims(sub="s-2")).id
+    assert a.id != accounts.from_claims({**claims(), "iss": "http://other/"}).id     # another school's s-1
+    assert len(a.id) == 32 and a.email == "ada@school.example" and a.shown == "ada@school.example"
+    for nobody in (None, {}, {"email": "x@y"}, {"sub": "  "}, {"sub": 7}):
+        assert accounts.from_claims(nobody) is None
+
+
+def test_teachers_are_the_listed_verified_addresses(monkeypatch):
+    monkeypatch.delenv("XRAY_LAB_TEACHERS", raising=False)
+    assert not accounts.from_claims(claims()).teacher                 # no list: nobody
+    monkeypatch.setenv("XRAY_LAB_TEACHERS", " Ada@School.example , ,bob@school.example")
+    assert accounts.teacher_emails() == {"ada@school.example", "bob@school.example"}
+    assert accounts.from_claims(claims()).teacher
+    assert accounts.from_claims(claims(email="ADA@SCHOOL.EXAMPLE")).teacher     # case ignored
+    assert not accounts.from_claims(claims(email="eve@school.example")).teacher
+    assert not accounts.from_claims(claims(email_verified=False)).teacher       # unverified: never
+    assert not accounts.from_claims(claims(email_verified="false")).teacher
+    no_flag = claims()
+    del no_flag["email_verified"]                                               # Entra sends none
+    assert accounts.from_claims(no_flag).teacher
+    assert not accounts.from_claims(claims(email=None)).teacher
+
+
+def test_an_account_keeps_one_workspace_and_its_link_opens_for_nobody_else(store):
+    ada, bob = accounts.from_claims(claims()), accounts.from_claims(claims(sub="s-2", email="bob@x"))
+    ws = accounts.workspace_of(ada, store)
+    assert keys.signed(ws, store.home) and store.workspace_issued(ws)   # an ordinary signed key
+    assert accounts.workspace_of(ada, store) == ws                       # the next sign-in finds it
+    assert accounts.workspace_of(bob, store) != ws
+    assert store.workspace_account(ws) == ada.id
+    assert accounts.link_opens(ws, ada, store)
+    assert not accounts.link_opens(ws, None, store)                      # the link alone
+    assert not accounts.link_opens(ws, bob, store)                       # another account
+    plain = store.issue_workspace()                                      # a link-key workspace: as before
+    assert accounts.link_opens(plain, None, store) and accounts.link_opens(plain, bob, store)
+    # nobody can bind a workspace another account holds, nor move an account to another one
+    with pytest.raises(StoreError, match="another account"):
+        store.bind_account(bob.id, ws)
+    assert store.bind_account(ada.id, plain) == ws
+    assert store.workspace_account(plain) is None
+    for bad in ("", "a" * 65, None):
+        with pytest.raises(StoreError):
+            store.bind_account(bad, store.issue_workspace())
+    assert store.workspace_account("../x") is None and store.workspace_account(None) is None
+
+
+def test_two_first_sign_ins_at_once_end_with_one_workspace(store):
+    ada = accounts.from_claims(claims())
+    got, barrier = [], threading.Barrier(4)
+
+    def sign_in():
+        barrier.wait()
+        got.append(accounts.workspace_of(ada, store))
+    threads = [threading.Thread(target=sign_in) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 4 and len(set(got)) == 1
+    assert store.account_workspace(ada.id) == got[0]
+
+
+def test_a_store_made_before_accounts_opens_unchanged(tmp_path):
+    db = tmp_path / "home" / "runs.sqlite3"
+    db.parent.mkdir()
+    old = sa.MetaData()
+    for t in (runs_table, groups_table):
+        t.to_metadata(old)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.tables["runs"].insert().values(
+            id="00000000000000aa", workspace="ws", state="finished", config={"epochs": 1}, preset=None,
+            label="old", group_id=None, created_at=1.0, epochs_done=1, epochs=1, history={"loss": [0.5]},
+            batch_loss=[], batch_epoch=[], unit_stats=[], result=None, shared=False))
+    engine.dispose()
+    s = RunStore(f"sqlite:///{db}", home=tmp_path / "home")
+    try:
+        tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "account_workspaces" in tables
+        assert s.get("00000000000000aa").label == "old"
+        assert s.workspace_account("ws") is None and accounts.link_opens("ws", None, s)
+        ws = accounts.workspace_of(accounts.from_claims(claims()), s)
+        assert s.workspace_account(ws) is not None
+    finally:
+        s.close()
