@@ -36,7 +36,7 @@ from xray_ui.controls import config_from_state, mirror_to_url, sidebar
 from xray_ui.run_views import RunView, workspace_views
 from xray_ui.session import (model_file_bytes, prepare_model, start_job, store as session_store,
                              warm_workers, workspace, workspace_notice)
-from xray_ui.session import stop_run   # ■ Stop here or on another server (the store's stop flag)
+from xray_ui.session import account_bound, stop_run   # ■ Stop here or on another server (the store's stop flag)
 from xray_ui import lecture   # the teacher's banners, the class experiment, the projector view (issue 25)
 from xray_ui.texts import BN_AXIS_EXPLAINER, plain
 
@@ -532,8 +532,11 @@ def runs_panel(views: list[RunView], current: RunView | None) -> None:
         return
     st.divider()
     st.subheader("Runs in this workspace")
-    st.caption("Kept on the server under this page's link (the `ws` key in the address bar): bookmark it to "
-               "come back to these runs; anyone with the link sees them.")
+    if account_bound():   # signed in with the school's account (xray_ui/accounts.py)
+        st.caption("Kept on the server with your account: sign in on any computer to come back to these runs.")
+    else:
+        st.caption("Kept on the server under this page's link (the `ws` key in the address bar): bookmark it to "
+                   "come back to these runs; anyone with the link sees them.")
     rows = []
     for v in views:
         s = v.snapshot()

@@ -1,7 +1,8 @@
 """X-ray Lab — Class board: the runs students chose to share (switch on the Train
 page's results), per preset a leaderboard by test accuracy and the spread of results.
 Shared runs show settings and results only: never a workspace key or a run id, which
-would open the student's runs. With XRAY_LAB_TEACHER_PASSWORD set, the teacher sees
+would open the student's runs. With XRAY_LAB_TEACHER_PASSWORD set (or signed in as an account
+listed in XRAY_LAB_TEACHERS, xray_ui/accounts.py), the teacher sees
 every workspace's runs (workspaces as short, one-way names) and can remove runs, opens and
 closes the class experiment and sends a setup or a pinned message to the class
 (xray_ui/lecture.py). `?view=present` is the projector's view."""
@@ -26,6 +27,7 @@ from xray_core.presets import PRESETS
 from xray_core.runs import service
 from xray_core import settings
 from xray_ui import lecture
+from xray_ui.accounts import account
 from xray_ui.nav import page_links
 from xray_ui.session import store, workspace_notice
 from xray_ui.throttle import LOGIN, client_key
@@ -114,6 +116,9 @@ def spread_figure(df: pd.DataFrame, order: list[str]):
 # ---- the teacher -------------------------------------------------------------------------
 
 def teacher_login() -> bool:
+    acct = account()
+    if acct is not None and acct.teacher:   # signed in as an account listed in XRAY_LAB_TEACHERS
+        return True
     password = settings.get("XRAY_LAB_TEACHER_PASSWORD") or ""
     if not password:
         return False

@@ -57,12 +57,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def streamlit_app(env: dict | None = None, timeout: float = 90):
-    """Start the real app on a free loopback port; yield a Server; stop it."""
-    port = free_port()
+def streamlit_app(env: dict | None = None, timeout: float = 90, port: int | None = None, args=()):
+    """Start the real app on a free loopback port (or `port`); yield a Server; stop it.
+    `args`: more `streamlit run` options, e.g. ("--secrets.files", path)."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
+           "--browser.gatherUsageStats", "false", *args]
     log = open(REPO / ".pytest_cache" / f"streamlit-{port}.log", "w") if (REPO / ".pytest_cache").exists() \
         else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=log,

@@ -24,7 +24,7 @@ import streamlit as st
 
 from xray_core import settings
 from xray_core.errors import XrayLabError, log_once
-from xray_core.runs import keys, recorder, service
+from xray_core.runs import accounts, keys, recorder, service
 from xray_core.data.dataset import Dataset
 from xray_core.runs.store import RunStore, default_home, get_store
 from xray_core.train.job import TrainingJob
@@ -94,16 +94,27 @@ def workspace() -> str:
 
     The link wins (a bookmark opened in a tab that had another workspace); a page switch
     that dropped the query string gets the session's token back; no token -> a new one;
-    a malformed token -> a new one and a one-line notice (st.session_state["_ws_notice"])."""
+    a malformed token -> a new one and a one-line notice (st.session_state["_ws_notice"]).
+    Signed in (xray_ui/accounts.py), it is the account's workspace and the link carries no key;
+    a link naming a workspace bound to an account opens only for that account."""
+    from xray_ui.accounts import account
+    if (acct := account()) is not None:
+        return account_workspace(acct)
     raw = st.query_params.get(WS_PARAM)
-    if issued_workspace(raw):
+    if st.session_state.pop("_ws_account", None) is not None:   # signed out: the account keeps its workspace
+        st.session_state.pop("xray_ws", None)
+    if issued_workspace(raw) and link_opens(raw, None):
         st.session_state["xray_ws"] = raw
         return raw
     ws = st.session_state.get("xray_ws")
     if raw is not None:
         ws = new_workspace()
-        st.session_state["_ws_notice"] = ("That link's workspace key is not valid: this is a new, empty "
-                                          "workspace.")
+        if valid_workspace(raw) and not link_opens(raw, None):
+            st.session_state["_ws_error"] = ("That link's workspace belongs to an account: sign in as its owner "
+                                             "to open it. This is a new, empty workspace.")
+        else:
+            st.session_state["_ws_notice"] = ("That link's workspace key is not valid: this is a new, empty "
+                                              "workspace.")
     elif not valid_workspace(ws):
         ws = new_workspace()
     st.session_state["xray_ws"] = ws
@@ -111,7 +122,48 @@ def workspace() -> str:
     return ws
 
 
+def link_opens(key: str, acct) -> bool:
+    """Whether a link's key may open for this viewer as far as accounts go (runs/accounts.py).
+    The session's own link-key workspace was checked when it was taken: no query per page run."""
+    if key == st.session_state.get("xray_ws") and st.session_state.get("_ws_account") is None:
+        return True
+    try:
+        return accounts.link_opens(key, acct, get_store())
+    except XrayLabError:   # no store: nothing is bound that it could open
+        return True
+
+
+def account_workspace(acct) -> str:
+    """The signed-in account's workspace, looked up once per session (then kept in it); the link
+    carries no key (it would open nothing for anyone else), so a key found there is dropped."""
+    ws = st.session_state.get("xray_ws")
+    if st.session_state.get("_ws_account") != acct.id or not valid_workspace(ws):
+        try:
+            ws = accounts.workspace_of(acct, get_store())
+            st.session_state["_ws_account"] = acct.id
+        except XrayLabError as e:   # no store: this session works, its runs are not kept with the account
+            st.session_state.pop("_ws_account", None)
+            ws = ws if valid_workspace(ws) else new_workspace()
+            st.session_state["_ws_error"] = f"Your account's workspace cannot be opened now: {e}"
+        st.session_state["xray_ws"] = ws
+    raw = st.query_params.get(WS_PARAM)
+    if raw is not None:
+        if raw != ws and valid_workspace(raw):
+            st.session_state["_ws_notice"] = (
+                "Signed in, you work in your account's workspace: the link's workspace was not opened "
+                "(sign out to open a link's workspace).")
+        del st.query_params[WS_PARAM]
+    return ws
+
+
+def account_bound() -> bool:
+    """Whether this session's workspace is its signed-in account's (then no link carries its key)."""
+    return st.session_state.get("_ws_account") is not None
+
+
 def workspace_notice() -> None:
+    if msg := st.session_state.pop("_ws_error", None):
+        st.error(msg)
     if msg := st.session_state.pop("_ws_notice", None):
         st.warning(msg)
 
