@@ -115,3 +115,75 @@ def test_a_store_made_before_accounts_opens_unchanged(tmp_path):
         assert s.workspace_account(ws) is not None
     finally:
         s.close()
+
+
+def test_the_tests_oidc_provider_checks_what_a_real_one_does():
+    """tests/oidc_provider.py, which the browser test signs in against: a code is for one
+    use by the registered client with the PKCE verifier, and the id token is signed (JWKS),
+    carries the nonce and names the user; userinfo needs the access token."""
+    import base64
+    import hashlib
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    from .oidc_provider import OidcProvider
+
+    redirect = "http://127.0.0.1:9/oauth2callback"
+
+    def get(url, data=None, headers=None):
+        req = urllib.request.Request(url, data=urllib.parse.urlencode(data).encode() if data else None,
+                                     headers=headers or {})
+        try:
+            with urllib.request.urlopen(req) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    with OidcProvider("cid", "csecret", redirect) as op:
+        op.user = {"sub": "u-1", "email": "ada@school.example", "email_verified": True}
+        meta = get(op.metadata_url)[1]
+        assert meta["issuer"] == op.issuer and "S256" in meta["code_challenge_methods_supported"]
+        verifier = "v" * 50
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+        def authorize(**over):
+            q = {"client_id": "cid", "redirect_uri": redirect, "response_type": "code", "scope": "openid email",
+                 "state": "st", "nonce": "n-1", "code_challenge": challenge, "code_challenge_method": "S256",
+                 **over}
+            opener = urllib.request.build_opener(NoRedirect)
+            try:
+                opener.open(meta["authorization_endpoint"] + "?" + urllib.parse.urlencode(q))
+            except urllib.error.HTTPError as e:
+                if e.code != 302:
+                    return None
+                back = urllib.parse.parse_qs(urllib.parse.urlparse(e.headers["Location"]).query)
+                assert back["state"] == ["st"]
+                return back["code"][0]
+            return None
+
+        assert authorize(redirect_uri="http://evil/cb") is None and authorize(client_id="x") is None
+        token = {"grant_type": "authorization_code", "redirect_uri": redirect, "client_id": "cid",
+                 "client_secret": "csecret", "code_verifier": verifier}
+        code = authorize()
+        assert get(meta["token_endpoint"], {**token, "code": code, "client_secret": "no"})[0] == 401
+        code = authorize()
+        assert get(meta["token_endpoint"], {**token, "code": code, "code_verifier": "w" * 50})[0] == 400
+        code = authorize()
+        status, tok = get(meta["token_endpoint"], {**token, "code": code})
+        assert status == 200
+        assert get(meta["token_endpoint"], {**token, "code": code})[0] == 400          # one use only
+        keys_ = KeySet.import_key_set(get(meta["jwks_uri"])[1])
+        claims = jwt.decode(tok["id_token"], keys_).claims
+        assert (claims["iss"], claims["aud"], claims["sub"], claims["nonce"]) == (op.issuer, "cid", "u-1", "n-1")
+        assert get(meta["userinfo_endpoint"], headers={"Authorization": "Bearer " + tok["access_token"]}) \
+            == (200, op.user)
+        assert get(meta["userinfo_endpoint"], headers={"Authorization": "Bearer nope"})[0] == 401
