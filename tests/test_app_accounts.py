@@ -119,6 +119,13 @@ def test_a_session_that_signs_out_leaves_the_account_workspace_behind(signed_in)
     signed_in(None)                           # the same session, the cookie gone
     app.run()
     assert app.session_state["xray_ws"] != ws and link_ws(app) == app.session_state["xray_ws"]
+    bob = account("s-bob", "bob@school.example")
+    signed_in(ada)
+    app.run()
+    assert app.session_state["xray_ws"] == ws
+    signed_in(bob)                            # another account in the same session: its own workspace
+    app.run()
+    assert app.session_state["xray_ws"] == get_store().account_workspace(bob.id) != ws
 
 
 def test_a_listed_account_is_a_teacher_on_the_class_board_without_the_password(signed_in, monkeypatch):
@@ -135,3 +142,4 @@ def test_a_listed_account_is_a_teacher_on_the_class_board_without_the_password(s
     assert [b for b in teacher.button if b.key == "class_open"]
     monkeypatch.delenv("XRAY_LAB_TEACHER_PASSWORD")                         # no password at all: still
     assert "Teacher view" in texts(run(BOARD).info)
+

@@ -142,9 +142,10 @@ def account_workspace(acct) -> str:
             ws = accounts.workspace_of(acct, get_store())
             st.session_state["_ws_account"] = acct.id
         except XrayLabError as e:   # no store: this session works, its runs are not kept with the account
-            st.session_state.pop("_ws_account", None)
-            ws = ws if valid_workspace(ws) else new_workspace()
-            st.session_state["_ws_error"] = f"Your account's workspace cannot be opened now: {e}"
+            from xray_ui.texts import plain
+            if st.session_state.pop("_ws_account", None) is not None or not valid_workspace(ws):
+                ws = new_workspace()    # never another account's workspace kept in this session
+            st.session_state["_ws_error"] = f"Your account's workspace cannot be opened now: {plain(e)}"
         st.session_state["xray_ws"] = ws
     raw = st.query_params.get(WS_PARAM)
     if raw is not None:
