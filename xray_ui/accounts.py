@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import streamlit as st
 
+from xray_core.errors import log_once
 from xray_core.runs import accounts
 from xray_core.runs.accounts import Account
 
@@ -33,8 +34,8 @@ def _auth_section() -> Mapping | None:
         if not st.secrets.load_if_toml_exists():
             return None
         auth = st.secrets.get("auth")
-    except Exception as e:   # a secrets.toml that does not parse: no sign-in, said in the log
-        _log.warning("secrets.toml: cannot read [auth] (%s): sign-in is off", type(e).__name__)
+    except Exception as e:   # a secrets.toml that does not parse: no sign-in, said in the log (once)
+        log_once(_log, "secrets.toml: cannot read [auth], sign-in is off", e)
         return None
     return auth if isinstance(auth, Mapping) else None
 
@@ -56,23 +57,13 @@ def configured() -> bool:
 
 
 def signed_in() -> bool:
-    if not configured():
-        return False
-    try:
-        return bool(st.user.is_logged_in)
-    except Exception:   # no browser session (a script, AppTest without a user)
-        return False
+    # the claims as a dict: a session without a user (AppTest) has no is_logged_in at all
+    return configured() and bool(st.user.to_dict().get("is_logged_in"))
 
 
 def account() -> Account | None:
     """The signed-in account (None: sign-in off, not signed in, or a token naming nobody)."""
-    if not signed_in():
-        return None
-    try:
-        claims = st.user.to_dict()
-    except Exception:
-        return None
-    return accounts.from_claims(claims)
+    return accounts.from_claims(st.user.to_dict()) if signed_in() else None
 
 
 def sign_in_out() -> None:
