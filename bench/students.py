@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import statistics
@@ -46,9 +47,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench._common import emit, log, machine, median, pct
+from bench._common import REPO, emit, log, machine, median, pct
 
 TRAIN_LABEL = "▶ Train"
+JOIN_LABEL = "Join the class experiment"   # xray_ui/lecture.py, shown while a class experiment is open
 LOST_AFTER_S = 20.0       # a page rerun not finished by then is lost (the student moves on)
 RESULT_LABEL = "Test accuracy"
 
@@ -60,11 +62,15 @@ def _proto():
 
 
 class Student:
-    def __init__(self, idx: int, ws_url: str, query: str, train: bool, poke: float, t_end: float):
+    def __init__(self, idx: int, ws_url: str, query: str, train: bool, poke: float, t_end: float,
+                 page_name: str = "", role: str = "student"):
         self.idx, self.ws_url, self.query, self.train = idx, ws_url, query, train
         self.poke, self.t_end = poke, t_end
         self.page_hash = ""
+        self.page_name, self.role = page_name, role      # e.g. "Class_board"; student | teacher | projector
         self.train_id: str | None = None
+        self.join_id: str | None = None              # "Join the class experiment", when one is open
+        self.join = False                            # press it before Train (--class-experiment)
         self.fragments: dict[str, float] = {}        # fragment_id -> interval (auto reruns)
         self._reset: set[str] = set()                # timers to restart (a new interval)
         self.round_trips: list[tuple[float, float, bool]] = []   # (t_sent, seconds, training)
@@ -76,6 +82,8 @@ class Student:
         self._finished = asyncio.Event()
         self._waiting_full = False
         self.connected_at: float | None = None
+        self.joined = False
+        self.after_load: tuple[float, int, int] | None = None
 
     # -- protocol --
     def _rerun(self, *, trigger: str | None = None, fragment: str | None = None) -> bytes:
@@ -84,6 +92,8 @@ class Student:
         cs = msg.rerun_script
         cs.query_string = self.query
         cs.page_script_hash = self.page_hash
+        if self.page_name and not self.page_hash:
+            cs.page_name = self.page_name       # the first run names the page; the server answers its hash
         if trigger:
             w = cs.widget_states.widgets.add()
             w.id = trigger
@@ -123,6 +133,8 @@ class Student:
             et = el.WhichOneof("type")
             if et == "button" and el.button.label == TRAIN_LABEL:
                 self.train_id = el.button.id
+            elif et == "button" and el.button.label == JOIN_LABEL:
+                self.join_id = el.button.id
             elif et == "metric" and el.metric.label == RESULT_LABEL and self.t_click and not self.t_results:
                 self.t_results = time.perf_counter()
         elif kind == "script_finished":
@@ -199,22 +211,34 @@ class Student:
             self.errors.append("first page load did not finish")
             return
         self.round_trips.append((t, first, False))
+        self.after_load = (time.perf_counter(), self.msgs, self.bytes)   # the steady cost is what follows
         if self.train:
             if self.train_id is None:
                 self.errors.append("no Train button on the page")
             else:
                 await asyncio.sleep(random.uniform(0, 1.0))   # students do not click in lockstep
+                if self.join:
+                    if self.join_id is None:
+                        self.errors.append("no 'Join the class experiment' button on the page")
+                    else:   # one click fills the sidebar with the next turn's setup and seed
+                        t = time.perf_counter()
+                        rt = await self._full_run(ws, trigger=self.join_id)
+                        self.round_trips.append((t, rt if rt is not None else float("inf"), False))
+                        self.joined = rt is not None
+                        await asyncio.sleep(random.uniform(0.5, 1.5))
                 self.t_click = time.perf_counter()
                 rt = await self._full_run(ws, trigger=self.train_id)
                 if rt is not None:
                     self.round_trips.append((self.t_click, rt, True))
-        await asyncio.sleep(random.uniform(0, self.poke))
+        # every pause ends by t_end (a projector's --poke is "never": it only follows its timers)
+        await asyncio.sleep(min(random.uniform(0, self.poke), max(0.0, self.t_end - time.perf_counter())))
         while time.perf_counter() < self.t_end:
             training = bool(self.t_click and not self.t_results)
             t = time.perf_counter()
             rt = await self._full_run(ws)
             self.round_trips.append((t, rt if rt is not None else float("inf"), training))
-            await asyncio.sleep(self.poke * random.uniform(0.5, 1.5))   # see the module doc
+            await asyncio.sleep(min(self.poke * random.uniform(0.5, 1.5),   # see the module doc
+                                    max(0.0, self.t_end - time.perf_counter())))
 
 
 # ---- the server ---------------------------------------------------------------------
@@ -275,6 +299,15 @@ async def _meter(m: CpuMeter, t_end: float) -> None:
     m.sample()
 
 
+def _steady(c: "Student") -> dict:
+    """Messages and kB per second after the first page load (the load itself is one-off)."""
+    if not c.after_load:
+        return {}
+    t, m, b = c.after_load
+    dt = max(1e-9, min(time.perf_counter(), c.t_end) - t)
+    return {"msgs_per_s_after_load": round((c.msgs - m) / dt, 2), "kb_per_s_after_load": round((c.bytes - b) / dt / 1024, 2)}
+
+
 def _timeline(students, t0: float, window: float = 15.0) -> list[dict]:
     rows: dict[int, list[float]] = {}
     for s in students:
@@ -289,8 +322,17 @@ async def _class(args, ws_url: str, pid: int | None) -> dict:
     t_end = t0 + args.duration
     query = args.query.lstrip("?")
     students = [Student(i, ws_url, query, args.train, args.poke, t_end) for i in range(args.students)]
+    for s in students:   # with a class experiment open, every student joins it and trains their turn
+        s.join = bool(args.class_experiment)
+    # issue 25: the teacher on the Class board (a whole-page rerun every --poke, as the students)
+    # and projectors (?view=present: one load, then only the page's own fragment timers)
+    others = [Student(args.students + i, ws_url, "view=present", False, 10 * args.duration, t_end,
+                      page_name=args.projector_page, role="projector") for i in range(args.projectors)]
+    if args.teacher:
+        others.append(Student(args.students + args.projectors, ws_url, "", False, args.poke, t_end,
+                              page_name="Class_board", role="teacher"))
     meter = CpuMeter(pid)
-    tasks = []
+    tasks = [asyncio.create_task(o.run()) for o in others]
     for s in students:   # students arrive over --arrive seconds, as a class does
         tasks.append(asyncio.create_task(s.run()))
         await asyncio.sleep(args.arrive / max(1, args.students))
@@ -299,6 +341,11 @@ async def _class(args, ws_url: str, pid: int | None) -> dict:
     # let running jobs finish (bounded) so "runs finished" counts what the class got
     grace_end = time.perf_counter() + args.grace
     await mt
+    extra = {o.role: {"first_load_s": o.round_trips[0][1] if o.round_trips else None,
+                      "round_trip_s_median": median([rt for (_, rt, _) in o.round_trips[1:]]),
+                      # what one projector costs next to one student (the issue: no more)
+                      **_steady(o),
+                      "msgs": o.msgs, "errors": o.errors[:3]} for o in others}
     rts = [rt for s in students for (_, rt, _) in s.round_trips[1:]]
     rts_training = [rt for s in students for (_, rt, tr) in s.round_trips[1:] if tr]
     done = [s.t_results - s.t_click for s in students if s.t_results and s.t_click]
@@ -307,6 +354,7 @@ async def _class(args, ws_url: str, pid: int | None) -> dict:
     fin = lambda xs: [x for x in xs if x != float("inf")]  # noqa: E731
     return {
         "students": args.students, "train": args.train, "duration_s": args.duration,
+        "others": extra,
         "first_load_s": {"median": median(first), "max": max(first) if first else None},
         "round_trip_s": {"n": len(rts), "median": median(rts), "p90": pct(rts, 90), "max": max(rts) if rts else None,
                          "timeouts": len(rts) - len(fin(rts))},
@@ -315,10 +363,13 @@ async def _class(args, ws_url: str, pid: int | None) -> dict:
                                         "max": max(rts_training) if rts_training else None},
         # where the slow round trips are: per 15 s of the class (rerun sent in that window)
         "timeline": _timeline(students, t0),
+        "joined": sum(1 for s in students if s.joined),
         "runs_finished": len(done), "runs_started": sum(1 for s in students if s.t_click),
         "click_to_results_s": sorted(round(d, 1) for d in done),
         "cpu": meter.summary(),
         "per_student_msgs_per_s": statistics.mean(s.msgs for s in students) / dur,
+        "per_student_after_load": {k: statistics.mean(_steady(s).get(k, 0) for s in students)
+                                   for k in ("msgs_per_s_after_load", "kb_per_s_after_load")},
         "per_student_kb_per_s": statistics.mean(s.bytes for s in students) / dur / 1024,
         "errors": [f"student {s.idx}: {e}" for s in students for e in s.errors][:10],
         "grace_left_s": round(grace_end - time.perf_counter(), 1),
@@ -339,11 +390,17 @@ def main(argv=None) -> None:
     p.add_argument("--grace", type=float, default=0.0)
     p.add_argument("--url", help="an already running server (default: start one on a free loopback port)")
     p.add_argument("--max-jobs", type=int, default=None, help="XRAY_LAB_MAX_JOBS for the started server")
+    p.add_argument("--projectors", type=int, default=0, help="clients on ?view=present (the projector view)")
+    p.add_argument("--projector-page", default="Class_board", help="the page the projectors show")
+    p.add_argument("--teacher", action="store_true", help="a teacher re-running the Class board every --poke")
+    p.add_argument("--class-experiment", default=None, metavar="PRESETS",
+                   help="open a class experiment first (e.g. p1-task1,p1-task2) in the started server's home")
     args = p.parse_args(argv)
     if args.query is None:
         args.query = f"epochs={args.epochs}"
     t_start = time.perf_counter()
     result = {"bench": "students", "machine": machine(), "args": vars(args)}
+    class_id = None
     with contextlib.ExitStack() as stack:
         if args.url:
             url, pid = args.url, None
@@ -353,6 +410,12 @@ def main(argv=None) -> None:
             env = {"XRAY_LAB_HOME": home}
             if args.max_jobs:
                 env["XRAY_LAB_MAX_JOBS"] = str(args.max_jobs)
+            if args.class_experiment:     # the projector's race and the board's status have something to show
+                import subprocess
+                opened = subprocess.run([sys.executable, "-m", "xray_core", "class", "open", "--setups",
+                                         args.class_experiment, "--epochs", str(args.epochs), "--json", "-"],
+                                        cwd=REPO, check=True, env={**os.environ, **env}, capture_output=True, text=True)
+                class_id = json.loads(opened.stdout)["id"]
             server = stack.enter_context(streamlit_server(env=env, with_process=True))
             url, pid = server
         host = urlparse(url)
@@ -361,6 +424,17 @@ def main(argv=None) -> None:
         ws_url = f"ws://{host.netloc}/_stcore/stream"
         log(f"{args.students} students on {url} for {args.duration:.0f}s (train={args.train})")
         result["result"] = asyncio.run(_class(args, ws_url, pid))
+        if class_id:   # what the class experiment holds at the end: the runs that arrived per setup
+            import subprocess
+            st = subprocess.run([sys.executable, "-m", "xray_core", "class", "status", class_id, "--json", "-"],
+                                cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
+            try:
+                d = json.loads(st.stdout)
+                result["result"]["class_experiment"] = {
+                    "setups": [{k: x.get(k) for k in ("preset", "n", "mean", "ci95")} for x in d["setups"]],
+                    "compare": d.get("compare")}
+            except (ValueError, KeyError, TypeError):
+                result["result"]["class_experiment"] = {"error": (st.stderr or st.stdout).strip()[-300:]}
     emit(result, t_start)
 
 
