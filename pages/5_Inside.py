@@ -36,6 +36,11 @@ def main() -> None:
         st.info("No model yet: train one on the Train page (or with one click on the Classify page), or upload "
                 "a saved `.keras` model in the sidebar.")
         return
+    if cv.is_segment(choice):   # a U-Net: whole film in, a label per pixel out; no 32x32 patch to open
+        st.info(f"{choice.label} is a segmentation network (a U-Net): it labels every pixel of a whole film, "
+                "not a 32×32 patch. See its map beside the prior's on the Classify page; this page opens "
+                "patch models (fully connected and CNN).")
+        return
     picked = patch_picker(choice)
     if picked is None:
         return

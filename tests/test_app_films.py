@@ -229,6 +229,19 @@ def test_a_segmentation_model_maps_the_film_in_one_pass_beside_the_prior(classif
         "\n" not in errs[0]
 
 
+def test_the_inside_page_says_a_segmentation_model_is_seen_on_the_classify_page(unet_file):
+    """Inside opens patch models; a U-Net there once fed 32x32 test patches to a film input
+    and printed Keras's shape error."""
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/5_Inside.py").run()
+    at.file_uploader(key="inside_model_upload").set_value(("unet.keras", unet_file, "application/octet-stream")).run()
+    assert not at.exception and not errors(at), errors(at)
+    assert any("is a segmentation network" in i.value and "Classify page" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+
+
 def test_the_prior_comes_from_a_films_folder_on_the_server_real_films(with_patch_model, shared_data, monkeypatch):
     """The real JSRT films (jsrt_films under the data roots): the prior of its 150 training films
     scores a held-out patient's film exactly as the engine's prior does."""
