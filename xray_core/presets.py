@@ -162,9 +162,11 @@ def _short(name: str, value) -> str:
 
 def describe(config: RunConfig, most: int = 3) -> str:
     """A run's label: the closest preset plus what changed, e.g. "p1-task5, 10 epochs"."""
-    best = min(PRESETS.values(), key=lambda p: len(_changes(p, config)))  # first wins a tie
-    changed = _changes(best, config)
     r = config.resolved()
+    # a preset of the run's own architecture first: a small U-Net is "p3-unet-small, ...",
+    # never "p1-task1, Segmentation (U-Net), ..." (U-Net knobs do not apply to p1's FC)
+    best = min(PRESETS.values(), key=lambda p: (p.config.arch != r.arch, len(_changes(p, config))))  # first wins a tie
+    changed = _changes(best, config)
     parts = [_short(n, getattr(r, n)) for n in changed[:most]]
     if len(changed) > most:
         parts.append(f"+{len(changed) - most} more")
