@@ -129,6 +129,20 @@ def test_no_evidence_says_how_many_seeds_would_be_needed():
     assert f"about {c['seeds_needed']} seeds per group" in c["verdict_text"]
 
 
+def test_runs_needed_is_never_the_runs_already_there():
+    """A large gap with 2 or 3 runs a group: the power formula says 2-3 would do, but the exact
+    test cannot show it with them (2 v 2: p >= 1/3), so more are needed, at least 4 a group."""
+    for a, b in (([0.60, 0.61], [0.70, 0.71]), ([0.60, 0.61, 0.605], [0.70, 0.71, 0.705])):
+        c = stats.compare(a, b)
+        assert c["verdict"] == "no evidence" and c["p_value"] >= 0.05
+        assert stats.seeds_needed(c["difference"], 0.007) <= len(a)      # what the formula alone says
+        assert c["seeds_needed"] >= max(stats.MIN_EXACT_N, len(a) + 1)
+        assert f"about {c['seeds_needed']} seeds per group" in c["verdict_text"]
+    # with 4 a group the exact test can decide: different, nothing more needed
+    d = stats.compare([0.60, 0.61, 0.605, 0.602], [0.70, 0.71, 0.705, 0.702])
+    assert d["verdict"] == "different" and d["p_value"] < 0.05
+
+
 def test_groups_too_small_to_compare_are_refused():
     with pytest.raises(ValueError, match="at least 2"):
         stats.compare([0.6], [0.7, 0.71])

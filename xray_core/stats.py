@@ -34,6 +34,7 @@ from scipy import stats as _st
 
 ALPHA = 0.05
 POWER = 0.8
+MIN_EXACT_N = 4           # per group: the fewest runs with which the exact test can say p < 0.05
 EXACT_MAX_N = 5           # per group: at or below, the p-value is an exact permutation test
 MAX_SEEDS_NEEDED = 10_000  # beyond this the power search gives up (None: "more than 10,000")
 
@@ -146,7 +147,12 @@ def compare(a: Sequence[float], b: Sequence[float]) -> dict:
     else:
         out.update(p_value=w["p_value"], test="Welch's t-test")
     sd = _pooled_sd(a, b)
-    out["seeds_needed"] = seeds_needed(diff, sd)
+    need = seeds_needed(diff, sd)
+    if need is not None and out["p_value"] >= ALPHA:
+        # Not shown with the runs at hand, so "about N" must be more than they are; and an exact
+        # permutation test cannot reach p < 0.05 below 4 runs a group (3 v 3: p >= 2/20).
+        need = max(need, MIN_EXACT_N, max(len(a), len(b)) + 1)
+    out["seeds_needed"] = need
     return _with_verdict(out, f"{len(a)} and {len(b)} seeds" if len(a) != len(b) else f"{len(a)} seeds")
 
 
