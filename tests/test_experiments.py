@@ -39,6 +39,15 @@ def test_repeat_runs_one_job_per_seed_and_the_seeds_differ(toy_dataset):
     assert res["gap"]["values"] == pytest.approx([r["train_accuracy"] - r["test_accuracy"] for r in runs])
 
 
+def test_a_unet_repeat_without_data_trains_on_the_phantoms_films():
+    """The default data of a segmentation repeat is the phantom's films, as for `train` (it
+    was the phantom's patches: every seed failed with 'a patch dataset')."""
+    cfg = RunConfig(arch="segment", input_size=32, depth=2, base_filters=4, epochs=1, batch_size=8, augment=False)
+    res = ex.repeat(cfg, 2, seed=0)
+    assert [r["state"] for r in res["runs"]] == ["done", "done"], [r.get("error") for r in res["runs"]]
+    assert res["test_accuracy"]["n"] == 2
+
+
 def test_the_same_seed_repeats_the_same_run(toy_dataset):
     a = ex.repeat(TINY, 1, seed=3, dataset=toy_dataset)["runs"][0]
     b = ex.repeat(TINY, 1, seed=3, dataset=toy_dataset)["runs"][0]

@@ -197,8 +197,9 @@ def study_steps(points: list[dict]) -> list[dict]:
 def _load(config: RunConfig, dataset: Dataset | None) -> Dataset:
     if dataset is not None:
         return dataset
-    from xray_core.data.load import load_dataset
-    return load_dataset(config.data)  # once for the whole group: every run sees the same patches
+    from xray_core.data.for_run import load_for_run
+    # once for the whole group: every run sees the same data (patches, or films for a U-Net)
+    return load_for_run(config.data, config.arch)
 
 
 def _label(config: RunConfig, preset: str | None, seed: int) -> str:
