@@ -29,7 +29,8 @@ from xray_ui.controls import sidebar
 from xray_ui.nav import page_links
 from xray_ui.progress import fmt_time
 from xray_ui import session
-from xray_ui.session import ISOLATE, shared_dataset, warm_workers
+from xray_ui.films_view import run_dataset
+from xray_ui.session import ISOLATE, warm_workers
 from xray_ui.icon import ICON
 
 st.set_page_config(page_title="X-ray Lab · Experiments", page_icon=ICON, layout="wide")
@@ -87,7 +88,7 @@ def main() -> None:
         st.info(cfg_error)
     else:
         try:
-            dataset = shared_dataset(cfg.data)
+            dataset = run_dataset(cfg.data, cfg.arch)   # films for a U-Net setup, patches otherwise
         except XrayLabError as e:
             st.error(str(e))
         except Exception as e:

@@ -72,6 +72,24 @@ def test_a_tiny_repeat_shows_mean_and_sd_and_compares_with_the_course(page):
     assert metric(page, "Difference B − A").endswith("points")
 
 
+def test_a_unet_repeat_trains_on_the_phantoms_films(page):
+    """A segmentation setup's repeat gets whole films (it was handed the phantom's patches and
+    every seed failed: 'a patch dataset ..., but a segmentation model needs whole films')."""
+    page.selectbox(key="preset").set_value("p3-unet-small").run()
+    for key, value in (("epochs", 1), ("input_size", 32), ("base_filters", 4)):
+        page.number_input(key=key).set_value(value).run()
+    page.slider(key="depth").set_value(2).run()
+    page.number_input(key="exp_seeds").set_value(2).run()
+    assert not page.exception and not page.error, [e.value for e in page.error]
+    page.button(key="exp_repeat").click().run()
+    assert not page.exception and not page.error, [e.value for e in page.error]
+    (entry,) = page.session_state["xray_experiments"]
+    assert entry.group.members[0].job.config.arch == "segment"
+    assert poll(page, lambda a: entry.group.finished)
+    res = entry.group.result()
+    assert [r["state"] for r in res["runs"]] == ["done", "done"], [r.get("error") for r in res["runs"]]
+
+
 def test_bad_sweep_values_are_a_one_line_error(page):
     page.radio(key="exp_view").set_value("Sweep").run()
     page.selectbox(key="exp_knob").set_value("batch_size").run()
