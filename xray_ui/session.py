@@ -3,6 +3,9 @@
 - A workspace is an unguessable token in the link (`?ws=…`): every run is recorded in the
   run store (xray_core.runs.store) under it, so a refresh, a bookmark, a second tab or a server
   restart finds the runs again; a link without a token gets a new, empty workspace.
+- Signed in with the school's account (xray_ui/accounts.py, issue 25 item 4), the workspace is
+  the account's (xray_core/runs/accounts.py): no token in the link, and a link naming it opens
+  nothing for anyone else.
 - Each browser session also keeps the jobs it started in st.session_state (the Classify
   page uses their models), but closing the tab no longer stops them: a run stops when asked.
 - A job still training in this process is found again by its run id (recorder.live_job),
