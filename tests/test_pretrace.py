@@ -68,3 +68,21 @@ def test_an_idle_worker_prepares_the_sidebar_model_and_the_job_takes_it(toy_data
     local = TrainingJob(FC, toy_dataset, scheduler=Scheduler(1)).run().snapshot()
     np.testing.assert_allclose(a.snapshot().history["loss"], local.history["loss"], rtol=1e-4)
     assert b.snapshot().state == DONE
+
+
+def test_the_page_asks_for_no_prepared_model_while_runs_wait(monkeypatch, toy_dataset):
+    """A queued run takes the next idle worker: a model traced for this sidebar (another seed,
+    another setup) would only delay it. With nothing queued the page asks as before."""
+    from xray_core.train import job as job_mod
+    from xray_core.train.backends import worker
+    from xray_ui import session
+    asked = []
+    monkeypatch.setattr(session, "BACKEND", "worker")
+    monkeypatch.setattr(worker.POOL, "prepare", lambda cfg, n, ds=None: asked.append(n) or True)
+    status = {"cap": 2, "running": 2, "waiting": 3, "held": 0}
+    monkeypatch.setattr(job_mod.SCHEDULER, "status", lambda: dict(status))
+    session.prepare_model(RunConfig(epochs=1), toy_dataset)
+    assert asked == []
+    status.update(waiting=0)
+    session.prepare_model(RunConfig(epochs=1), toy_dataset)
+    assert len(asked) == 1

@@ -266,6 +266,13 @@ def prepare_model(cfg, dataset) -> None:
         return
     from xray_core.train.pretrace import n_train
     from xray_core.train.backends.worker import POOL
+    from xray_core.train.job import SCHEDULER
+    q = SCHEDULER.status()
+    if q["waiting"] or q["held"]:
+        # runs are queued: the next idle worker is theirs, and a model traced for this sidebar
+        # (another seed, another setup) would only delay them (a class experiment, every student
+        # on their own seed: trainers spent ~70 % more CPU per run)
+        return
     try:
         POOL.prepare(cfg, n_train(cfg, dataset), dataset)
     except Exception as e:   # only a head start: a Train meets the same problem and says it
