@@ -40,6 +40,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -401,6 +402,9 @@ def main(argv=None) -> None:
     t_start = time.perf_counter()
     result = {"bench": "students", "machine": machine(), "args": vars(args)}
     class_id = None
+    # `timeout` (or Ctrl-C's cousin SIGTERM) must still stop the server this bench started:
+    # raised as SystemExit, the ExitStack below closes it (it once outlived a killed bench)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:
         if args.url:
             url, pid = args.url, None
