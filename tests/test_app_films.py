@@ -445,7 +445,7 @@ def test_the_part_3_presets_pick_the_unet_and_its_films(train_page):
     assert not at.exception and not at.error
     assert at.radio(key="arch").value == "segment" and at.number_input(key="input_size").value == 64
     assert any(e.label.startswith("Data: phantom — train 150 · validation 30 · test 37 films") for e in at.expander)
-    assert any(c.value.startswith("Estimated time on this server") and "10 epochs on 150 films" in c.value
+    assert any(c.value.startswith("Estimated time on this server") and "9 epochs on 150 films" in c.value
                for c in at.caption)
     assert not at.button(key="train").disabled
     at.selectbox(key="preset").set_value("p1-task1").run()           # back to patches: the patch data again

@@ -219,7 +219,7 @@ def test_defaults_are_p1_task1_and_inapplicable_knobs_do_not_matter():
     (RunConfig(optimizer="sgd", momentum=0.5), "p1-task1, SGD + momentum, momentum 0.5"),
     # the closest preset of the same architecture, even when another arch's differs in fewer knobs
     (RunConfig(arch="segment", epochs=1, input_size=32, depth=2, base_filters=4),
-     "p3-unet, no batch norm, 1 epoch, batch 64, +5 more"),
+     "p3-unet-small, no batch norm, 1 epoch, batch 64, +4 more"),
 ])
 def test_describe_names_the_closest_preset_and_what_changed(cfg, label):
     assert describe(cfg) == label
