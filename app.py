@@ -54,7 +54,8 @@ def main() -> None:
         lecture.present_view()
         return
     st.title("X-ray Lab · Train")
-    st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches.")
+    st.caption("Teach a network to tell background, clavicle, lung and heart apart on 32×32 chest X-ray patches, "
+               "or (Part 3, a U-Net) to label every pixel of a whole film.")
     if problem := warm_workers():  # idle training processes, so the first Train starts quickly
         st.warning(problem, icon=":material/cloud_off:")
     ws = workspace()
