@@ -128,3 +128,25 @@ def tiny_course(root):
     """A few radiographs per split in the course layout: enough for 1-epoch CLI runs."""
     course_layout(root, {"train": rids(6), "validation": rids(2, "V"), "test": rids(2, "T")}, per_class=4)
     return root
+
+
+def old_run_store(home: Path) -> Path:
+    """A run store as made before the class and account tables: only `runs` and `groups`, one
+    finished run "00000000000000aa" in workspace "ws" (label "old", loss [0.5], test accuracy
+    0.4). Returns the SQLite file; opening it with RunStore must add the new tables."""
+    import sqlalchemy as sa
+    from xray_core.runs.store import groups as groups_table, runs as runs_table
+    db = Path(home) / "runs.sqlite3"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    old = sa.MetaData()
+    for t in (runs_table, groups_table):
+        t.to_metadata(old)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(old.tables["runs"].insert().values(
+            id="00000000000000aa", workspace="ws", state="finished", config={"epochs": 1}, preset=None,
+            label="old", group_id=None, created_at=1.0, epochs_done=1, epochs=1, history={"loss": [0.5]},
+            batch_loss=[], batch_epoch=[], unit_stats=[], result={"test": {"accuracy": 0.4}}, shared=False))
+    engine.dispose()
+    return db

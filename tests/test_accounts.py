@@ -5,10 +5,11 @@ import sqlite3
 import threading
 
 import pytest
-import sqlalchemy as sa
 
 from xray_core.runs import accounts, keys
-from xray_core.runs.store import RunStore, StoreError, groups as groups_table, runs as runs_table
+from xray_core.runs.store import RunStore, StoreError
+
+from .fixtures_data import old_run_store
 
 ISS = "http://127.0.0.1:9/"
 
@@ -92,19 +93,7 @@ def test_two_first_sign_ins_at_once_end_with_one_workspace(store):
 
 
 def test_a_store_made_before_accounts_opens_unchanged(tmp_path):
-    db = tmp_path / "home" / "runs.sqlite3"
-    db.parent.mkdir()
-    old = sa.MetaData()
-    for t in (runs_table, groups_table):
-        t.to_metadata(old)
-    engine = sa.create_engine(f"sqlite:///{db}")
-    old.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(old.tables["runs"].insert().values(
-            id="00000000000000aa", workspace="ws", state="finished", config={"epochs": 1}, preset=None,
-            label="old", group_id=None, created_at=1.0, epochs_done=1, epochs=1, history={"loss": [0.5]},
-            batch_loss=[], batch_epoch=[], unit_stats=[], result=None, shared=False))
-    engine.dispose()
+    db = old_run_store(tmp_path / "home")
     s = RunStore(f"sqlite:///{db}", home=tmp_path / "home")
     try:
         tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -6,14 +6,15 @@ import sqlite3
 import threading
 
 import pytest
-import sqlalchemy as sa
 
 from xray_core import stats
 from xray_core.config import RunConfig
 from xray_core.errors import ConfigError, StoreError
 from xray_core.presets import PRESETS
 from xray_core.runs import classes
-from xray_core.runs.store import RunStore, groups as groups_table, runs as runs_table
+from xray_core.runs.store import RunStore
+
+from .fixtures_data import old_run_store
 
 SHORT = {"epochs": 1, "limit_train": 64, "batch_size": 16}
 
@@ -207,19 +208,7 @@ def test_unknown_experiments_are_refused_in_one_line(store, bad):
 
 def test_a_store_made_before_class_experiments_opens_unchanged(tmp_path):
     """An older store has only `runs` and `groups`: opening it adds the new tables and keeps every row."""
-    db = tmp_path / "home" / "runs.sqlite3"
-    db.parent.mkdir()
-    old = sa.MetaData()
-    for t in (runs_table, groups_table):
-        t.to_metadata(old)
-    engine = sa.create_engine(f"sqlite:///{db}")
-    old.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(old.tables["runs"].insert().values(
-            id="00000000000000aa", workspace="ws", state="finished", config={"epochs": 1}, preset=None,
-            label="old", group_id=None, created_at=1.0, epochs_done=1, epochs=1, history={"loss": [0.5]},
-            batch_loss=[], batch_epoch=[], unit_stats=[], result={"test": {"accuracy": 0.4}}, shared=False))
-    engine.dispose()
+    db = old_run_store(tmp_path / "home")
     before = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert before == {"runs", "groups"}
 
