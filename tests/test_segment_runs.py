@@ -356,6 +356,25 @@ def test_augmentation_moves_film_and_label_map_together_and_repeats_by_seed():
     del rng
 
 
+@pytest.mark.parametrize("n,batch", [(10, 4), (3, 8), (8, 4)])
+def test_film_batches_all_have_one_shape_and_show_every_film_each_epoch(n, batch):
+    """One shape per batch: the U-Net's XLA-compiled step would compile again (~10 s) for a
+    smaller last batch; the last batch is topped up from the epoch's own order instead."""
+    from xray_core.data.films import FilmSplit
+    from xray_core.train.batches import film_batches
+    x = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 1), np.float32)
+    split = FilmSplit(x=x, y=np.zeros((n, 4, 4), np.uint8), names=[f"f{i}" for i in range(n)])
+    ds = film_batches(split, batch, seed=1)
+    assert ds.cardinality().numpy() == -(-n // batch)
+    it = iter(ds.repeat(2))
+    for _ in range(2):
+        seen = [np.asarray(next(it)[0]) for _ in range(-(-n // batch))]
+        assert {b.shape[0] for b in seen} == {batch}
+        ids = np.concatenate([b[:, 0, 0, 0] for b in seen]).astype(int)
+        assert set(ids) == set(range(n))                 # every film, every epoch
+        assert len(ids) - len(set(ids)) == -(-n // batch) * batch - n   # only the top-up repeats
+
+
 def test_modelcheck_accepts_the_unet_and_counts_its_cost(tmp_path, monkeypatch):
     from xray_core import segmentation
     from xray_core.errors import DataError
