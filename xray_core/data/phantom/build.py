@@ -33,7 +33,7 @@ from xray_core import settings
 from xray_core.data.cache import cache_dir  # noqa: F401  (ph.cache_dir: films.py)
 
 # Bump when the drawing (here or in phantom_anatomy.py) changes so stale caches are not reused.
-GENERATOR_VERSION = 14
+GENERATOR_VERSION = 19
 DEFAULT_SIZES = (150, 30, 37)          # train / validation / test radiographs
 HALF = PATCH // 2
 
