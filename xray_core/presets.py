@@ -83,13 +83,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # The recipe, measured on jsrt_films (150 training films, 37 held-out patients' test films,
     # this 2-core CPU): films shrunk to 128x128 inside the network (the map grown back to
     # 256x256), 4 levels from 16 filters, batch norm, cross-entropy + Dice, Adam in batches of
-    # 8 at 3e-3 after a warm-up from 3e-4, cosine decay, shift/scale/rotate/contrast
-    # augmentation, 16 epochs (the most that fit in 5 minutes here: 20 took 394 s for 0.9724):
-    # test pixel accuracy 0.9707 / 0.9724 / 0.9721 over seeds 0-2 (Dice b .98 c .84-.86 l .965-.967
-    # h .946-.949), fit 272-273 s, ~29 ms a film (2026-12-04, quiet). The small one works at
-    # 64x64 for 9 epochs without augmentation: 0.9593 / 0.9628 / 0.9621 in 53 s (with it, 10
-    # epochs: 0.9604 in 70.5 s; a second an epoch goes to warping 256x256 films, and in so few
-    # epochs it does not pay off).
+    # 4 at 3e-3 after a warm-up from 3e-4, cosine decay, shift/scale/rotate/contrast
+    # augmentation, 22 epochs: as many as fit in 5 minutes here, XLA-compiled (README, Part 3,
+    # has the figures per seed; batches of 8 were faster an epoch but drew the clavicles'
+    # edges less well: 24 epochs of 8 gave Dice c .867, 24 of 4 .881). The small one works at
+    # 64x64 for 9 epochs without augmentation (a second an epoch would go to warping 256x256
+    # films, and in so few epochs it does not pay off).
     Preset("p3-unet", "Part 3 · From patches to pixels: a U-Net",
            "A segmentation network labels every pixel of the whole film in one pass. Its encoder "
            "shrinks the film step by step until one pixel sees most of the chest (the context a "
@@ -97,7 +96,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "the fine detail. Trained on whole films and their label maps; compare its map with the "
            "prior's (each pixel's most frequent label, image ignored) and with a patch model's.",
            RunConfig(arch="segment", input_size=128, depth=4, base_filters=16, batch_norm=True, dropout=0.0,
-                     loss="both", augment=True, epochs=16, batch_size=8, lr=3e-3, l2=0.0,
+                     loss="both", augment=True, epochs=22, batch_size=4, lr=3e-3, l2=0.0,
                      lr_schedule="warmup_cosine"),
            {}),
     Preset("p3-unet-small", "Part 3 · A U-Net for a class (about a minute)",

@@ -337,12 +337,14 @@ def cached_estimate(config: RunConfig, n_train: int, n_val: int = 0, n_test: int
 
 # Segmentation runs (arch segment) are not calibrated: the timing above trains on 32x32
 # patches. Their rough estimate scales the U-Net's multiply-adds per film (cost.unet_cost)
-# by what p3-unet measured on this project's 2-core CPU: 20 epochs on 150 films (755 M
-# multiply-adds each, augmented, batches of 8) in ~347 s, ~22 ms to map a film.
-_SEG_TRAIN_SECONDS_PER_MAC = 1.47e-10   # per training film, forward + backward + augmentation
-_SEG_PREDICT_SECONDS_PER_MAC = 2.9e-11  # per film mapped (validation, test)
-_SEG_STEP_SECONDS = 0.02                # fixed cost of one optimizer step
-_SEG_STARTUP_SECONDS = 3.0              # build + first-step trace
+# by what p3-unet's U-Net (755 M multiply-adds a film) measured on this project's 2-core CPU,
+# XLA-compiled, 150 augmented films (2026-12-04, quiet): 10.0 s an epoch in batches of 8,
+# 11.3 s in batches of 4 (+0.95 s validating 30 films), ~29 ms to map a film, and a first
+# epoch ~13 s longer (the XLA compile).
+_SEG_TRAIN_SECONDS_PER_MAC = 7.7e-11    # per training film, forward + backward + augmentation
+_SEG_PREDICT_SECONDS_PER_MAC = 4.0e-11  # per film mapped (validation, test)
+_SEG_STEP_SECONDS = 0.068               # fixed cost of one optimizer step
+_SEG_STARTUP_SECONDS = 13.0             # build + the XLA compile of the training step
 
 
 def segment_rough(cfg: RunConfig, n_train: int, n_val: int = 0, n_test: int = 0) -> dict:
