@@ -221,3 +221,26 @@ def test_a_knob_flagged_step_cost_joins_the_cost_key(monkeypatch):
     assert est.cost_key(FC.replace(dropout=0.5)) == "fc/relu/do0.5/bs64/adam/nobn"   # in table order
     monkeypatch.setitem(config.KNOBS, "batch_size", dataclasses.replace(config.KNOBS["batch_size"], step_cost=None))
     assert est.cost_key(FC.replace(batch_size=32)) == est.cost_key(FC)   # unflagged: no longer in the key
+
+
+def test_a_unet_estimate_is_rough_until_this_machine_has_run_one_then_learned(tmp_path, monkeypatch):
+    """U-Nets are never calibrated (the calibration trains on patches): their rough figure
+    was measured on one machine; a finished U-Net run here corrects it for every U-Net."""
+    monkeypatch.setenv("XRAY_LAB_HOME", str(tmp_path))
+    unet = RunConfig(arch="segment", epochs=4, batch_size=4)
+    rough = est.estimate(unet, 150, 30, 37)
+    assert rough["source"] == "rough" and est.cached_estimate(unet, 150, 30, 37) is None
+    # this machine ran it in half the rough time (a faster CPU than the constants' one)
+    est.learn(unet, 150, 30, 37, fit_seconds=rough["fit"] * 0.5, total_seconds=rough["total"] * 0.5)
+    again = est.estimate(unet.replace(seed=3), 150, 30, 37)
+    assert again["source"] == "learned"
+    assert again["fit"] == pytest.approx(rough["fit"] * 0.75)      # counts half, as for patch models
+    assert again["total"] == pytest.approx(rough["total"] * 0.75)
+    # one ratio for the machine: another U-Net's estimate (rough scales with its shape) follows it
+    small = RunConfig(arch="segment", input_size=64, epochs=9, batch_size=8)
+    assert est.estimate(small, 150, 30, 37)["fit"] == pytest.approx(est.rough_estimate(small, 150, 30, 37)["fit"] * 0.75)
+    est.forget_memory()                                            # kept on disk, for this machine only
+    assert est.cached_estimate(unet, 150, 30, 37)["source"] == "learned"
+    monkeypatch.setattr(est, "machine_signature", lambda: "another CPU | 2 cpu | tf ?")
+    est.forget_memory()
+    assert est.cached_estimate(unet, 150, 30, 37) is None

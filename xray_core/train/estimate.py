@@ -19,6 +19,8 @@ laptop, and blind to validation, the probe, the test evaluation and start-up. So
    and whatever else this machine is doing.
 3. **rough** — `models.estimate_seconds` (multiply-add arithmetic), when nothing
    has been measured yet and measuring is not allowed (e.g. the page's script thread).
+   A U-Net (arch segment) is never calibrated: rough (`segment_rough`), then learned from
+   this machine's finished U-Net runs like 2.
 
 `estimate(config, n_train, n_val, n_test)` returns
 `{"total", "fit", "startup", "per_epoch", "evaluation", "source"}` in seconds, where
@@ -327,8 +329,11 @@ def cached_estimate(config: RunConfig, n_train: int, n_val: int = 0, n_test: int
     """The measured/learned estimate if this cost key was measured on this machine, else
     None. Never builds a model: safe in a page's script thread."""
     cfg = config.resolved()
-    if cfg.arch == "segment":       # never measured (see segment_rough)
-        return None
+    if cfg.arch == "segment":       # never measured: the rough figure, corrected by this machine's runs
+        m = _entry(SEGMENT_KEY)
+        if not m or not m.get("ratio_fit"):
+            return None
+        return _finish(segment_rough(cfg, n_train, n_val, n_test), m)
     m = _entry(cost_key(cfg))
     if not m or "step" not in m:
         return None
@@ -345,6 +350,11 @@ _SEG_TRAIN_SECONDS_PER_MAC = 7.7e-11    # per training film, forward + backward 
 _SEG_PREDICT_SECONDS_PER_MAC = 4.0e-11  # per film mapped (validation, test)
 _SEG_STEP_SECONDS = 0.068               # fixed cost of one optimizer step
 _SEG_STARTUP_SECONDS = 13.0             # build + the XLA compile of the training step
+# Another machine can be much faster or slower than that one (a Zen 5 EPYC, 2026-12-04 afternoon:
+# 5.5 s an epoch of batches of 4, not 12.2): every finished U-Net run teaches this machine's
+# ratio to the rough figure, one ratio for all U-Nets (the rough figure already scales with the
+# shape), kept under this key beside the patch models' calibrations.
+SEGMENT_KEY = "segment-rough"
 
 
 def segment_rough(cfg: RunConfig, n_train: int, n_val: int = 0, n_test: int = 0) -> dict:
@@ -443,11 +453,17 @@ def learn(config: RunConfig, n_train: int, n_val: int, n_test: int,
     """Record how a finished (not stopped) run compared with its measured estimate;
     later estimates of this cost key are corrected by the running mean ratio."""
     cfg = config.resolved()
-    key = cost_key(cfg)
-    m = _entry(key)
-    if not m or "step" not in m or not (fit_seconds > 0 and total_seconds > 0):
+    if not (fit_seconds > 0 and total_seconds > 0):
         return None
-    est = _compose(cfg, m, n_train, n_val, n_test)
+    if cfg.arch == "segment":
+        key, m = SEGMENT_KEY, _entry(SEGMENT_KEY) or {}
+        est = segment_rough(cfg, n_train, n_val, n_test)
+    else:
+        key = cost_key(cfg)
+        m = _entry(key)
+        if not m or "step" not in m:
+            return None
+        est = _compose(cfg, m, n_train, n_val, n_test)
     r_fit, r_total = fit_seconds / est["fit"], total_seconds / est["total"]
     if not (math.isfinite(r_fit) and math.isfinite(r_total)):
         return None
