@@ -31,7 +31,8 @@ def main() -> None:
     workspace_notice()
     s = store()
     views = [v for v in workspace_views(s, ws) if v.rec.state in ("finished", "stopped") and v.rec.test]
-    by_label = {v.id: f"{v.label} · test acc {100 * v.rec.test['accuracy']:.1f} %" for v in views}
+    by_label = {v.id: f"{v.label} · {'pixel' if 'dice' in v.rec.test else 'test'} acc "
+                      f"{100 * v.rec.test['accuracy']:.1f} %" for v in views}
     mode = st.radio("Runs in the table", ["latest", "pick"], key="report_mode", horizontal=True,
                     format_func={"latest": "Latest finished run of each preset", "pick": "Runs I pick"}.get)
     run_ids = None
@@ -59,6 +60,10 @@ def main() -> None:
     else:   # only class experiment turns so far (their setups need not be course presets)
         st.info("No finished run of a course preset in this workspace yet; the class experiments you took "
                 "part in are below and in the downloads.")
+    maps = rp.map_table(report)
+    if maps:   # U-Net runs: their "test acc" above is pixel accuracy; here with Dice per class and the prior
+        st.subheader("Whole-film maps")
+        st.dataframe(pd.DataFrame(maps, columns=rp.MAP_HEAD), hide_index=True, width="stretch", key="report_maps")
     for i, c in enumerate(report.classes):   # the class experiments this workspace took a turn in
         st.subheader(f"Class experiment: {c['title']} ({c['state']})")
         lecture.status_panel(c, key=f"report_class_{i}")

@@ -301,3 +301,25 @@ def test_the_runs_table_shows_the_knobs_flagged_column(visit, trained):
     row = df.iloc[0]
     assert (row["arch"], row["batch"], row["filters"], row["mode"]) == ("fc", 64, "", "")   # CNN knobs blank
     assert row["epochs"] == f"{trained[1].epoch}/{trained[1].epochs}"                         # progress
+
+
+def test_report_page_shows_a_picked_unet_run_as_a_map_with_dice(visit):
+    s = get_store()
+    rec = s.create_run(WS_A, get_preset("p3-unet").config, state="training")
+    test = {"accuracy": 0.9749, "pixel_accuracy": 0.9749, "loss": 0.07, "films": 37, "map_ms_per_film": 12.2,
+            "dice": {"background": 0.983, "clavicle": 0.879, "lung": 0.970, "heart": 0.951},
+            "prior": {"pixel_accuracy": 0.8713, "dice": {"clavicle": 0.304}, "training_films": 150},
+            "confusion": [[9, 0, 1, 0], [0, 8, 2, 0], [1, 0, 9, 0], [0, 0, 1, 9]],
+            "precision": dict.fromkeys(("background", "clavicle", "lung", "heart"), 0.9),
+            "recall": dict.fromkeys(("background", "clavicle", "lung", "heart"), 0.9)}
+    s.finish(rec.id, "finished", result={"test": test, "train_accuracy": 0.97}, epochs_done=22,
+             history={"loss": [0.3], "accuracy": [0.97]})
+    app = visit(WS_A, REPORT)
+    app.radio(key="report_mode").set_value("pick").run()
+    assert any("pixel acc 97.5 %" in o for o in app.multiselect(key="report_runs").options)
+    app.multiselect(key="report_runs").set_value([rec.id]).run()
+    assert not app.exception and not app.error
+    maps = [d.value for d in app.dataframe if "Dice c" in d.value.columns]    # (a dataframe's key is not kept here)
+    assert len(maps) == 1
+    maps = maps[0]
+    assert list(maps["Dice c"]) == ["0.879"] and list(maps["prior pixel acc"]) == ["87.13 %"]

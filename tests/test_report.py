@@ -90,3 +90,25 @@ def test_exports_never_carry_the_workspace_key(store):
 def test_the_table_is_the_course_seven_only(store):
     rep = build_report(store, "ws")
     assert rep.missing == ["p1-task1", "p1-task2", "p1-task3", "p1-task4", "p1-task5", "p2-task1", "p2-task2"]
+
+
+def test_a_unet_run_is_reported_as_a_map_with_dice_per_class_beside_the_prior(store):
+    """A U-Net's test accuracy is pixel accuracy: the report says so, with Dice per class and
+    the prior's figures (the map that ignores the image), in Markdown and HTML."""
+    r = store.create_run("ws", PRESETS["p3-unet"].config)
+    store.update_progress(r.id, state="training", epochs_done=1, history={"loss": [0.3], "accuracy": [0.96]})
+    test = {"accuracy": 0.9749, "pixel_accuracy": 0.9749, "loss": 0.07, "films": 37, "map_ms_per_film": 12.2,
+            "dice": {"background": 0.983, "clavicle": 0.879, "lung": 0.970, "heart": 0.951},
+            "prior": {"pixel_accuracy": 0.8713, "dice": {"background": 0.914, "clavicle": 0.304, "lung": 0.825,
+                                                        "heart": 0.816}, "training_films": 150}}
+    store.finish(r.id, "finished", result={"test": test, "train_accuracy": 0.97})
+    patch = _run(store, "p1-task1", 0.66)
+    rep = build_report(store, "ws", [r.id, patch.id])
+    md = to_markdown(rep)
+    assert "Whole-film maps" in md
+    assert f"| p3-unet | {r.id} | 37 | 97.49 % | 0.983 | 0.879 | 0.970 | 0.951 | 87.13 % | 0.304 | 12 ms |" in md
+    assert patch.id not in md.split("Whole-film maps")[1].split("\n\n")[1]     # a patch run has no map row
+    page = to_html(rep)
+    assert "<table class='maps'>" in page and "<td>0.879</td>" in page and "<td>87.13 %</td>" in page
+    # no U-Net picked: no maps section
+    assert "Whole-film maps" not in to_markdown(build_report(store, "ws", [patch.id]))

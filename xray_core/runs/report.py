@@ -150,6 +150,34 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+MAP_HEAD = ["preset", "run", "films", "pixel acc", "Dice b", "Dice c", "Dice l", "Dice h",
+            "prior pixel acc", "prior Dice c", "map per film"]
+
+
+def map_table(report: Report) -> list[list[str]]:
+    """Whole-film runs (a U-Net: test.dice) scored as maps: a label per pixel, so pixel
+    accuracy and Dice per class, beside the prior's (the map that ignores the image). Their
+    "test acc" in the table above is that pixel accuracy."""
+    body = []
+    for row in report.rows:
+        t = row.run.test or {}
+        dice = t.get("dice")
+        if not isinstance(dice, dict):
+            continue
+        prior = t.get("prior") or {}
+        pd_ = prior.get("dice") or {}
+
+        def d(v):
+            return "–" if v is None else f"{v:.3f}"
+        pa = t.get("pixel_accuracy", t.get("accuracy"))
+        body.append([row.preset or "(own)", row.run.id, str(t.get("films", "–")),
+                     _fmt(None if pa is None else 100 * pa, 2, " %"),
+                     *(d(dice.get(c)) for c in ("background", "clavicle", "lung", "heart")),
+                     _fmt(None if prior.get("pixel_accuracy") is None else 100 * prior["pixel_accuracy"], 2, " %"),
+                     d(pd_.get("clavicle")), _fmt(t.get("map_ms_per_film"), 0, " ms")])
+    return body
+
+
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...),
 # +cmd|..., @SUM...; tab and CR start DDE payloads too): such text cells get a leading
 # apostrophe, which spreadsheets show as text and do not evaluate (OWASP "CSV injection").
@@ -195,6 +223,11 @@ def to_markdown(report: Report) -> str:
     lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in body]
     if report.missing:
         lines += ["", "Not run yet: " + ", ".join(report.missing) + "."]
+    maps = map_table(report)
+    if maps:
+        lines += ["", "## Whole-film maps (test films: pixel accuracy and Dice per class, beside the prior's)", "",
+                  "| " + " | ".join(MAP_HEAD) + " |", "|" + "---|" * len(MAP_HEAD)]
+        lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in maps]
     for row in report.rows:
         h = row.run.history
         lines += ["", f"## {_md_cell(row.preset or row.run.label)}: {_md_cell(row.title)}", "",
@@ -264,6 +297,13 @@ def to_html(report: Report) -> str:
     parts.append("</tbody></table>")
     if report.missing:
         parts.append(f"<p>Not run yet: {e(', '.join(report.missing))}.</p>")
+    maps = map_table(report)
+    if maps:
+        parts.append("<h2>Whole-film maps (test films: pixel accuracy and Dice per class, beside the prior's)</h2>")
+        parts.append("<table class='maps'><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in MAP_HEAD)
+                     + "</tr></thead><tbody>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in maps]
+        parts.append("</tbody></table>")
     for c in report.classes:
         head, body = _class_rows(c)
         parts.append(f"<h2>Class experiment: {e(c['title'])} ({e(c['state'])})</h2>")
