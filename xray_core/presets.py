@@ -83,10 +83,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # The recipe, measured on jsrt_films (150 training films, 37 held-out patients' test films,
     # this 2-core CPU): films shrunk to 128x128 inside the network (the map grown back to
     # 256x256), 4 levels from 16 filters, batch norm, cross-entropy + Dice, Adam in batches of
-    # 4 at 3e-3 after a warm-up from 3e-4, cosine decay, shift/scale/rotate/contrast
-    # augmentation, 22 epochs: as many as fit in 5 minutes here, XLA-compiled (README, Part 3,
-    # has the figures per seed; batches of 8 were faster an epoch but drew the clavicles'
-    # edges less well: 24 epochs of 8 gave Dice c .867, 24 of 4 .881). The small one works at
+    # 4 at 5e-3 after a warm-up from 5e-4, cosine decay, shift/scale/rotate/contrast
+    # augmentation, 22 epochs: as many as fit in 5 minutes on the slowest 2-core machine this
+    # project has measured it on, XLA-compiled (README, Part 3, has the figures per seed; at
+    # 3e-3 the clavicles' Dice was .875-.879, at 5e-3 .881-.889, at 8e-3 .882 for seed 0;
+    # batches of 8 were faster an epoch but drew the clavicles' edges less well: 24 epochs of
+    # 8 gave .867, 24 of 4 .881; batches of 2 gave .881-.886 but cost 10 % more an epoch and a
+    # heart Dice of .949 for one seed). The small one works at
     # 64x64 for 9 epochs without augmentation (a second an epoch would go to warping 256x256
     # films, and in so few epochs it does not pay off).
     Preset("p3-unet", "Part 3 · From patches to pixels: a U-Net",
@@ -96,7 +99,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            "the fine detail. Trained on whole films and their label maps; compare its map with the "
            "prior's (each pixel's most frequent label, image ignored) and with a patch model's.",
            RunConfig(arch="segment", input_size=128, depth=4, base_filters=16, batch_norm=True, dropout=0.0,
-                     loss="both", augment=True, epochs=22, batch_size=4, lr=3e-3, l2=0.0,
+                     loss="both", augment=True, epochs=22, batch_size=4, lr=5e-3, l2=0.0,
                      lr_schedule="warmup_cosine"),
            {}),
     Preset("p3-unet-small", "Part 3 · A U-Net for a class (about a minute)",
