@@ -240,7 +240,7 @@ class RunConfig:
              "the whole set is batch gradient descent.")
     lr: float | None = knob(
         None, kind=float, label="Learning rate", noun="learning rate", min=1e-7, max=10.0, widget="number",
-        step=1e-5, format="%.1e", section="training", per_arch={"fc": 1e-5, "cnn/seed": 1e-5, "cnn/corrected": 1e-3, "segment": 3e-3},
+        step=1e-5, format="%.1e", section="training", per_arch={"fc": 1e-5, "cnn/seed": 1e-5, "cnn/corrected": 1e-3, "segment": 5e-3},
         short="lr {value:g}", sweep=Sweep("1e-5,1e-4,1e-3", log=True), column=Column("lr", 60, "%.0e"),
         help="Step size of each update. The course uses 1e-5 with Adam: slow but steady. Too large and the loss "
              "jumps or diverges; too small and nothing moves in the time you have (the course CNN's problem).")
