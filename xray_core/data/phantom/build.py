@@ -2,7 +2,7 @@
 
 Why: the app must work (and teach) without the real JSRT films, which cannot be
 redistributed. Each film is drawn in a "density" space (how much tissue the beam
-crossed: soft tissue, air in the lungs, heart, bone; `phantom_anatomy.py`), turned
+crossed: soft tissue, air in the lungs, heart, bone; `anatomy.py`), turned
 into film brightness here, blurred, made noisy, then windowed like the shared real
 data (2nd/99.5th percentile stretch, 8-bit) with gamma 0.5 (`preprocess.window`:
 v ** 0.5, which suits this exposure curve; the real films' README calls its own
@@ -32,8 +32,8 @@ from xray_core.data.phantom.anatomy import density, label_map, sample_anatomy
 from xray_core import settings
 from xray_core.data.cache import cache_dir  # noqa: F401  (ph.cache_dir: films.py)
 
-# Bump when the drawing (here or in phantom_anatomy.py) changes so stale caches are not reused.
-GENERATOR_VERSION = 19
+# Bump when the drawing (here or in anatomy.py) changes so stale caches are not reused.
+GENERATOR_VERSION = 32      # 20-31: drawings tried on 2026-12-04 and not kept
 DEFAULT_SIZES = (150, 30, 37)          # train / validation / test radiographs
 HALF = PATCH // 2
 
