@@ -224,22 +224,47 @@ def test_heart_shadow_is_greyer_than_the_abdomen():
     diffs = []
     for seed in range(4):
         film, labels = P.render_radiograph(np.random.default_rng(seed))
-        rows = np.nonzero((labels == 2).any(1))[0]
-        base = rows.max()
-        heart = film[labels == 3].mean()
-        cols = np.nonzero((labels == 3).any(0))[0]
-        belly = film[base + 8:FILM - 8, cols.min():cols.max() + 1]
-        diffs.append(belly.mean() - heart)
+        heart = labels == 3
+        rows, cols = np.nonzero(heart.any(1))[0], np.nonzero(heart.any(0))[0]
+        # the band under the heart's base (the liver under the diaphragm), inner columns
+        w = (cols.max() - cols.min()) // 4
+        band = film[rows.max() + 4:rows.max() + 16, cols.min() + w:cols.max() - w]
+        diffs.append(band.mean() - film[heart].mean())
     assert np.mean(diffs) > 10, diffs
 
 
-def test_lung_base_is_a_dome():
-    # The diaphragm: with straight lung sides, the base is lowest at the lateral
-    # (costophrenic) angle and rises towards the middle -- a curve, not a line.
-    for lateral, medial in ((0.1, 0.4), (0.9, 0.6)):
-        prof = np.tile([min(lateral, medial), max(lateral, medial)], (9, 1))
-        mask = phantom_anatomy._lung_mask(0.1, 0.8, prof)
-        low = lambda x: np.nonzero(mask[:, int(x * FILM)])[0].max()  # noqa: E731
-        near_lat = lateral + (medial - lateral) * 0.05
-        near_med = lateral + (medial - lateral) * 0.9
-        assert low(near_lat) - low(near_med) >= 8, (low(near_lat), low(near_med))
+def test_lungs_and_heart_sit_where_real_ones_do():
+    # Drawn from the shape model of the real train label maps: each film's lung fields and
+    # heart boxes lie within 2.5 spreads of the real ones (stats.py, the same 150 maps),
+    # the image-left lung is the patient's right, and the heart sits between the lungs.
+    from xray_core.data.phantom import stats as S
+
+    def box(mask):
+        ys, xs = np.nonzero(mask)
+        return np.array([xs.min(), xs.max() + 1, ys.min(), ys.max() + 1]) / FILM
+
+    for seed in range(8):
+        a = phantom_anatomy.sample_anatomy(np.random.default_rng(seed))
+        labels, m = phantom_anatomy.label_map(a)
+        fields = (labels == 1) | (labels == 2)
+        left, right = fields & (np.arange(FILM) < FILM // 2), fields & (np.arange(FILM) >= FILM // 2)
+        for mask, (mean, sd) in ((left, S.LUNG_R), (right, S.LUNG_L), (labels == 3, S.HEART)):
+            z = (box(mask) - np.array(mean)) / np.array(sd)
+            assert np.all(np.abs(z) < 2.5), (seed, np.round(z, 2))
+        hx = np.nonzero(labels == 3)[1].mean() / FILM
+        assert box(m["lung_r"])[0] < hx < box(m["lung_l"])[1], seed
+
+
+def test_no_lung_under_the_heart_and_none_over_its_top():
+    # Real train label maps: the heart sits on the diaphragm (a median of 30 lung pixels
+    # below it, a lung base's lateral tip) and the mediastinum parts the lungs above it.
+    # Phantom v32 ran the lungs on under the heart (a median of 280 pixels) and joined
+    # them over its narrow top; a model trained on that missed real hearts (Dice .60-.65).
+    for seed in range(6):
+        _, labels = P.render_radiograph(np.random.default_rng(seed))
+        heart, lung = labels == 3, labels == 2
+        below = np.cumsum(heart, 0) > 0
+        assert not (lung & below).any(), seed
+        top = np.nonzero(heart.any(1))[0].min()
+        cols = np.nonzero(heart[top])[0]
+        assert not lung[max(top - 3, 0):top + 1, cols.min():cols.max() + 1].any(), seed

@@ -1,8 +1,9 @@
 """What a phantom film shows: anatomy, label map and tissue density (`phantom.py` films it).
 
-`sample_anatomy(rng)` draws a few numbers per film around the values measured on the
-real label maps (`phantom_stats`); `label_map(a)` paints lungs, heart and clavicles
-(0 background, 1 clavicle, 2 lung, 3 heart); `density(a, masks, labels, rng)` is how
+`sample_anatomy(rng)` draws a few numbers per film: the lungs' and heart's shape (a point
+in the shape model of the real train label maps, `shapes.py`), the clavicles around the
+values measured on them (`stats.py`), body and exposure; `label_map(a)` paints lungs,
+heart and clavicles (0 background, 1 clavicle, 2 lung, 3 heart); `density(a, masks, labels, rng)` is how
 much tissue the beam crosses at each pixel (larger = whiter on the film). Change the
 drawing here -> bump `phantom.GENERATOR_VERSION` so stale caches are not reused.
 """
@@ -12,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from xray_core import FILM
+from xray_core.data.phantom import shapes
 from xray_core.data.phantom import stats as S
 __all__ = ["sample_anatomy", "label_map", "density"]
 
@@ -28,25 +30,9 @@ def _jitter(rng: np.random.Generator, stat: tuple, scale: float = 1.0) -> np.nda
     return mean + scale * std * np.clip(rng.standard_normal(mean.shape), -2, 2)
 
 
-def _lung_edges(rng: np.random.Generator, box: tuple, profile: tuple) -> tuple:
-    """Apex/base heights and the two edge curves of one lung, each an x per height."""
-    x0, x1, y0, y1 = _jitter(rng, box, 0.8)
-    prof = np.asarray(profile[0], float)                      # 9 x (edge a, edge b)
-    shift = rng.normal(0, 0.012, 2)                           # whole-edge shifts
-    wobble = rng.normal(0, 0.006, prof.shape)                 # small shape changes
-    prof = prof + shift + wobble
-    # Scale the measured profile into this film's bounding box (keeps the shape).
-    mean_box = np.asarray(box[0], float)
-    prof = x0 + (prof - mean_box[0]) * (x1 - x0) / (mean_box[1] - mean_box[0])
-    return y0, y1, prof
-
-
 def sample_anatomy(rng: np.random.Generator) -> dict:
     a: dict = {}
-    a["lung_r"] = _lung_edges(rng, S.LUNG_R, S.LUNG_PROFILE_R)
-    a["lung_l"] = _lung_edges(rng, S.LUNG_L, S.LUNG_PROFILE_L)
-    hx0, hx1, hy0, hy1 = _jitter(rng, S.HEART, 0.8)
-    a["heart"] = (hx0, hx1, hy0, hy1, rng.normal(0.6, 0.1))   # box + tilt (rad)
+    a["shape"] = shapes.sample_z(rng)                          # lungs and heart: the shape model
     a["clav_r"] = _jitter(rng, S.CLAV_R, 0.8)
     a["clav_l"] = _jitter(rng, S.CLAV_L, 0.8)
     a["mid"] = rng.normal(0.5, 0.008)                          # spine / midline x
@@ -64,57 +50,20 @@ def sample_anatomy(rng: np.random.Generator) -> dict:
 # ---------------------------------------------------------------------------------
 # Masks: lungs, heart, clavicles -> the label map.
 # ---------------------------------------------------------------------------------
-def _lung_mask(y0: float, y1: float, prof: np.ndarray) -> np.ndarray:
-    """Fill between the two edge curves, rows from apex to base (rounded apex)."""
-    t = (_Y[:, 0] - y0) / (y1 - y0)                            # 0 at apex, 1 at base
-    knots = np.linspace(0.05, 0.95, 9)
-    a = np.interp(t, knots, prof[:, 0])
-    b = np.interp(t, knots, prof[:, 1])
-    # Round the apex: shrink the width towards its middle above the first knot.
-    mid = (a + b) / 2
-    taper = np.sqrt(np.clip(t / 0.05, 0, 1))
-    a, b = mid + (a - mid) * taper, mid + (b - mid) * taper
-    inside_rows = (t >= 0) & (t <= 1)
-    # Diaphragm dome: the base is lowest at the lateral (costophrenic) angle and
-    # rises towards the middle, so the lung-abdomen border is a curve, not a line.
-    lat, med = (prof[-1, 0], prof[-1, 1]) if prof[-1, 0] < 0.5 else (prof[-1, 1], prof[-1, 0])
-    u = np.clip((_X - lat) / (med - lat), 0, 1)
-    base = y1 - 0.07 * (y1 - y0) * np.sin(np.pi / 2 * np.clip(u / 0.6, 0, 1))
-    return inside_rows[:, None] & (_Y <= base) & (_X >= a[:, None]) & (_X <= b[:, None])
-
-
-def _heart_mask(h: tuple) -> np.ndarray:
-    """A tilted ellipse (apex down and to the image right), its lower side cut flat by
-    the diaphragm, stretched to fill the sampled bounding box."""
-    x0, x1, y0, y1, tilt = h
-    c, s = np.cos(tilt), np.sin(tilt)
-    # Unit-frame shape on a local grid, then mapped onto the box.
-    g = np.linspace(-1.6, 1.6, 161)
-    v, u = np.meshgrid(g, g, indexing="ij")
-    r2 = ((c * u + s * v) / 1.0) ** 2 + ((-s * u + c * v) / 0.72) ** 2
-    shape = (r2 <= 1) & (v <= 0.5)
-    rows, cols = np.nonzero(shape)
-    gy0, gy1, gx0, gx1 = g[rows.min()], g[rows.max()], g[cols.min()], g[cols.max()]
-    # Film pixel -> local coordinates, then nearest-neighbour lookup in the shape.
-    lu = gx0 + (_X - x0) / (x1 - x0) * (gx1 - gx0)
-    lv = gy0 + (_Y - y0) / (y1 - y0) * (gy1 - gy0)
-    iu = np.clip(np.round((lu + 1.6) / 0.02).astype(int), 0, 160)
-    iv = np.clip(np.round((lv + 1.6) / 0.02).astype(int), 0, 160)
-    inside = (lu >= -1.6) & (lu <= 1.6) & (lv >= -1.6) & (lv <= 1.6)
-    return shape[iv, iu] & inside
-
-
 def _clavicle_centre(box: np.ndarray, right: bool):
-    """The clavicle's centre line y(x): medial end low, lateral end high, gently S-curved."""
+    """The clavicle's centre line y(x): nearly level over the lung, curving down at its
+    medial end (as on the real train films; a straight slope from corner to corner of the
+    box made them far steeper than real ones)."""
     x0, x1, y0, y1 = box
-    width = 0.042
+    width = 0.048
     # Medial end is the lower end; the bone continues laterally out to the shoulder.
     med_x, lat_x = (x1, x0) if right else (x0, x1)
     med_y, lat_y = y1 - width / 2, y0 + width / 2
 
     def yc(x):
         s = (x - med_x) / (lat_x - med_x)                      # 0 medial, 1 lateral end of label
-        return med_y + (lat_y - med_y) * (s + 0.15 * np.sin(np.pi * np.clip(s, 0, 1.4)))
+        u = np.clip(s, 0, 1)
+        return lat_y + (med_y - lat_y) * (1 - u) ** 2 - 0.03 * np.clip(s - 1, 0, None)
     return yc, med_x, lat_x, width
 
 
@@ -126,31 +75,28 @@ def _clavicle_label(box: np.ndarray, right: bool) -> np.ndarray:
 
 
 def label_map(a: dict) -> tuple[np.ndarray, dict]:
-    lung_r = _lung_mask(*a["lung_r"])
-    lung_l = _lung_mask(*a["lung_l"])
-    heart = _heart_mask(a["heart"])
-    # Let the lungs run on behind the heart so heart and lung always touch.
-    rows = heart.any(1)
-    left_edge = np.where(rows, np.argmax(heart, 1), FILM)
-    right_edge = np.where(rows, FILM - 1 - np.argmax(heart[:, ::-1], 1), -1)
-    cols = np.arange(FILM)[None, :]
-    lung_r |= rows[:, None] & (cols <= left_edge[:, None] + 6) & (cols > (left_edge[:, None] - 30)) \
-        & _row_has(lung_r)[:, None]
-    lung_l |= rows[:, None] & (cols >= right_edge[:, None] - 6) & (cols < right_edge[:, None] + 30) \
-        & _row_has(lung_l)[:, None]
-    lung_r = ndimage.binary_fill_holes(lung_r)
-    lung_l = ndimage.binary_fill_holes(lung_l)
-    lungs = lung_r | lung_l
+    """Lungs and heart from the shape model of the real label maps (phantom/shapes.py),
+    clavicles drawn over the lungs; `a` gets each lung's apex, base and edges (the density
+    uses them). Returns the label map and the masks the density needs."""
+    m = shapes.masks(a["shape"])
+    # The heart sits on the diaphragm: no lung under it. (Real train label maps: a median
+    # of 30 lung pixels below the heart; drawn phantoms up to v32 ran the lungs on under
+    # it, 280, and a model trained on them missed real hearts.)
+    under = (np.cumsum(m["heart"], 0) > 0) & ~m["heart"]
+    for key in ("lung_r", "lung_l"):
+        m[key] = m[key] & ~under
+        a[key] = shapes.edges(m[key])
+    lungs = m["lung_r"] | m["lung_l"]
     clav = _clavicle_label(a["clav_r"], True) | _clavicle_label(a["clav_l"], False)
     labels = np.zeros((FILM, FILM), np.uint8)
     labels[lungs] = 2
     labels[clav & ndimage.binary_dilation(lungs, iterations=3)] = 1   # clavicle over lung
-    labels[heart] = 3                                                   # heart over lung
-    return labels, {"lung_r": lung_r, "lung_l": lung_l, "heart": heart}
-
-
-def _row_has(mask: np.ndarray) -> np.ndarray:
-    return mask.any(1)
+    labels[m["heart"]] = 3                                             # heart over lung
+    # The lungs wrap behind the heart: their air runs on under its border (real heart
+    # rims are greyer than its core: 0.68 against 0.81 on the train films).
+    for key in ("lung_r", "lung_l"):
+        m[key] = m[key] | (m["heart"] & ndimage.binary_dilation(m[key], iterations=12))
+    return labels, m
 
 
 # ---------------------------------------------------------------------------------
@@ -353,7 +299,11 @@ def density(a: dict, m: dict, labels: np.ndarray, rng: np.random.Generator) -> n
     cover = hc * rng.uniform(0.8, 1.0)
     d -= rng.uniform(0.62, 0.95) * _air_in_lungs(m, a) * (1 - cover)
     # Lung wraps behind the heart: the heart shadow is greyer than the abdomen below it.
-    d -= rng.uniform(0.05, 0.2) * hc
+    # ... more so towards its lateral (image-right) side, where more lung lies behind it:
+    # real hearts fade from the spine outwards (train films: 0.89 to 0.66 across the heart).
+    cols = np.nonzero(m["heart"].any(0))[0]
+    lateral = np.clip((_X * FILM - cols.min()) / max(cols.max() - cols.min(), 1), 0, 1)
+    d -= rng.uniform(0.05, 0.2) * hc * (0.5 + lateral)
     d += a["breast"] * np.clip((_Y - 0.45) / 0.3, 0, 1) * inside
     # Ribs show over the lungs; over soft tissue they are barely visible.
     # Below the diaphragm the dense abdomen hides them.

@@ -6,8 +6,9 @@ crossed: soft tissue, air in the lungs, heart, bone; `anatomy.py`), turned
 into film brightness here, blurred, made noisy, then windowed like the shared real
 data (2nd/99.5th percentile stretch, 8-bit) with gamma 0.5 (`preprocess.window`:
 v ** 0.5, which suits this exposure curve; the real films' README calls its own
-recipe "gamma 2"). Where organs sit and how big they are comes from
-`phantom_stats` (measured on the real label maps), so patches cut from the phantom
+recipe "gamma 2"). The lungs' and heart's outlines come from a shape model of
+the real train label maps (`shapes.py`), the clavicles from numbers measured on them
+(`stats.py`), so patches and films cut from the phantom
 look, to a small network, enough like real ones to transfer
 (scripts/phantom_to_real.py measures that).
 
@@ -33,7 +34,7 @@ from xray_core import settings
 from xray_core.data.cache import cache_dir  # noqa: F401  (ph.cache_dir: films.py)
 
 # Bump when the drawing (here or in anatomy.py) changes so stale caches are not reused.
-GENERATOR_VERSION = 32      # 20-31: drawings tried on 2026-12-04 and not kept
+GENERATOR_VERSION = 35      # 20-31: drawings tried on 2026-12-04 and not kept
 DEFAULT_SIZES = (150, 30, 37)          # train / validation / test radiographs
 HALF = PATCH // 2
 
