@@ -46,7 +46,10 @@ def test_train_live_chart_grows_then_stop(tmp_path):
 
 # ---- runs that survive (issue 8): short runs, FC on the phantom, few patches ---------------
 
-LONG = "/?epochs=300&batch_size=16&limit_train=480"   # ~30 steps per epoch: epochs pass quickly
+# 300 steps an epoch, 200 epochs (the server's cap): minutes of training, so a run is still going
+# when a test stops it. (It read epochs=300 until 2026-12-04: over the cap the link is ignored, and
+# the default 25-epoch run sometimes ended before the two-server test could press Stop.)
+LONG = "/?epochs=200&batch_size=16&limit_train=4800"
 VIEW = {"width": 1400, "height": 1000}
 
 
@@ -55,6 +58,8 @@ def _open(b, url):
     page.goto(url, wait_until="domcontentloaded")
     # generous: on a shared 2-core machine a first page can take a minute
     page.get_by_role("button", name="▶ Train", exact=True).wait_for(timeout=240_000)
+    page.wait_for_timeout(1000)   # the main column (where a refused link is said) follows the sidebar
+    assert page.get_by_text("The link's settings were ignored").count() == 0, f"{url}: the link was refused"
     return page
 
 
