@@ -112,6 +112,44 @@ def intensity(x: np.ndarray, y: np.ndarray) -> dict:
     return out
 
 
+TONE_REGIONS = ("lung", "wall", "heart", "abdomen")
+
+
+def film_tones(film: np.ndarray, labels: np.ndarray) -> list[float] | None:
+    """One film's grey levels (film in [0, 1]): the medians of the lungs, the chest wall beside
+    them, the heart's core and the abdomen just under the heart's base (TONE_REGIONS)."""
+    lung = ndimage.binary_erosion(labels == 2, iterations=4)
+    heart = labels == 3
+    core = ndimage.binary_erosion(heart, iterations=4)
+    if not lung.any() or not core.any():
+        return None
+    rows, cols = np.nonzero(heart.any(1))[0], np.nonzero(heart.any(0))[0]
+    abdomen = np.zeros_like(heart)
+    abdomen[rows.max() + 6:rows.max() + 20, cols.min():cols.max()] = True
+    abdomen &= labels == 0
+    lung_rows = np.nonzero((labels == 2).any(1))[0]
+    wall = np.zeros_like(heart)
+    wall[lung_rows.min():lung_rows.max(), 8:labels.shape[1] - 8] = True
+    wall &= ~ndimage.binary_dilation(labels > 0, iterations=3)
+    if abdomen.sum() < 20 or wall.sum() < 20:
+        return None
+    return [float(np.median(film[m])) for m in (lung, wall, core, abdomen)]
+
+
+def tones(data: str) -> dict:
+    """Per region, (mean, std) over the train films of film_tones: how much real films'
+    greys vary from film to film."""
+    paths = sorted(glob.glob(os.path.join(data, "jsrt_films", "train", "*_labels.png")))
+    rows = []
+    for p in paths:
+        film = np.array(Image.open(p.replace("_labels.png", ".png")).convert("L"), np.float32) / 255
+        t = film_tones(film, np.array(Image.open(p)))
+        if t is not None:
+            rows.append(t)
+    t = np.array(rows)
+    return {k: (round(float(t[:, i].mean()), 4), round(float(t[:, i].std()), 4)) for i, k in enumerate(TONE_REGIONS)}
+
+
 def band_stats(x: np.ndarray) -> dict:
     """Texture of a stack of patches (N, 32, 32) in [0, 1], as medians over patches:
     std in three spatial bands -- fine (pixel minus 1-px blur: noise, sharp edges),
@@ -136,7 +174,8 @@ def texture(x: np.ndarray, y: np.ndarray) -> dict:
     return {letter: band_stats(x[y == c]) for c, letter in enumerate(LETTERS)}
 
 
-def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int, tex: dict | None = None) -> str:
+def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int, tex: dict | None = None,
+                tone: dict | None = None) -> str:
     lines = [
         '"""Numbers measured from the real JSRT data; the phantom is drawn to match them.',
         "",
@@ -153,6 +192,8 @@ def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int, tex: dict |
         "std in a fine / mid / coarse spatial band, |gradient| of the 1-px blur along x",
         "and y, share of flat patches (std < 0.05), deciles 10/50/90 of the patch mean.",
         "See band_stats() in the derive script; tests hold the phantom to these.",
+        f"TONE: from the {n_maps} train films, per region, (mean, std) over films of its median",
+        "grey (film_tones() in the derive script): how much real films vary from film to film.",
         '"""',
         "",
     ]
@@ -173,6 +214,9 @@ def module_text(geo: dict, inten: dict, n_maps: int, n_patches: int, tex: dict |
         for letter, d in tex.items():
             lines.append(f"    {letter!r}: {d!r},")
         lines.append("}")
+    if tone is not None:
+        lines.append("")
+        lines.append(f"TONE = {tone!r}")
     return "\n".join(lines) + "\n"
 
 
@@ -187,7 +231,7 @@ def main() -> None:
     args = ap.parse_args()
     maps = load_label_maps(args.data)
     x, y = load_train_patches(args.data)
-    text = module_text(geometry(maps), intensity(x, y), len(maps), len(y), texture(x, y))
+    text = module_text(geometry(maps), intensity(x, y), len(maps), len(y), texture(x, y), tones(args.data))
     if args.write:
         path = os.path.join(HERE, "..", "xray_core", "data", "phantom", "stats.py")
         with open(path, "w") as f:

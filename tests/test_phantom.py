@@ -176,14 +176,19 @@ def test_split_sizes_proportional():
 # Realism: the phantom's patches measured against the numbers derived from real
 # train patches (phantom_stats.TEXTURE, made by scripts/derive_phantom_stats.py).
 # ---------------------------------------------------------------------------------
-def _band_stats():
+def _derive():
+    """scripts/derive_phantom_stats.py: the phantom is measured as the real data was."""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "scripts" / "derive_phantom_stats.py"
     spec = importlib.util.spec_from_file_location("derive_phantom_stats", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.band_stats
+    return mod
+
+
+def _band_stats():
+    return _derive().band_stats
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +221,24 @@ def test_texture_check_catches_a_flat_phantom(small_train):
     assert blurred["fine"] < S.TEXTURE["l"]["fine"] / 1.6
     bright = band_stats(np.clip(x[y == 2] + 0.15, 0, 1))
     assert abs(bright["mean_deciles"][1] - S.TEXTURE["l"]["mean_deciles"][1]) >= 0.08
+
+
+def test_film_greys_vary_from_film_to_film_like_real_ones():
+    # Real films differ in exposure: the lungs' median grey has a spread of 0.10 over the
+    # train films, the abdomen's 0.06. A phantom whose films all share one tone (v35: 0.08
+    # and 0.02) trains a U-Net that misses the real films' darker hearts.
+    from xray_core.data.phantom import stats as S
+    film_tones = _derive().film_tones
+    t = np.array([film_tones(*_film01(seed)) for seed in range(40)])
+    for i, region in enumerate(S.TONE):
+        mean, sd = S.TONE[region]
+        assert abs(t[:, i].mean() - mean) < 0.08, (region, t[:, i].mean(), mean)
+        assert sd / 1.6 < t[:, i].std() < sd * 1.6, (region, t[:, i].std(), sd)
+
+
+def _film01(seed):
+    film, labels = P.render_radiograph(np.random.default_rng(seed))
+    return film / 255.0, labels
 
 
 def test_heart_shadow_is_greyer_than_the_abdomen():

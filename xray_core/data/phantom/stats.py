@@ -13,6 +13,8 @@ TEXTURE: from the same train patches, per class letter (medians over patches):
 std in a fine / mid / coarse spatial band, |gradient| of the 1-px blur along x
 and y, share of flat patches (std < 0.05), deciles 10/50/90 of the patch mean.
 See band_stats() in the derive script; tests hold the phantom to these.
+TONE: from the 150 train films, per region, (mean, std) over films of its median
+grey (film_tones() in the derive script): how much real films vary from film to film.
 """
 
 LUNG_R = ([0.1016, 0.4589, 0.0797, 0.8357],
@@ -47,3 +49,6 @@ TEXTURE = {
     'l': {'fine': 0.0092, 'mid': 0.0164, 'coarse': 0.104, 'grad_x': 0.0121, 'grad_y': 0.0079, 'flat_share': 0.092, 'mean_deciles': [0.195, 0.392, 0.617]},
     'h': {'fine': 0.0057, 'mid': 0.0113, 'coarse': 0.0769, 'grad_x': 0.0091, 'grad_y': 0.0049, 'flat_share': 0.29, 'mean_deciles': [0.552, 0.771, 0.898]},
 }
+
+TONE = {'lung': (0.3077, 0.1039), 'wall': (0.7046, 0.0821), 'heart': (0.8114, 0.0653), 'abdomen': (0.8824, 0.0618)}
+
