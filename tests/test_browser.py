@@ -44,7 +44,7 @@ def test_train_live_chart_grows_then_stop(tmp_path):
         page.screenshot(path=str(tmp_path / "stopped.png"), full_page=True)
 
 
-# ---- runs that survive (issue 8): short runs, FC on the phantom, few patches ---------------
+# ---- runs that survive (issue 8): FC runs on the phantom, stopped or killed mid-run -----------
 
 # 300 steps an epoch, 200 epochs (the server's cap): minutes of training, so a run is still going
 # when a test stops it. (It read epochs=300 until 2026-12-04: over the cap the link is ignored, and
